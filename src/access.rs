@@ -1,0 +1,75 @@
+//! What is recorded about each request once its response has been fully sent (or abandoned):
+//! the request metrics and the access log line. Created when the request head arrives, finished
+//! by the response body's drop (see `body.rs`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Method, StatusCode, Version};
+
+use crate::connection::ConnContext;
+use crate::metrics::NO_BACKEND;
+
+pub struct RequestRecord {
+    conn: Arc<ConnContext>,
+    start: Instant,
+    method: Method,
+    version: Version,
+    /// Path only: query strings carry OAuth codes and tokens that must not reach logs.
+    path: String,
+    pub status: StatusCode,
+    pub backend: Option<String>,
+    log: bool,
+}
+
+impl RequestRecord {
+    pub fn begin<B>(conn: Arc<ConnContext>, req: &http::Request<B>, log: bool) -> RequestRecord {
+        conn.activity.request_started();
+        RequestRecord {
+            conn,
+            start: Instant::now(),
+            method: req.method().clone(),
+            version: req.version(),
+            path: if log {
+                req.uri().path().to_string()
+            } else {
+                String::new()
+            },
+            status: StatusCode::OK,
+            backend: None,
+            log,
+        }
+    }
+
+    pub fn peer(&self) -> SocketAddr {
+        self.conn.peer
+    }
+
+    /// Called once, when the response body is done: `complete` is false when the client went
+    /// away or the backend failed mid-body.
+    pub fn finish(self, bytes_sent: u64, complete: bool) {
+        let elapsed = self.start.elapsed();
+        let listener = &self.conn.listener;
+        let backend = self.backend.as_deref().unwrap_or(NO_BACKEND);
+        listener
+            .metrics
+            .request_done(self.status, backend, elapsed.as_secs_f64());
+        self.conn.activity.request_finished();
+        if self.log {
+            tracing::info!(
+                target: "sessiongate::access",
+                listener = %listener.name,
+                peer = %self.conn.peer,
+                method = %self.method,
+                path = %self.path,
+                version = ?self.version,
+                status = self.status.as_u16(),
+                backend,
+                bytes = bytes_sent,
+                duration_ms = elapsed.as_secs_f64() * 1000.0,
+                complete,
+            );
+        }
+    }
+}

@@ -1,0 +1,94 @@
+//! Typed [`Config`] → raw structs → TOML, every default written out: what
+//! `sessiongate check-config` prints, so an operator sees exactly what will run.
+
+use std::time::Duration;
+
+use super::raw::*;
+use super::{BackendSource, Config, LogFormat};
+
+fn dur(d: Duration) -> Option<String> {
+    Some(humantime::format_duration(d).to_string())
+}
+
+pub(super) fn render(c: &Config) -> String {
+    let t = &c.timeouts;
+    let raw = RawConfig {
+        admin: RawAdmin {
+            listen: Some(c.admin.listen.to_string()),
+        },
+        log: RawLog {
+            format: Some(match c.log.format {
+                LogFormat::Human => "human".into(),
+                LogFormat::Json => "json".into(),
+            }),
+            level: Some(c.log.level.clone()),
+            access_log: Some(c.log.access_log),
+        },
+        timeouts: RawTimeouts {
+            tls_handshake: dur(t.tls_handshake),
+            request_header: dur(t.request_header),
+            idle: dur(t.idle),
+            upstream_connect: dur(t.upstream_connect),
+            upstream_response: dur(t.upstream_response),
+            shutdown_drain: dur(t.shutdown_drain),
+        },
+        upstream: RawUpstream {
+            pool_idle_timeout: dur(c.upstream.idle_timeout),
+            pool_max_idle_per_backend: Some(c.upstream.max_idle_per_backend),
+        },
+        listeners: c
+            .listeners
+            .iter()
+            .map(|l| RawListener {
+                name: Some(l.name.clone()),
+                listen: Some(l.listen.to_string()),
+                tls: l.tls.as_ref().map(|set| {
+                    let mut pairs = set.certificates().iter().map(|cert| RawCertPair {
+                        cert: Some(cert.cert_path.display().to_string()),
+                        key: Some(cert.key_path.display().to_string()),
+                    });
+                    let default = pairs.next().unwrap_or_default();
+                    RawServerTls {
+                        cert: default.cert,
+                        key: default.key,
+                        sni: pairs.collect(),
+                    }
+                }),
+                redirect_to_https: Some(l.redirect.is_some()),
+                https_port: l.redirect.map(|r| r.port),
+            })
+            .collect(),
+        sites: c
+            .sites
+            .iter()
+            .map(|s| RawSite {
+                name: Some(s.name.clone()),
+                backends: Some(match &s.backends {
+                    BackendSource::Static(list) => RawBackends {
+                        static_list: Some(list.clone()),
+                    },
+                }),
+                tls: s.tls.as_ref().map(|t| RawUpstreamTls {
+                    ca: t.ca_path.as_ref().map(|p| p.display().to_string()),
+                    server_name: t.server_name.clone(),
+                }),
+            })
+            .collect(),
+    };
+    let mut out = toml::to_string_pretty(&raw).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    // The names each certificate answers to are derived, not configured: show them as comments.
+    for l in &c.listeners {
+        if let Some(set) = &l.tls {
+            for cert in set.certificates() {
+                out.push_str(&format!(
+                    "# listener {}: {} serves {} (expires {})\n",
+                    l.name,
+                    cert.cert_path.display(),
+                    cert.names.join(", "),
+                    cert.not_after
+                ));
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,219 @@
+//! Configuration: the TOML file → raw serde structs (`raw.rs`) → validated, typed [`Config`]
+//! (`validate.rs`). Every problem is reported at once, each naming the file and the key, so an
+//! operator fixes a file in one pass. Certificates are loaded during validation: a config whose
+//! files are missing or unreadable is an invalid config, not a runtime surprise.
+
+mod effective;
+pub mod raw;
+mod validate;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::tls::{CertificateSet, UpstreamTls};
+
+/// A validated configuration, ready to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it was read from, for messages.
+    pub source: String,
+    pub admin: AdminConfig,
+    pub log: LogConfig,
+    pub timeouts: Timeouts,
+    pub upstream: UpstreamPool,
+    pub listeners: Vec<ListenerConfig>,
+    pub sites: Vec<SiteConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+    pub access_log: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub tls_handshake: Duration,
+    pub request_header: Duration,
+    pub idle: Duration,
+    pub upstream_connect: Duration,
+    pub upstream_response: Duration,
+    pub shutdown_drain: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UpstreamPool {
+    pub idle_timeout: Duration,
+    pub max_idle_per_backend: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub tls: Option<CertificateSet>,
+    pub redirect: Option<HttpsRedirect>,
+}
+
+/// A plain listener that answers 308 to the https URL of every request.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpsRedirect {
+    pub port: u16,
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    pub name: String,
+    pub backends: BackendSource,
+    pub tls: Option<UpstreamTls>,
+}
+
+#[derive(Debug, Clone)]
+pub enum BackendSource {
+    /// `host:port` entries, used as written (a host name is resolved when connecting).
+    Static(Vec<String>),
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The dotted key path, e.g. `listener[0].tls.cert`; empty for file-level problems.
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.key, self.message)
+        }
+    }
+}
+
+/// Every problem found in one config file.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub source_name: String,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.issues.len();
+        write!(
+            f,
+            "invalid config {}: {n} problem{}",
+            self.source_name,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for issue in &self.issues {
+            write!(f, "\n  {}: {issue}", self.source_name)?;
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it (certificates, CA bundles)
+    /// are taken relative to the file's directory, so a config works from any working directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let source_name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            source_name: source_name.clone(),
+            issues: vec![ConfigIssue {
+                key: String::new(),
+                message: format!("cannot read file: {e}"),
+            }],
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::from_toml(&text, &source_name, &base)
+    }
+
+    /// Validates config text; `base` is the directory relative paths are resolved against.
+    pub fn from_toml(text: &str, source_name: &str, base: &Path) -> Result<Config, ConfigError> {
+        let raw = parse(text).map_err(|issues| ConfigError {
+            source_name: source_name.to_string(),
+            issues,
+        })?;
+        validate::validate(raw, source_name, base).map_err(|issues| ConfigError {
+            source_name: source_name.to_string(),
+            issues,
+        })
+    }
+
+    /// The effective configuration as TOML, every default written out.
+    pub fn to_effective_toml(&self) -> String {
+        effective::render(self)
+    }
+}
+
+/// TOML → raw structs. Type errors stop serde at the first one; unknown keys are all collected.
+fn parse(text: &str) -> Result<raw::RawConfig, Vec<ConfigIssue>> {
+    let mut unknown = Vec::new();
+    let de = toml::Deserializer::new(text);
+    let parsed: Result<raw::RawConfig, _> =
+        serde_ignored::deserialize(de, |path| unknown.push(key_of(&path)));
+    match parsed {
+        Err(e) => Err(vec![ConfigIssue {
+            key: String::new(),
+            message: e.to_string().trim_end().replace('\n', "\n    "),
+        }]),
+        Ok(_) if !unknown.is_empty() => Err(unknown
+            .into_iter()
+            .map(|key| ConfigIssue {
+                key,
+                message: "unknown key".into(),
+            })
+            .collect()),
+        Ok(raw) => Ok(raw),
+    }
+}
+
+/// `listener[0].tls.cert` rather than serde_ignored's `listener.0.?.cert`.
+fn key_of(path: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match path {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", key_of(parent)),
+        P::Map { parent, key } => {
+            let parent = key_of(parent);
+            if parent.is_empty() {
+                key.clone()
+            } else {
+                format!("{parent}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            key_of(parent)
+        }
+    }
+}
+
+/// Resolves a path from the config file relative to the file's directory.
+pub(crate) fn resolve_path(base: &Path, p: &str) -> PathBuf {
+    let p = Path::new(p);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+#[cfg(test)]
+mod tests;

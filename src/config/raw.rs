@@ -1,0 +1,123 @@
+//! The configuration file as written by the operator: plain serde structs, every field optional
+//! where a default exists. Nothing here is checked beyond TOML types; `validate.rs` turns these
+//! into the typed [`super::Config`], and `effective.rs` turns a `Config` back into these (defaults
+//! filled in) for `sessiongate check-config`.
+//!
+//! Unknown keys are not rejected by serde here: the loader collects them all with
+//! `serde_ignored`, so one run reports every misspelt key instead of the first.
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9901";
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: &str = "10s";
+/// hyper's own default for the request head, kept: long enough for slow mobile links.
+pub const DEFAULT_REQUEST_HEADER_TIMEOUT: &str = "30s";
+/// Close client connections with no request in flight after this long (nginx: 75s).
+pub const DEFAULT_IDLE_TIMEOUT: &str = "60s";
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "5s";
+/// Time to the upstream response head (nginx `proxy_read_timeout`: 60s).
+pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: &str = "60s";
+/// Below Kubernetes' default 30s grace period, so the drain ends before SIGKILL.
+pub const DEFAULT_SHUTDOWN_DRAIN: &str = "25s";
+/// Shorter than the idle timeouts of common backends (Quarkus/Vert.x: 30 min, Tomcat: 60s), so
+/// the proxy closes pooled connections before the backend does and rarely races it.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "30s";
+pub const DEFAULT_POOL_MAX_IDLE_PER_BACKEND: usize = 128;
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default, rename = "listener")]
+    pub listeners: Vec<RawListener>,
+    #[serde(default, rename = "site")]
+    pub sites: Vec<RawSite>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawLog {
+    /// `human` or `json`.
+    pub format: Option<String>,
+    /// A tracing filter directive (`info`, `sessiongate=debug,hyper=warn`); `RUST_LOG` wins.
+    pub level: Option<String>,
+    /// One line per request at target `sessiongate::access`.
+    pub access_log: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawTimeouts {
+    pub tls_handshake: Option<String>,
+    pub request_header: Option<String>,
+    pub idle: Option<String>,
+    pub upstream_connect: Option<String>,
+    pub upstream_response: Option<String>,
+    pub shutdown_drain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawUpstream {
+    pub pool_idle_timeout: Option<String>,
+    pub pool_max_idle_per_backend: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawListener {
+    pub name: Option<String>,
+    pub listen: Option<String>,
+    pub tls: Option<RawServerTls>,
+    /// Answer every request with 308 to the same URL over https (plain listeners only).
+    pub redirect_to_https: Option<bool>,
+    /// The port written into redirects; 443 is left out of the URL.
+    pub https_port: Option<u16>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawServerTls {
+    /// The default certificate (PEM chain), served when no SNI name matches.
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// More certificates, chosen by SNI from the names in each certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni: Vec<RawCertPair>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawCertPair {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawSite {
+    pub name: Option<String>,
+    pub backends: Option<RawBackends>,
+    /// TLS to the backends (re-encryption); absent means plain HTTP.
+    pub tls: Option<RawUpstreamTls>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawBackends {
+    #[serde(rename = "static")]
+    pub static_list: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawUpstreamTls {
+    /// PEM bundle of CAs trusted for backend certificates; the system's roots when absent.
+    pub ca: Option<String>,
+    /// Name checked against the backend certificate and sent as SNI; the backend's host when
+    /// absent.
+    pub server_name: Option<String>,
+}

@@ -1,0 +1,180 @@
+//! One client connection after accept (and TLS): hyper-util's auto builder serves HTTP/1.1 or
+//! HTTP/2 on it, and this driver adds what hyper lacks: an idle timeout between requests
+//! (hyper's header timeout does not cover keep-alive idling) and a graceful close when the
+//! proxy drains (HTTP/2 GOAWAY, HTTP/1.1 close after the response in flight).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{HttpsRedirect, Timeouts};
+use crate::metrics::{ListenerMetrics, Metrics};
+
+/// What every connection of one listener shares.
+pub struct ListenerContext {
+    pub name: String,
+    pub tls: bool,
+    /// The listener's port, reported to backends as X-Forwarded-Port.
+    pub port: u16,
+    pub redirect: Option<HttpsRedirect>,
+    pub timeouts: Timeouts,
+    pub metrics: ListenerMetrics,
+    all_metrics: Arc<Metrics>,
+}
+
+impl ListenerContext {
+    pub fn new(
+        name: &str,
+        tls: bool,
+        port: u16,
+        redirect: Option<HttpsRedirect>,
+        timeouts: Timeouts,
+        metrics: Arc<Metrics>,
+    ) -> ListenerContext {
+        ListenerContext {
+            name: name.to_string(),
+            tls,
+            port,
+            redirect,
+            timeouts,
+            metrics: metrics.listener(name),
+            all_metrics: metrics,
+        }
+    }
+
+    pub fn upstream_error(&self, backend: &str, kind: &str) {
+        self.all_metrics
+            .upstream_errors
+            .with_label_values(&[backend, kind])
+            .inc();
+    }
+}
+
+/// What one connection's requests share.
+pub struct ConnContext {
+    pub listener: Arc<ListenerContext>,
+    pub peer: SocketAddr,
+    pub activity: Activity,
+}
+
+/// Requests in flight on a connection and when the last one ended, for the idle timeout.
+pub struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` when the last request finished (or the connection opened).
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    pub fn new() -> Activity {
+        Activity {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    pub fn request_started(&self) {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn request_finished(&self) {
+        let now = self.opened.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Release);
+        self.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// How long the connection has been without a request in flight; `None` while busy.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last = Duration::from_millis(self.last_ms.load(Ordering::Acquire));
+        Some(self.opened.elapsed().saturating_sub(last))
+    }
+}
+
+/// The HTTP/1.1 + HTTP/2 server settings of one listener.
+pub fn http_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(timeouts.request_header)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
+    builder
+}
+
+impl ConnContext {
+    pub fn new(listener: Arc<ListenerContext>, peer: SocketAddr) -> ConnContext {
+        ConnContext {
+            listener,
+            peer,
+            activity: Activity::new(),
+        }
+    }
+}
+
+/// Serves one connection until it closes, closing it gracefully when idle for `idle` or when
+/// `shutdown` fires. Returns hyper's verdict on the connection.
+pub async fn serve<I, S, F, B>(
+    io: I,
+    builder: &auto::Builder<TokioExecutor>,
+    activity: &Activity,
+    idle: Duration,
+    shutdown: &CancellationToken,
+    handler: S,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
+    F: std::future::Future<Output = Response<B>> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let fut = handler(req);
+        async move { Ok::<_, Infallible>(fut.await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut closing = false;
+    loop {
+        let wait = match activity.idle_for() {
+            Some(idle_for) => idle.saturating_sub(idle_for),
+            None => idle,
+        };
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            _ = shutdown.cancelled(), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = tokio::time::sleep(wait), if !closing => {
+                if activity.idle_for().is_some_and(|d| d >= idle) {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+        }
+    }
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity::new()
+    }
+}

@@ -1,0 +1,100 @@
+//! Every way a request can fail inside the proxy, and the one place where each becomes a
+//! response. The match is exhaustive on purpose: a new failure cannot be added without deciding
+//! its status. Bodies are short and never name backends: clients learn the status, operators
+//! read the log and the metrics.
+
+use http::{header, HeaderValue, Response, StatusCode};
+
+use crate::body::ProxyBody;
+use crate::upstream::{ConnectError, UpstreamError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("request has no Host header or authority")]
+    MissingHost,
+    #[error("Host header is not a valid authority")]
+    BadHost,
+    #[error("method {0} is not proxied")]
+    MethodNotAllowed(http::Method),
+    #[error("no backend available in site {0}")]
+    NoBackend(String),
+    #[error("no site configured")]
+    NoSite,
+    #[error("backend {backend}: {error}")]
+    Upstream {
+        backend: String,
+        error: UpstreamError,
+    },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::MissingHost | ProxyError::BadHost => StatusCode::BAD_REQUEST,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::NoBackend(_) | ProxyError::NoSite => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Upstream { error, .. } => match error {
+                UpstreamError::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+                UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
+                UpstreamError::Connect(c) => match c {
+                    ConnectError::Refused(_)
+                    | ConnectError::Timeout(..)
+                    | ConnectError::Resolve(..)
+                    | ConnectError::Tls(..)
+                    | ConnectError::Io(..)
+                    | ConnectError::BadAddress(_) => StatusCode::BAD_GATEWAY,
+                },
+            },
+        }
+    }
+
+    /// Is this the client's doing (logged quietly) or the proxy's and backends' (logged loudly)?
+    pub fn is_client_error(&self) -> bool {
+        self.status().is_client_error()
+    }
+}
+
+/// A short plain-text answer from the proxy itself.
+pub fn local_response(status: StatusCode, detail: &str) -> Response<ProxyBody> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let text = if detail.is_empty() {
+        format!("{} {reason}\n", status.as_u16())
+    } else {
+        format!("{} {reason}: {detail}\n", status.as_u16())
+    };
+    let mut resp = Response::new(ProxyBody::local(text));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    }
+    resp
+}
+
+impl ProxyError {
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let detail = match &self {
+            ProxyError::MissingHost => "missing Host",
+            ProxyError::BadHost => "invalid Host",
+            ProxyError::MethodNotAllowed(_) => "method not allowed",
+            ProxyError::NoBackend(_) | ProxyError::NoSite => "no backend available",
+            ProxyError::Upstream { error, .. } => match error {
+                UpstreamError::ResponseTimeout(_) => "backend did not answer in time",
+                UpstreamError::Connect(_) => "backend unreachable",
+                UpstreamError::Protocol(_) => "backend connection failed",
+            },
+        };
+        let mut resp = local_response(self.status(), detail);
+        if let ProxyError::MethodNotAllowed(_) = self {
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+            );
+        }
+        resp
+    }
+}

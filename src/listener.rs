@@ -1,0 +1,136 @@
+//! Public listeners: bind, accept, TLS handshake (with a deadline), then hand the connection to
+//! `connection::serve`. The accept loop never ends on an error: it logs, backs off when the
+//! process is out of descriptors or memory, and keeps accepting.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::connection::{self, ConnContext, ListenerContext};
+use crate::proxy::Proxy;
+
+/// Accept queue length: enough for a burst of reconnects after a rolling restart.
+const BACKLOG: u32 = 4096;
+
+/// Binds with SO_REUSEADDR so a restart does not wait for TIME_WAIT sockets to clear.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
+}
+
+/// Everything an accept loop needs, shared by its connections.
+pub struct Serving {
+    pub context: Arc<ListenerContext>,
+    pub tls: Option<TlsAcceptor>,
+    pub proxy: Arc<Proxy>,
+    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+pub async fn accept_loop(listener: TcpListener, serving: Arc<Serving>) {
+    loop {
+        let accepted = tokio::select! {
+            _ = serving.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let serving = serving.clone();
+                serving.tasks.clone().spawn(async move { serve_client(stream, peer, &serving).await });
+            }
+            Err(e) if is_per_connection(&e) => {
+                tracing::debug!(listener = %serving.context.name, error = %e, "accept failed for one connection");
+            }
+            Err(e) => {
+                serving.context.metrics.connection_error("accept");
+                tracing::warn!(listener = %serving.context.name, error = %e, "accept failed; backing off");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Errors that concern one half-open connection, not the listener.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+    )
+}
+
+async fn serve_client(stream: TcpStream, peer: SocketAddr, serving: &Serving) {
+    let ctx = &serving.context;
+    let _ = stream.set_nodelay(true);
+    ctx.metrics.connections.inc();
+    ctx.metrics.open_connections.inc();
+    let conn = Arc::new(ConnContext::new(ctx.clone(), peer));
+    let result = match &serving.tls {
+        None => serve_http(stream, &conn, serving).await,
+        Some(acceptor) => {
+            let handshake = tokio::time::timeout(ctx.timeouts.tls_handshake, acceptor.accept(stream));
+            let shutdown = serving.shutdown.cancelled();
+            tokio::select! {
+                _ = shutdown => Ok(()),
+                done = handshake => match done {
+                    Ok(Ok(tls)) => serve_http(tls, &conn, serving).await,
+                    Ok(Err(e)) => {
+                        ctx.metrics.connection_error("tls_handshake");
+                        tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed");
+                        Ok(())
+                    }
+                    Err(_) => {
+                        ctx.metrics.connection_error("tls_handshake_timeout");
+                        tracing::debug!(listener = %ctx.name, %peer, "TLS handshake timed out");
+                        Ok(())
+                    }
+                }
+            }
+        }
+    };
+    if let Err(e) = result {
+        ctx.metrics.connection_error("http");
+        tracing::debug!(listener = %ctx.name, %peer, error = %e, "client connection ended with an error");
+    }
+    ctx.metrics.open_connections.dec();
+}
+
+async fn serve_http<I>(
+    io: I,
+    conn: &Arc<ConnContext>,
+    serving: &Serving,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let proxy = serving.proxy.clone();
+    let handler_conn = conn.clone();
+    connection::serve(
+        io,
+        &serving.builder,
+        &conn.activity,
+        conn.listener.timeouts.idle,
+        &serving.shutdown,
+        move |req| {
+            let proxy = proxy.clone();
+            let conn = handler_conn.clone();
+            async move { proxy.handle(req, conn).await }
+        },
+    )
+    .await
+}

@@ -1,0 +1,143 @@
+//! The `sessiongate` binary: parse the command line, load the config (exit 64 when invalid),
+//! start, wait for SIGTERM/SIGINT, drain, exit. Everything else lives in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sessiongate::config::{Config, LogFormat};
+use sessiongate::demo::{self, DemoOptions};
+use sessiongate::{logging, Drained, Server};
+
+/// sysexits' EX_USAGE: the invocation or the config is wrong, retrying will not help.
+const EXIT_CONFIG: u8 = 64;
+const EXIT_RUNTIME: u8 = 1;
+
+#[derive(Parser)]
+#[command(name = "sessiongate", version, about = "Session-aware edge reverse proxy and load balancer")]
+struct Cli {
+    /// Config file (TOML) to run with.
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate a config file and print the effective config, defaults filled in.
+    CheckConfig {
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+    },
+    /// Start a demo cluster of session-keeping nodes on loopback and the proxy in front of it.
+    Demo {
+        /// HTTPS listener address.
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        https: std::net::SocketAddr,
+        /// Plain HTTP listener address (redirects to HTTPS).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http: std::net::SocketAddr,
+        /// Admin listener address.
+        #[arg(long, default_value = "127.0.0.1:9901")]
+        admin: std::net::SocketAddr,
+        /// How many demo nodes to start.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match (cli.command, cli.config) {
+        (Some(Command::CheckConfig { file }), _) => match Config::load(&file) {
+            Ok(config) => {
+                print!("{}", config.to_effective_toml());
+                eprintln!("{}: valid", file.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        (Some(Command::Demo { https, http, admin, nodes }), _) => {
+            logging::init(LogFormat::Human, "info");
+            runtime().block_on(run_demo(DemoOptions { https, http, admin, nodes }))
+        }
+        (None, Some(path)) => match Config::load(&path) {
+            Ok(config) => {
+                logging::init(config.log.format, &config.log.level);
+                runtime().block_on(run(config))
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        (None, None) => {
+            eprintln!("sessiongate: give --config FILE, or try `sessiongate demo` (see --help)");
+            ExitCode::from(EXIT_CONFIG)
+        }
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("sessiongate")
+        .build()
+        .expect("cannot start the Tokio runtime")
+}
+
+async fn run(config: Config) -> ExitCode {
+    tracing::info!(config = %config.source, "starting");
+    let server = match Server::start(config).await {
+        Ok(server) => server,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    wait_for_signal().await;
+    drain(server).await
+}
+
+async fn run_demo(options: DemoOptions) -> ExitCode {
+    let demo = match demo::start(options).await {
+        Ok(demo) => demo,
+        Err(e) => {
+            eprintln!("sessiongate demo: {e}\n(ports in use? choose others with --https, --http, --admin)");
+            return ExitCode::from(EXIT_RUNTIME);
+        }
+    };
+    println!("{}", demo.banner());
+    wait_for_signal().await;
+    let code = drain(demo.server).await;
+    let _ = std::fs::remove_dir_all(&demo.dir);
+    code
+}
+
+async fn drain(server: Server) -> ExitCode {
+    tracing::info!("draining: no new connections, requests in flight finish");
+    // A second signal during the drain means "now": operators expect Ctrl-C twice to work.
+    tokio::select! {
+        drained = server.shutdown() => {
+            match drained {
+                Drained::Clean => tracing::info!("drained, exiting"),
+                Drained::DeadlinePassed => tracing::warn!("drain deadline passed, exiting with connections open"),
+            }
+        }
+        _ = wait_for_signal() => tracing::warn!("second signal: exiting without waiting"),
+    }
+    ExitCode::SUCCESS
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

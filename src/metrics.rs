@@ -1,0 +1,181 @@
+//! Every metric sessiongate exports, registered on one explicit [`Registry`] (never the global
+//! one, so tests can run several proxies in one process). Labels stay low-cardinality:
+//! listener, site, backend (an address), status class, error kind; never paths or clients.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Request latencies from sub-millisecond (local answers, fast backends) to slow logins.
+const DURATION_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// `backend` label for answers the proxy gave itself (redirects, errors before a pick).
+pub const NO_BACKEND: &str = "none";
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub request_duration: HistogramVec,
+    pub open_connections: IntGaugeVec,
+    pub connections: IntCounterVec,
+    pub connection_errors: IntCounterVec,
+    pub upstream_errors: IntCounterVec,
+    pub backends: IntGaugeVec,
+    pub certificate_expiry: IntGaugeVec,
+    pub ready: IntGauge,
+}
+
+/// Handles for one listener, resolved once so the request path does not hash label sets.
+#[derive(Clone)]
+pub struct ListenerMetrics {
+    pub name: String,
+    pub open_connections: IntGauge,
+    pub connections: IntCounter,
+    pub request_duration: Histogram,
+    requests: IntCounterVec,
+    connection_errors: IntCounterVec,
+}
+
+impl ListenerMetrics {
+    pub fn request_done(&self, status: http::StatusCode, backend: &str, seconds: f64) {
+        self.requests
+            .with_label_values(&[self.name.as_str(), status_class(status), backend])
+            .inc();
+        self.request_duration.observe(seconds);
+    }
+
+    pub fn connection_error(&self, kind: &str) {
+        self.connection_errors
+            .with_label_values(&[self.name.as_str(), kind])
+            .inc();
+    }
+}
+
+fn status_class(status: http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+    registry.register(Box::new(g.clone())).expect("unique metric");
+    g
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let requests = counter(
+            &registry,
+            "sessiongate_requests_total",
+            "Requests answered, by listener, status class and backend (`none` when the proxy answered itself).",
+            &["listener", "status_class", "backend"],
+        );
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sessiongate_request_duration_seconds",
+                "Time from request head received to response body fully sent, in seconds.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["listener"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(request_duration.clone()))
+            .expect("unique metric");
+        let open_connections = gauge(
+            &registry,
+            "sessiongate_open_connections",
+            "Client connections currently open, by listener.",
+            &["listener"],
+        );
+        let connections = counter(
+            &registry,
+            "sessiongate_connections_total",
+            "Client connections accepted, by listener.",
+            &["listener"],
+        );
+        let connection_errors = counter(
+            &registry,
+            "sessiongate_connection_errors_total",
+            "Client connections that ended in error, by listener and kind (tls_handshake, tls_handshake_timeout, http, accept).",
+            &["listener", "kind"],
+        );
+        let upstream_errors = counter(
+            &registry,
+            "sessiongate_upstream_errors_total",
+            "Failed exchanges with backends, by backend and kind (connect_refused, connect_timeout, tls, resolve, connect, response_timeout, protocol).",
+            &["backend", "kind"],
+        );
+        let backends = gauge(
+            &registry,
+            "sessiongate_backends",
+            "Backends known per site.",
+            &["site"],
+        );
+        let certificate_expiry = gauge(
+            &registry,
+            "sessiongate_tls_certificate_expiry_timestamp_seconds",
+            "Expiry (notAfter) of each served certificate, as a Unix timestamp.",
+            &["listener", "certificate"],
+        );
+        let ready = IntGauge::new(
+            "sessiongate_ready",
+            "1 while the proxy accepts traffic, 0 while starting or draining.",
+        )
+        .expect("valid metric");
+        registry.register(Box::new(ready.clone())).expect("unique metric");
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            open_connections,
+            connections,
+            connection_errors,
+            upstream_errors,
+            backends,
+            certificate_expiry,
+            ready,
+        }
+    }
+
+    pub fn listener(&self, name: &str) -> ListenerMetrics {
+        ListenerMetrics {
+            name: name.to_string(),
+            open_connections: self.open_connections.with_label_values(&[name]),
+            connections: self.connections.with_label_values(&[name]),
+            request_duration: self.request_duration.with_label_values(&[name]),
+            requests: self.requests.clone(),
+            connection_errors: self.connection_errors.clone(),
+        }
+    }
+
+    /// The Prometheus text exposition of everything registered.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        let encoder = TextEncoder::new();
+        // Encoding into a Vec cannot fail for well-formed metrics.
+        let _ = encoder.encode(&self.registry.gather(), &mut out);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,344 @@
+//! TLS on both sides. Server side: certificates loaded and checked at config time, an SNI
+//! resolver that picks among them by the names each certificate carries (exact, then wildcard,
+//! then the default), TLS 1.2/1.3 only, ALPN h2 and http/1.1, stateless session tickets.
+//! Upstream side: a rustls client config per site (a CA bundle or the system roots, an optional
+//! server name) used by the connector in `upstream.rs`.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read certificate file {path}: {source}")]
+    ReadCert {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("cannot read private key file {path}: {source}")]
+    ReadKey {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("{path} holds no PEM certificate")]
+    NoCertificate { path: PathBuf },
+    #[error("{path} is not a usable private key: {source}")]
+    BadKey { path: PathBuf, source: rustls::Error },
+    #[error("private key {key} does not belong to certificate {cert}")]
+    KeyMismatch { cert: PathBuf, key: PathBuf },
+    #[error("{path} is not a valid X.509 certificate: {reason}")]
+    BadCertificate { path: PathBuf, reason: String },
+    #[error("CA bundle {path} holds no usable certificate")]
+    EmptyCaBundle { path: PathBuf },
+    #[error("no system CA certificates found; set `ca` to a PEM bundle")]
+    NoSystemRoots,
+    #[error("`{0}` is not a valid TLS server name")]
+    BadServerName(String),
+    #[error("TLS setup failed: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The one crypto provider used everywhere, so server and client agree on algorithms.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A certificate chain and key, loaded and checked, with the names it answers to.
+#[derive(Clone)]
+pub struct LoadedCertificate {
+    pub cert_path: PathBuf,
+    pub key_path: PathBuf,
+    /// DNS names from the subjectAltName extension (`*.example.com` for wildcards), lowercase.
+    pub names: Vec<String>,
+    /// Expiry of the leaf certificate, as written in it.
+    pub not_after: String,
+    /// Expiry as a Unix timestamp, for the expiry metric.
+    pub not_after_unix: i64,
+    pub certified: Arc<CertifiedKey>,
+}
+
+impl fmt::Debug for LoadedCertificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedCertificate")
+            .field("cert_path", &self.cert_path)
+            .field("names", &self.names)
+            .field("not_after", &self.not_after)
+            .finish()
+    }
+}
+
+/// Loads a PEM chain and its key and checks that they belong together.
+pub fn load_certificate(cert_path: &Path, key_path: &Path) -> Result<LoadedCertificate, TlsError> {
+    let chain = CertificateDer::pem_file_iter(cert_path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsError::ReadCert {
+            path: cert_path.into(),
+            source,
+        })?;
+    let Some(leaf) = chain.first() else {
+        return Err(TlsError::NoCertificate {
+            path: cert_path.into(),
+        });
+    };
+    let (names, not_after, not_after_unix) = describe(leaf).map_err(|reason| TlsError::BadCertificate {
+        path: cert_path.into(),
+        reason,
+    })?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|source| TlsError::ReadKey {
+        path: key_path.into(),
+        source,
+    })?;
+    let signing_key = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|source| TlsError::BadKey {
+            path: key_path.into(),
+            source,
+        })?;
+    let certified = CertifiedKey::new(chain, signing_key);
+    certified.keys_match().map_err(|_| TlsError::KeyMismatch {
+        cert: cert_path.into(),
+        key: key_path.into(),
+    })?;
+    Ok(LoadedCertificate {
+        cert_path: cert_path.into(),
+        key_path: key_path.into(),
+        names,
+        not_after,
+        not_after_unix,
+        certified: Arc::new(certified),
+    })
+}
+
+/// SAN DNS names (falling back to the subject CN, as old certificates rely on) and expiry.
+fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, String, i64), String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| e.to_string())?;
+    let mut names: Vec<String> = match cert.subject_alternative_name() {
+        Ok(Some(san)) => san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(name) => Some(name.to_ascii_lowercase()),
+                _ => None,
+            })
+            .collect(),
+        Ok(None) => Vec::new(),
+        Err(e) => return Err(e.to_string()),
+    };
+    if names.is_empty() {
+        if let Some(cn) = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()) {
+            names.push(cn.to_ascii_lowercase());
+        }
+    }
+    let not_after = cert.validity().not_after;
+    Ok((names, not_after.to_string(), not_after.timestamp()))
+}
+
+/// The certificates of one listener and the rustls server config that serves them.
+#[derive(Clone)]
+pub struct CertificateSet {
+    certificates: Vec<LoadedCertificate>,
+    server_config: Arc<ServerConfig>,
+}
+
+impl fmt::Debug for CertificateSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(&self.certificates).finish()
+    }
+}
+
+impl CertificateSet {
+    /// The first certificate is the default, served when the client's SNI matches none.
+    pub fn new(certificates: Vec<LoadedCertificate>) -> Result<CertificateSet, TlsError> {
+        let resolver = Arc::new(SniResolver::new(&certificates));
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Stateless tickets make resumption work across connections without a shared cache.
+        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        Ok(CertificateSet {
+            certificates,
+            server_config: Arc::new(config),
+        })
+    }
+
+    pub fn certificates(&self) -> &[LoadedCertificate] {
+        &self.certificates
+    }
+
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.server_config.clone()
+    }
+}
+
+/// Picks a certificate by SNI: an exact name, then a wildcard one label up, then the default.
+#[derive(Debug)]
+struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// Keyed by the parent domain: `*.example.com` is stored as `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Arc<CertifiedKey>,
+}
+
+impl SniResolver {
+    fn new(certificates: &[LoadedCertificate]) -> SniResolver {
+        let mut exact = HashMap::new();
+        let mut wildcard = HashMap::new();
+        // The first certificate listing a name wins, as in nginx and HAProxy.
+        for cert in certificates {
+            for name in &cert.names {
+                let target = match name.strip_prefix("*.") {
+                    Some(parent) => wildcard.entry(parent.to_string()),
+                    None => exact.entry(name.clone()),
+                };
+                target.or_insert_with(|| cert.certified.clone());
+            }
+        }
+        SniResolver {
+            exact,
+            wildcard,
+            default: certificates[0].certified.clone(),
+        }
+    }
+
+    fn lookup(&self, sni: Option<&str>) -> Arc<CertifiedKey> {
+        let Some(name) = sni else {
+            return self.default.clone();
+        };
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if let Some(key) = self.exact.get(&name) {
+            return key.clone();
+        }
+        name.split_once('.')
+            .and_then(|(_, parent)| self.wildcard.get(parent))
+            .unwrap_or(&self.default)
+            .clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.lookup(client_hello.server_name()))
+    }
+}
+
+/// TLS to the backends of one site.
+#[derive(Clone)]
+pub struct UpstreamTls {
+    pub ca_path: Option<PathBuf>,
+    /// Overrides the name checked in backend certificates (and sent as SNI).
+    pub server_name: Option<String>,
+    pub client_config: Arc<ClientConfig>,
+    parsed_server_name: Option<ServerName<'static>>,
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamTls")
+            .field("ca_path", &self.ca_path)
+            .field("server_name", &self.server_name)
+            .finish()
+    }
+}
+
+impl UpstreamTls {
+    pub fn new(ca_path: Option<&Path>, server_name: Option<&str>) -> Result<UpstreamTls, TlsError> {
+        let mut roots = RootCertStore::empty();
+        match ca_path {
+            Some(path) => {
+                let certs = CertificateDer::pem_file_iter(path)
+                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+                    .map_err(|source| TlsError::ReadCert {
+                        path: path.into(),
+                        source,
+                    })?;
+                let (added, _) = roots.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(TlsError::EmptyCaBundle { path: path.into() });
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+                if roots.is_empty() {
+                    return Err(TlsError::NoSystemRoots);
+                }
+            }
+        }
+        let parsed_server_name = server_name
+            .map(|n| ServerName::try_from(n.to_string()).map_err(|_| TlsError::BadServerName(n.into())))
+            .transpose()?;
+        let mut config = ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(UpstreamTls {
+            ca_path: ca_path.map(Path::to_path_buf),
+            server_name: server_name.map(str::to_owned),
+            client_config: Arc::new(config),
+            parsed_server_name,
+        })
+    }
+
+    /// The name to verify for a backend at `host`: the configured one, else the host itself.
+    pub fn server_name_for(&self, host: &str) -> Result<ServerName<'static>, TlsError> {
+        if let Some(name) = &self.parsed_server_name {
+            return Ok(name.clone());
+        }
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        ServerName::try_from(host.to_string()).map_err(|_| TlsError::BadServerName(host.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cert_for(names: &[&str]) -> LoadedCertificate {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let dir = std::env::temp_dir().join(format!("sg-tls-{}-{}", std::process::id(), names[0].replace('*', "w")));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
+        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&k, key.serialize_pem()).unwrap();
+        load_certificate(&c, &k).unwrap()
+    }
+
+    #[test]
+    fn sni_prefers_exact_then_wildcard_then_default() {
+        let default = cert_for(&["default.test"]);
+        let wild = cert_for(&["*.example.test"]);
+        let exact = cert_for(&["auth.example.test"]);
+        let r = SniResolver::new(&[default.clone(), wild.clone(), exact.clone()]);
+        let same = |a: &Arc<CertifiedKey>, b: &LoadedCertificate| a.cert == b.certified.cert;
+        assert!(same(&r.lookup(Some("AUTH.example.test.")), &exact));
+        assert!(same(&r.lookup(Some("other.example.test")), &wild));
+        assert!(same(&r.lookup(Some("deep.other.example.test")), &default));
+        assert!(same(&r.lookup(Some("unknown.test")), &default));
+        assert!(same(&r.lookup(None), &default));
+        assert_eq!(wild.names, vec!["*.example.test".to_string()]);
+    }
+
+    #[test]
+    fn mismatched_key_is_refused() {
+        let a = cert_for(&["a.test"]);
+        let b = cert_for(&["b.test"]);
+        let err = load_certificate(&a.cert_path, &b.key_path).unwrap_err();
+        assert!(matches!(err, TlsError::KeyMismatch { .. }), "{err}");
+    }
+}
