@@ -166,21 +166,27 @@ fn echo(state: &NodeState, req: &Request<Incoming>) -> Response<NodeBody> {
 }
 
 fn stream_bytes(n: u64) -> Response<NodeBody> {
-    const CHUNK: usize = 64 * 1024;
-    let body = RepeatBody {
-        left: n,
-        chunk: Bytes::from(vec![b'x'; CHUNK]),
-    };
+    let body = RepeatBody::new(n);
     let mut resp = Response::new(body.boxed());
     resp.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     resp
 }
 
-/// `left` bytes made of slices of one chunk (slices share the buffer: memory stays flat).
-struct RepeatBody {
+/// `left` bytes made of slices of one 64 KiB chunk (slices share the buffer: memory stays
+/// flat however large the body). Public so tests can stream large uploads the same way.
+pub struct RepeatBody {
     left: u64,
     chunk: Bytes,
+}
+
+impl RepeatBody {
+    pub fn new(len: u64) -> RepeatBody {
+        RepeatBody {
+            left: len,
+            chunk: Bytes::from(vec![b'x'; 64 * 1024]),
+        }
+    }
 }
 
 impl http_body::Body for RepeatBody {

@@ -1,0 +1,220 @@
+//! The `sessiongate` binary as an operator runs it: config errors and exit codes, the effective
+//! config, SIGTERM, and bodies far larger than the proxy's memory streaming through it.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use http_body_util::BodyExt;
+
+fn sessiongate() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sessiongate"))
+}
+
+#[test]
+fn a_config_with_mistakes_is_rejected_with_every_key_named() {
+    let dir = temp_dir("badconfig");
+    let file = dir.join("bad.toml");
+    std::fs::write(
+        &file,
+        r#"
+[timeouts]
+idle = "forever"
+upstream_conect = "5s"
+
+[[listener]]
+listen = "0.0.0.0:99999"
+tsl = { cert = "x.crt", key = "x.key" }
+
+[[listener]]
+listen = "127.0.0.1:8443"
+tls = { cert = "missing.crt", key = "missing.key" }
+
+[[site]]
+name = "a"
+backends = { static = ["10.0.0.1", "ok.internal:8080"] }
+"#,
+    )
+    .unwrap();
+    for args in [vec!["check-config", file.to_str().unwrap()], vec!["--config", file.to_str().unwrap()]] {
+        let out = sessiongate().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        // Unknown keys are reported before values are checked (both need the same fix pass).
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(err.contains("timeouts.upstream_conect: unknown key"), "{err}");
+        assert!(err.contains("listener[0].tsl: unknown key"), "{err}");
+    }
+    // With the unknown keys fixed, every bad value is reported at once, each with its key.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("upstream_conect", "upstream_connect")
+        .replace("tsl =", "# tsl =");
+    std::fs::write(&file, text).unwrap();
+    let out = sessiongate().args(["check-config", file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for expected in [
+        "timeouts.idle: `forever` is not a duration",
+        "listener[0].listen: `0.0.0.0:99999` is not an ip:port address",
+        "listener[1].tls.cert: cannot read certificate file",
+        "missing.crt",
+        "site[0].backends.static[0]: `10.0.0.1` is not host:port",
+    ] {
+        assert!(err.contains(expected), "missing `{expected}` in:\n{err}");
+    }
+    assert!(err.contains("4 problems"), "{err}");
+}
+
+#[test]
+fn check_config_prints_the_effective_config() {
+    let dir = temp_dir("goodconfig");
+    Pki::new(&dir);
+    let file = dir.join("good.toml");
+    std::fs::write(
+        &file,
+        r#"
+[[listener]]
+name = "public"
+listen = "0.0.0.0:8443"
+tls = { cert = "default.crt", key = "default.key", sni = [{ cert = "a.crt", key = "a.key" }] }
+
+[[site]]
+name = "keycloak"
+backends = { static = ["10.0.0.1:8080", "10.0.0.2:8080"] }
+"#,
+    )
+    .unwrap();
+    let out = sessiongate().args(["check-config", file.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8_lossy(&out.stdout);
+    for expected in [
+        "listen = \"127.0.0.1:9901\"",
+        "idle = \"1m\"",
+        "upstream_connect = \"5s\"",
+        "shutdown_drain = \"25s\"",
+        "pool_max_idle_per_backend = 128",
+        "name = \"public\"",
+        "a.crt",
+        "serves default.test, localhost",
+        "serves a.test",
+    ] {
+        assert!(printed.contains(expected), "missing `{expected}` in:\n{printed}");
+    }
+    // What it prints is itself a valid config.
+    std::fs::write(dir.join("effective.toml"), printed.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n")).unwrap();
+    let again = sessiongate().args(["check-config", dir.join("effective.toml").to_str().unwrap()]).output().unwrap();
+    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stderr));
+}
+
+/// A proxy process with JSON logs; the bound addresses are read from its "listening" lines.
+struct Process {
+    child: Child,
+    plain: SocketAddr,
+}
+
+impl Process {
+    fn start(dir: &Path, backend: SocketAddr) -> Process {
+        let file = dir.join("proc.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\naccess_log = false\n\
+                 [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\n\
+                 [[site]]\nbackends = {{ static = [\"{backend}\"] }}\n"
+            ),
+        )
+        .unwrap();
+        let mut child = sessiongate()
+            .args(["--config", file.to_str().unwrap()])
+            .env_remove("RUST_LOG")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let plain = loop {
+            let line = lines.next().expect("the proxy logs before exiting").unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+            if v["message"] == "listening" && v["listener"] == "plain" {
+                break v["addr"].as_str().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Process { child, plain }
+    }
+
+    /// Peak and current resident memory, in KiB, from the kernel's own accounting.
+    fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let field = |name: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap()
+        };
+        (field("VmHWM:"), field("VmRSS:"))
+    }
+}
+
+/// A failing test must not leave a proxy running (nor holding the test runner's output pipe).
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const MIB: u64 = 1024 * 1024;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_through_with_flat_memory() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost()).await.unwrap();
+    let dir = temp_dir("stream");
+    let mut proc_ = Process::start(&dir, node.addr);
+
+    // Warm up (pools, TLS-free path, allocator arenas), then take the baseline.
+    let (status, _, _) = get_plain(proc_.plain, "/").await;
+    assert_eq!(status, 200);
+    let (_, baseline) = proc_.memory_kib();
+
+    const SIZE: u64 = 512 * MIB;
+    // Download: counted frame by frame, never collected.
+    let mut send = h1(tokio::net::TcpStream::connect(proc_.plain).await.unwrap()).await;
+    let req = http::Request::get(format!("/bytes?n={SIZE}")).header("host", "app.test").body(empty()).unwrap();
+    let resp = send_h1(&mut send, req).await;
+    assert_eq!(resp.status(), 200);
+    let mut body = resp.into_body();
+    let mut received = 0u64;
+    while let Some(frame) = body.frame().await {
+        received += frame.unwrap().data_ref().map_or(0, |d| d.len() as u64);
+    }
+    assert_eq!(received, SIZE);
+
+    // Upload: generated as it is sent, chunked (no Content-Length), counted by the backend.
+    let upload = sessiongate::demo::node::RepeatBody::new(SIZE).map_err(|e| e as BoxError).boxed();
+    let req = http::Request::post("/upload").header("host", "app.test").body(upload).unwrap();
+    let (status, _, text) = read(send_h1(&mut send, req).await).await;
+    assert_eq!((status, text.trim()), (200, SIZE.to_string().as_str()));
+
+    let (peak, _) = proc_.memory_kib();
+    let growth_mib = peak.saturating_sub(baseline) / 1024;
+    eprintln!("proxy RSS baseline {} MiB, peak {} MiB after 2 x {} MiB", baseline / 1024, peak / 1024, SIZE / MIB);
+    assert!(
+        growth_mib < 32,
+        "the proxy grew by {growth_mib} MiB moving {} MiB: bodies are being buffered",
+        2 * SIZE / MIB
+    );
+
+    // SIGTERM: drains and exits 0.
+    let pid = proc_.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let code = tokio::task::spawn_blocking(move || proc_.child.wait().unwrap()).await.unwrap();
+    assert_eq!(code.code(), Some(0), "SIGTERM ends the proxy with exit 0 after draining");
+}

@@ -1,0 +1,314 @@
+//! Shared pieces of the integration tests: a test PKI, a proxy started from real TOML on port 0,
+//! real HTTP/1.1 and HTTP/2 clients over real TLS, and a raw TCP client for what well-behaved
+//! clients never send.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Empty, Full};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use sessiongate::demo::DemoNode;
+use sessiongate::{Config, Server};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type ClientBody = BoxBody<Bytes, BoxError>;
+
+/// Generous bound on anything a test waits for, so a bug fails the test instead of hanging it.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+pub fn localhost() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// A fresh directory for one test's files.
+pub fn temp_dir(tag: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "sessiongate-test-{}-{tag}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A test CA and leaf certificates for `default.test`, `a.test` and `*.b.test`, written as PEM
+/// files into a directory.
+pub struct Pki {
+    pub dir: PathBuf,
+    pub ca_der: CertificateDer<'static>,
+    pub leaf_der: std::collections::HashMap<&'static str, CertificateDer<'static>>,
+}
+
+impl Pki {
+    pub fn new(dir: &Path) -> Pki {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "sessiongate test CA");
+        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
+        let mut leaf_der = std::collections::HashMap::new();
+        for (file, names) in [
+            ("default", vec!["default.test", "localhost", "127.0.0.1"]),
+            ("a", vec!["a.test"]),
+            ("b", vec!["*.b.test"]),
+        ] {
+            let key = KeyPair::generate().unwrap();
+            let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+            let cert = params.signed_by(&key, &ca).unwrap();
+            std::fs::write(dir.join(format!("{file}.crt")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
+            leaf_der.insert(file, cert.der().clone());
+        }
+        Pki {
+            dir: dir.to_path_buf(),
+            ca_der: ca.der().clone(),
+            leaf_der,
+        }
+    }
+
+    pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(config)
+    }
+}
+
+/// The TLS listener with all three certificates; `default` first.
+pub const TLS_LISTENER: &str = r#"
+[[listener]]
+name = "tls"
+listen = "127.0.0.1:0"
+[listener.tls]
+cert = "default.crt"
+key = "default.key"
+sni = [ { cert = "a.crt", key = "a.key" }, { cert = "b.crt", key = "b.key" } ]
+"#;
+
+pub const PLAIN_LISTENER: &str = r#"
+[[listener]]
+name = "plain"
+listen = "127.0.0.1:0"
+"#;
+
+/// A proxy on port 0 with a TLS and a plain listener, in front of `backends`.
+pub struct Harness {
+    pub server: Server,
+    pub pki: Pki,
+    pub dir: PathBuf,
+}
+
+impl Harness {
+    /// `extra` is appended verbatim (e.g. a `[timeouts]` table).
+    pub async fn start(backends: &[SocketAddr], extra: &str) -> Harness {
+        let dir = temp_dir("proxy");
+        let pki = Pki::new(&dir);
+        let list = backends.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        let text = format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{TLS_LISTENER}{PLAIN_LISTENER}\n\
+             [[site]]\nname = \"main\"\nbackends = {{ static = [{list}] }}\n{extra}"
+        );
+        std::fs::write(dir.join("sessiongate.toml"), &text).unwrap();
+        let config = Config::load(&dir.join("sessiongate.toml")).expect("test config is valid");
+        let server = Server::start(config).await.expect("proxy starts");
+        Harness { server, pki, dir }
+    }
+
+    pub fn tls_addr(&self) -> SocketAddr {
+        self.server.listener_addr("tls").unwrap()
+    }
+
+    pub fn plain_addr(&self) -> SocketAddr {
+        self.server.listener_addr("plain").unwrap()
+    }
+
+    pub async fn tls(&self, sni: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
+        tls_connect(self.tls_addr(), sni, self.pki.client_config(alpn)).await
+    }
+
+    pub async fn metrics(&self) -> String {
+        let (status, _, body) = get_plain(self.server.admin_addr(), "/metrics").await;
+        assert_eq!(status, 200);
+        body
+    }
+}
+
+pub async fn start_nodes(n: usize) -> Vec<DemoNode> {
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        nodes.push(DemoNode::start(&format!("node-{i}"), localhost()).await.unwrap());
+    }
+    nodes
+}
+
+pub async fn tls_connect(addr: SocketAddr, sni: &str, config: Arc<rustls::ClientConfig>) -> TlsStream<TcpStream> {
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the proxy")
+}
+
+pub type H1 = hyper::client::conn::http1::SendRequest<ClientBody>;
+pub type H2 = hyper::client::conn::http2::SendRequest<ClientBody>;
+
+pub async fn h1<I>(io: I) -> H1
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
+    tokio::spawn(async move {
+        let _ = conn.with_upgrades().await;
+    });
+    send
+}
+
+pub async fn h2<I>(io: I) -> H2
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+pub fn empty() -> ClientBody {
+    Empty::new().map_err(|e| match e {}).boxed()
+}
+
+pub fn full(data: impl Into<Bytes>) -> ClientBody {
+    Full::new(data.into()).map_err(|e| match e {}).boxed()
+}
+
+/// A response as status, headers and body text.
+pub async fn read(resp: http::Response<hyper::body::Incoming>) -> (u16, http::HeaderMap, String) {
+    let (parts, body) = resp.into_parts();
+    let bytes = body.collect().await.unwrap().to_bytes();
+    (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `GET path` over a fresh plain HTTP/1.1 connection.
+pub async fn get_plain(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap, String) {
+    let mut send = h1(TcpStream::connect(addr).await.unwrap()).await;
+    let req = http::Request::get(path).header("host", "app.test").body(empty()).unwrap();
+    read(send.send_request(req).await.unwrap()).await
+}
+
+/// Writes raw bytes and reads until the server closes (requests should say Connection: close).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut out))
+        .await
+        .expect("server closes the connection")
+        .ok();
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The lines of an echo body, lowercased header names as the node saw them.
+pub fn echoed_header<'a>(echo: &'a str, name: &str) -> Vec<&'a str> {
+    echo.lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+/// A metric sample's value from Prometheus text, e.g. `sessiongate_requests_total{...}`.
+pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels) && l[name_and_labels.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// An address nothing listens on (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    l.local_addr().unwrap()
+}
+
+/// A backend that holds every request until the test releases it, and says when one arrived:
+/// "a request is in flight" becomes a fact the test can wait for instead of a sleep.
+pub struct GateBackend {
+    pub addr: SocketAddr,
+    pub arrived: tokio::sync::mpsc::UnboundedReceiver<String>,
+    release: Arc<tokio::sync::Semaphore>,
+}
+
+impl GateBackend {
+    pub async fn start() -> GateBackend {
+        let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+        let release = Arc::new(tokio::sync::Semaphore::new(0));
+        let gate = release.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (tx, gate) = (tx.clone(), gate.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let (tx, gate) = (tx.clone(), gate.clone());
+                        async move {
+                            let _ = tx.send(req.uri().path().to_string());
+                            gate.acquire().await.unwrap().forget();
+                            Ok::<_, std::convert::Infallible>(http::Response::new(full("released\n")))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        GateBackend { addr, arrived, release }
+    }
+
+    /// Lets `n` held requests answer.
+    pub fn release(&self, n: usize) {
+        self.release.add_permits(n);
+    }
+
+    pub async fn wait_arrival(&mut self) -> String {
+        tokio::time::timeout(PATIENCE, self.arrived.recv()).await.expect("a request reaches the backend").unwrap()
+    }
+}
+
+/// Reads from a connection until the peer closes it; panics if that takes longer than PATIENCE.
+pub async fn wait_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+    let mut out = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes the connection")
+        .ok();
+    out
+}
+
+/// Sends on a kept-alive HTTP/1.1 connection, first waiting until it can take the next request
+/// (right after a response body ends, hyper may not have returned the connection to idle yet).
+pub async fn send_h1(send: &mut H1, req: http::Request<ClientBody>) -> http::Response<hyper::body::Incoming> {
+    send.ready().await.expect("connection ready for the next request");
+    send.send_request(req).await.expect("response")
+}

@@ -1,0 +1,107 @@
+//! Every failure gets a clear answer (or a clean close where no answer is possible), and the
+//! proxy keeps serving everyone else.
+
+mod common;
+
+use common::*;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn a_backend_that_refuses_connections_gives_502() {
+    let dead = closed_port().await;
+    let proxy = Harness::start(&[dead], "").await;
+    let (status, headers, body) = get_plain(proxy.plain_addr(), "/").await;
+    assert_eq!(status, 502, "{body}");
+    assert_eq!(body, "502 Bad Gateway: backend unreachable\n");
+    assert!(!body.contains(&dead.port().to_string()), "the body must not reveal the backend");
+    assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
+    let metrics = proxy.metrics().await;
+    let refused = format!("sessiongate_upstream_errors_total{{backend=\"{dead}\",kind=\"connect_refused\"}}");
+    assert_eq!(metric(&metrics, &refused), Some(1.0), "{metrics}");
+    let answered = format!("sessiongate_requests_total{{backend=\"{dead}\",listener=\"plain\",status_class=\"5xx\"}}");
+    assert_eq!(metric(&metrics, &answered), Some(1.0), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_backend_that_stalls_gives_504_and_others_are_still_served() {
+    let mut gate = GateBackend::start().await;
+    let proxy = Harness::start(&[gate.addr], "[timeouts]\nupstream_response = \"300ms\"\n").await;
+    let stalled = tokio::spawn({
+        let addr = proxy.plain_addr();
+        async move { get_plain(addr, "/stalls").await }
+    });
+    assert_eq!(gate.wait_arrival().await, "/stalls");
+    let (status, _, body) = stalled.await.unwrap();
+    assert_eq!(status, 504, "{body}");
+    assert_eq!(body, "504 Gateway Timeout: backend did not answer in time\n");
+    let metrics = proxy.metrics().await;
+    let timeouts = format!("sessiongate_upstream_errors_total{{backend=\"{}\",kind=\"response_timeout\"}}", gate.addr);
+    assert_eq!(metric(&metrics, &timeouts), Some(1.0), "{metrics}");
+
+    // The proxy itself is fine: the next request that the backend answers passes.
+    let next = tokio::spawn({
+        let addr = proxy.plain_addr();
+        async move { get_plain(addr, "/next").await }
+    });
+    // One permit for this request, one spare in case the stalled handler still waits.
+    gate.release(2);
+    assert_eq!(gate.wait_arrival().await, "/next");
+    assert_eq!(next.await.unwrap().0, 200);
+}
+
+#[tokio::test]
+async fn a_silent_tls_client_is_closed_after_the_handshake_timeout() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "[timeouts]\ntls_handshake = \"200ms\"\n").await;
+    let mut silent = TcpStream::connect(proxy.tls_addr()).await.unwrap();
+    let got = wait_closed(&mut silent).await;
+    assert!(got.is_empty(), "nothing is sent to a client that never said hello");
+    // Meanwhile a real client is served.
+    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    let req = http::Request::get("https://default.test/").body(empty()).unwrap();
+    assert_eq!(read(send.send_request(req).await.unwrap()).await.0, 200);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(&metrics, "sessiongate_connection_errors_total{kind=\"tls_handshake_timeout\",listener=\"tls\"}"),
+        Some(1.0),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn slow_request_headers_are_cut_off_while_others_are_served() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "[timeouts]\nrequest_header = \"300ms\"\n").await;
+    let mut slow = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: ").await.unwrap();
+    let (status, _, _) = get_plain(proxy.plain_addr(), "/").await;
+    assert_eq!(status, 200);
+    let got = wait_closed(&mut slow).await;
+    assert!(got.is_empty() || got.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&got));
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_closed() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "[timeouts]\nidle = \"300ms\"\n").await;
+    // HTTP/2: after one request, the connection idles and the proxy closes it with GOAWAY.
+    let tls = proxy.tls("default.test", &[b"h2"]).await;
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::get("https://default.test/").body(empty()).unwrap();
+    assert_eq!(read(send.send_request(req).await.unwrap()).await.0, 200);
+    let ended = tokio::time::timeout(PATIENCE, driver).await.expect("idle HTTP/2 connection closed");
+    assert!(ended.unwrap().is_ok(), "closed gracefully (GOAWAY), not reset");
+
+    // HTTP/1.1: same, the connection ends after one idle period.
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
+    let got = wait_closed(&mut tcp).await;
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+}

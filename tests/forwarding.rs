@@ -1,0 +1,253 @@
+//! Requests through the proxy over real TLS with real HTTP/1.1 and HTTP/2 clients, and raw
+//! HTTP/1.1 for what clients like curl would never send.
+
+mod common;
+
+use std::collections::HashSet;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn http1_and_http2_over_tls_reach_every_backend_in_turn() {
+    let nodes = start_nodes(3).await;
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+    let proxy = Harness::start(&addrs, "").await;
+
+    // HTTP/1.1 over TLS: one kept-alive connection, round robin across all three nodes.
+    let tls = proxy.tls("default.test", &[b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    let mut send = h1(tls).await;
+    let mut seen = HashSet::new();
+    for _ in 0..6 {
+        let req = http::Request::get("/echo").header("host", "default.test").body(empty()).unwrap();
+        let (status, headers, body) = read(send_h1(&mut send, req).await).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("GET /echo HTTP/1.1"), "{body}");
+        seen.insert(headers["x-node"].to_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 3, "round robin reached {seen:?}");
+
+    // HTTP/2 over TLS: ALPN picks h2; the backend receives HTTP/1.1 with the authority as Host.
+    let tls = proxy.tls("default.test", &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let mut send = h2(tls).await;
+    let mut seen = HashSet::new();
+    for _ in 0..6 {
+        let req = http::Request::get("https://default.test:8443/echo?x=1").body(empty()).unwrap();
+        let (status, headers, body) = read(send.send_request(req).await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("GET /echo?x=1 HTTP/1.1"), "{body}");
+        assert_eq!(echoed_header(&body, "host"), vec!["default.test:8443"]);
+        assert_eq!(echoed_header(&body, "x-forwarded-proto"), vec!["https"]);
+        seen.insert(headers["x-node"].to_str().unwrap().to_string());
+    }
+    assert_eq!(seen.len(), 3);
+}
+
+#[tokio::test]
+async fn sni_chooses_the_certificate() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    for (sni, expected) in [
+        ("a.test", "a"),
+        ("login.b.test", "b"),
+        ("default.test", "default"),
+        ("unknown.test", "default"),
+    ] {
+        let config = {
+            // Trust everything the proxy may present, so that the check below is what decides.
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(proxy.pki.ca_der.clone()).unwrap();
+            let mut c = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            c.dangerous().set_certificate_verifier(std::sync::Arc::new(AcceptAny));
+            std::sync::Arc::new(c)
+        };
+        let tls = tls_connect(proxy.tls_addr(), sni, config).await;
+        let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+        assert_eq!(presented, proxy.pki.leaf_der[expected], "SNI {sni}");
+    }
+    // And a client that verifies: a.test validates against the CA with the a.test certificate.
+    let tls = proxy.tls("a.test", &[b"h2"]).await;
+    let mut send = h2(tls).await;
+    let (status, _, _) = read(send.send_request(http::Request::get("https://a.test/").body(empty()).unwrap()).await.unwrap()).await;
+    assert_eq!(status, 200);
+}
+
+#[derive(Debug)]
+struct AcceptAny;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn verify_tls13_signature(
+        &self,
+        _: &[u8],
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        sessiongate::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+#[tokio::test]
+async fn tls12_clients_are_served() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(proxy.pki.ca_der.clone()).unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tls = tls_connect(proxy.tls_addr(), "default.test", std::sync::Arc::new(config)).await;
+    assert_eq!(tls.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    let mut send = h1(tls).await;
+    let req = http::Request::get("/").header("host", "default.test").body(empty()).unwrap();
+    assert_eq!(read(send_h1(&mut send, req).await).await.0, 200);
+}
+
+#[tokio::test]
+async fn forwarded_headers_are_the_proxys_and_host_is_kept() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let response = raw(
+        proxy.plain_addr(),
+        b"GET /echo HTTP/1.1\r\nHost: app.example.test:1234\r\n\
+          X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 7.7.7.7\r\nX-Forwarded-Proto: https\r\n\
+          X-Forwarded-Host: evil.test\r\nX-Forwarded-Port: 1\r\nForwarded: for=6.6.6.6;proto=https\r\n\
+          X-Real-IP: 6.6.6.6\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(echoed_header(&response, "x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(echoed_header(&response, "x-forwarded-proto"), vec!["http"]);
+    assert_eq!(echoed_header(&response, "x-forwarded-host"), vec!["app.example.test:1234"]);
+    let port = proxy.plain_addr().port().to_string();
+    assert_eq!(echoed_header(&response, "x-forwarded-port"), vec![port.as_str()]);
+    assert_eq!(echoed_header(&response, "host"), vec!["app.example.test:1234"]);
+    assert!(echoed_header(&response, "forwarded").is_empty(), "{response}");
+    assert!(echoed_header(&response, "x-real-ip").is_empty(), "{response}");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_do_not_cross_in_either_direction() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let response = raw(
+        proxy.plain_addr(),
+        b"GET /echo HTTP/1.1\r\nHost: app.test\r\nConnection: close, X-Client-Hop\r\n\
+          X-Client-Hop: secret\r\nKeep-Alive: timeout=300\r\nProxy-Connection: keep-alive\r\n\
+          TE: trailers\r\nTrailer: X-Checksum\r\nProxy-Authorization: Basic Zm9vOmJhcg==\r\n\
+          Upgrade: h2c\r\nX-End-To-End: kept\r\n\r\n",
+    )
+    .await;
+    let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+    // What the backend received: end-to-end headers only.
+    for gone in ["x-client-hop", "keep-alive", "proxy-connection", "te", "trailer", "proxy-authorization", "upgrade"] {
+        assert!(echoed_header(body, gone).is_empty(), "{gone} reached the backend:\n{body}");
+    }
+    assert_eq!(echoed_header(body, "x-end-to-end"), vec!["kept"]);
+    // What the client received: the backend's `Connection: x-backend-hop` and the headers it
+    // named, `Keep-Alive` and `Proxy-Connection` are gone.
+    let head = head.to_ascii_lowercase();
+    for gone in ["x-backend-hop", "keep-alive:", "proxy-connection"] {
+        assert!(!head.contains(gone), "{gone} reached the client:\n{head}");
+    }
+}
+
+#[tokio::test]
+async fn plain_listener_can_redirect_to_https() {
+    let nodes = start_nodes(1).await;
+    let extra = r#"
+[[listener]]
+name = "redirect"
+listen = "127.0.0.1:0"
+redirect_to_https = true
+https_port = 8443
+"#;
+    let proxy = Harness::start(&[nodes[0].addr], extra).await;
+    let addr = proxy.server.listener_addr("redirect").unwrap();
+    let response = raw(
+        addr,
+        b"POST /realms/demo/login-actions/authenticate?session_code=x HTTP/1.1\r\nHost: auth.example.test:80\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 308"), "{response}");
+    assert!(
+        response.contains("location: https://auth.example.test:8443/realms/demo/login-actions/authenticate?session_code=x\r\n"),
+        "{response}"
+    );
+}
+
+#[tokio::test]
+async fn websocket_upgrade_passes_through() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(
+        b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(PATIENCE, tcp.read_exact(&mut byte)).await.unwrap().unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
+    // Bytes now flow both ways through the tunnel.
+    for message in [&b"hello through the proxy"[..], &b"and back again"[..]] {
+        tcp.write_all(message).await.unwrap();
+        let mut echoed = vec![0u8; message.len()];
+        tokio::time::timeout(PATIENCE, tcp.read_exact(&mut echoed)).await.unwrap().unwrap();
+        assert_eq!(echoed, message);
+    }
+}
+
+#[tokio::test]
+async fn requests_without_host_or_with_connect_are_refused_and_others_still_served() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let response = raw(proxy.plain_addr(), b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    let response = raw(
+        proxy.plain_addr(),
+        b"CONNECT internal.test:22 HTTP/1.1\r\nHost: internal.test:22\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 405"), "{response}");
+    let response = raw(proxy.plain_addr(), b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+}
