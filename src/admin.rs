@@ -56,7 +56,9 @@ impl Admin {
                     .is_some_and(|s| !s.backends.is_empty());
                 match (self.ready.load(Ordering::Acquire), has_backend) {
                     (true, true) => local_response(StatusCode::OK, "ready"),
-                    (false, _) => local_response(StatusCode::SERVICE_UNAVAILABLE, "not accepting traffic"),
+                    (false, _) => {
+                        local_response(StatusCode::SERVICE_UNAVAILABLE, "not accepting traffic")
+                    }
                     (true, false) => local_response(StatusCode::SERVICE_UNAVAILABLE, "no backend"),
                 }
             }
@@ -95,7 +97,8 @@ pub async fn accept_loop(
                 seen.request_finished();
                 async move { resp }
             };
-            let _ = connection::serve(stream, &builder, &activity, ADMIN_IDLE, &shutdown, handler).await;
+            let _ = connection::serve(stream, &builder, &activity, ADMIN_IDLE, &shutdown, handler)
+                .await;
         });
     }
 }

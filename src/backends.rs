@@ -52,7 +52,11 @@ pub type SharedSnapshot = Arc<ArcSwap<Snapshot>>;
 /// The snapshot a static config describes.
 pub fn from_config(config: &Config) -> Snapshot {
     Snapshot {
-        sites: config.sites.iter().map(|s| Arc::new(site(config, s))).collect(),
+        sites: config
+            .sites
+            .iter()
+            .map(|s| Arc::new(site(config, s)))
+            .collect(),
     }
 }
 

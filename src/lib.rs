@@ -174,7 +174,10 @@ impl Server {
 
     /// The bound address of a public listener (useful when the config said port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
     }
 
     pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {

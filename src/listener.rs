@@ -52,7 +52,10 @@ pub async fn accept_loop(listener: TcpListener, serving: Arc<Serving>) {
         match accepted {
             Ok((stream, peer)) => {
                 let serving = serving.clone();
-                serving.tasks.clone().spawn(async move { serve_client(stream, peer, &serving).await });
+                serving
+                    .tasks
+                    .clone()
+                    .spawn(async move { serve_client(stream, peer, &serving).await });
             }
             Err(e) if is_per_connection(&e) => {
                 tracing::debug!(listener = %serving.context.name, error = %e, "accept failed for one connection");
@@ -70,7 +73,9 @@ pub async fn accept_loop(listener: TcpListener, serving: Arc<Serving>) {
 fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
     )
 }
 
@@ -83,7 +88,8 @@ async fn serve_client(stream: TcpStream, peer: SocketAddr, serving: &Serving) {
     let result = match &serving.tls {
         None => serve_http(stream, &conn, serving).await,
         Some(acceptor) => {
-            let handshake = tokio::time::timeout(ctx.timeouts.tls_handshake, acceptor.accept(stream));
+            let handshake =
+                tokio::time::timeout(ctx.timeouts.tls_handshake, acceptor.accept(stream));
             let shutdown = serving.shutdown.cancelled();
             tokio::select! {
                 _ = shutdown => Ok(()),

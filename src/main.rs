@@ -14,7 +14,11 @@ const EXIT_CONFIG: u8 = 64;
 const EXIT_RUNTIME: u8 = 1;
 
 #[derive(Parser)]
-#[command(name = "sessiongate", version, about = "Session-aware edge reverse proxy and load balancer")]
+#[command(
+    name = "sessiongate",
+    version,
+    about = "Session-aware edge reverse proxy and load balancer"
+)]
 struct Cli {
     /// Config file (TOML) to run with.
     #[arg(short, long, value_name = "FILE")]
@@ -61,9 +65,22 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        (Some(Command::Demo { https, http, admin, nodes }), _) => {
+        (
+            Some(Command::Demo {
+                https,
+                http,
+                admin,
+                nodes,
+            }),
+            _,
+        ) => {
             logging::init(LogFormat::Human, "info");
-            runtime().block_on(run_demo(DemoOptions { https, http, admin, nodes }))
+            runtime().block_on(run_demo(DemoOptions {
+                https,
+                http,
+                admin,
+                nodes,
+            }))
         }
         (None, Some(path)) => match Config::load(&path) {
             Ok(config) => {

@@ -66,13 +66,17 @@ fn status_class(status: http::StatusCode) -> &'static str {
 
 fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(c.clone())).expect("unique metric");
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric");
     c
 }
 
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-    registry.register(Box::new(g.clone())).expect("unique metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
     g
 }
 
@@ -138,7 +142,9 @@ impl Metrics {
             "1 while the proxy accepts traffic, 0 while starting or draining.",
         )
         .expect("valid metric");
-        registry.register(Box::new(ready.clone())).expect("unique metric");
+        registry
+            .register(Box::new(ready.clone()))
+            .expect("unique metric");
         Metrics {
             registry,
             requests,

@@ -35,7 +35,11 @@ impl Proxy {
         }
     }
 
-    pub async fn handle(&self, req: Request<Incoming>, conn: Arc<ConnContext>) -> Response<ProxyBody> {
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: Arc<ConnContext>,
+    ) -> Response<ProxyBody> {
         let mut record = RequestRecord::begin(conn.clone(), &req, self.access_log);
         let resp = match self.route(req, &conn, &mut record).await {
             Ok(resp) => resp,
@@ -68,12 +72,15 @@ impl Proxy {
 
         let snapshot = self.snapshot.load();
         let site = snapshot.active_site().ok_or(ProxyError::NoSite)?;
-        let backend = site.pick().ok_or_else(|| ProxyError::NoBackend(site.name.clone()))?;
+        let backend = site
+            .pick()
+            .ok_or_else(|| ProxyError::NoBackend(site.name.clone()))?;
         record.backend = Some(backend.id.clone());
 
         // Only HTTP/1.1 has Upgrade; HTTP/2 clients never reach this.
-        let client_upgrade = (req.version() == Version::HTTP_11 && headers::is_upgrade_request(req.headers()))
-            .then(|| hyper::upgrade::on(&mut req));
+        let client_upgrade = (req.version() == Version::HTTP_11
+            && headers::is_upgrade_request(req.headers()))
+        .then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
         let host_value = HeaderValue::from_str(host.as_str()).map_err(|_| ProxyError::BadHost)?;
@@ -120,7 +127,10 @@ fn request_host<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
     if let Some(authority) = req.uri().authority() {
         return Ok(authority.clone());
     }
-    let host = req.headers().get(header::HOST).ok_or(ProxyError::MissingHost)?;
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .ok_or(ProxyError::MissingHost)?;
     Authority::try_from(host.as_bytes()).map_err(|_| ProxyError::BadHost)
 }
 
@@ -128,7 +138,10 @@ fn backend_uri(scheme: &http::uri::Scheme, backend: &Backend, pq: Option<&PathAn
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(scheme.clone());
     parts.authority = Some(backend.authority.clone());
-    parts.path_and_query = Some(pq.cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    parts.path_and_query = Some(
+        pq.cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
     Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
 }
 

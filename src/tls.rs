@@ -31,7 +31,10 @@ pub enum TlsError {
     #[error("{path} holds no PEM certificate")]
     NoCertificate { path: PathBuf },
     #[error("{path} is not a usable private key: {source}")]
-    BadKey { path: PathBuf, source: rustls::Error },
+    BadKey {
+        path: PathBuf,
+        source: rustls::Error,
+    },
     #[error("private key {key} does not belong to certificate {cert}")]
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("{path} is not a valid X.509 certificate: {reason}")]
@@ -88,10 +91,11 @@ pub fn load_certificate(cert_path: &Path, key_path: &Path) -> Result<LoadedCerti
             path: cert_path.into(),
         });
     };
-    let (names, not_after, not_after_unix) = describe(leaf).map_err(|reason| TlsError::BadCertificate {
-        path: cert_path.into(),
-        reason,
-    })?;
+    let (names, not_after, not_after_unix) =
+        describe(leaf).map_err(|reason| TlsError::BadCertificate {
+            path: cert_path.into(),
+            reason,
+        })?;
     let key = PrivateKeyDer::from_pem_file(key_path).map_err(|source| TlsError::ReadKey {
         path: key_path.into(),
         source,
@@ -136,7 +140,12 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, String, i64), Stri
         Err(e) => return Err(e.to_string()),
     };
     if names.is_empty() {
-        if let Some(cn) = cert.subject().iter_common_name().next().and_then(|cn| cn.as_str().ok()) {
+        if let Some(cn) = cert
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+        {
             names.push(cn.to_ascii_lowercase());
         }
     }
@@ -278,7 +287,9 @@ impl UpstreamTls {
             }
         }
         let parsed_server_name = server_name
-            .map(|n| ServerName::try_from(n.to_string()).map_err(|_| TlsError::BadServerName(n.into())))
+            .map(|n| {
+                ServerName::try_from(n.to_string()).map_err(|_| TlsError::BadServerName(n.into()))
+            })
             .transpose()?;
         let mut config = ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -309,9 +320,15 @@ mod tests {
 
     fn cert_for(names: &[&str]) -> LoadedCertificate {
         let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let cert = params.self_signed(&key).unwrap();
-        let dir = std::env::temp_dir().join(format!("sg-tls-{}-{}", std::process::id(), names[0].replace('*', "w")));
+        let dir = std::env::temp_dir().join(format!(
+            "sg-tls-{}-{}",
+            std::process::id(),
+            names[0].replace('*', "w")
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let (c, k) = (dir.join("c.pem"), dir.join("k.pem"));
         std::fs::write(&c, cert.pem()).unwrap();

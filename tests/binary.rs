@@ -40,13 +40,19 @@ backends = { static = ["10.0.0.1", "ok.internal:8080"] }
 "#,
     )
     .unwrap();
-    for args in [vec!["check-config", file.to_str().unwrap()], vec!["--config", file.to_str().unwrap()]] {
+    for args in [
+        vec!["check-config", file.to_str().unwrap()],
+        vec!["--config", file.to_str().unwrap()],
+    ] {
         let out = sessiongate().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(64), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         // Unknown keys are reported before values are checked (both need the same fix pass).
         assert!(err.contains(&file.display().to_string()), "{err}");
-        assert!(err.contains("timeouts.upstream_conect: unknown key"), "{err}");
+        assert!(
+            err.contains("timeouts.upstream_conect: unknown key"),
+            "{err}"
+        );
         assert!(err.contains("listener[0].tsl: unknown key"), "{err}");
     }
     // With the unknown keys fixed, every bad value is reported at once, each with its key.
@@ -55,7 +61,10 @@ backends = { static = ["10.0.0.1", "ok.internal:8080"] }
         .replace("upstream_conect", "upstream_connect")
         .replace("tsl =", "# tsl =");
     std::fs::write(&file, text).unwrap();
-    let out = sessiongate().args(["check-config", file.to_str().unwrap()]).output().unwrap();
+    let out = sessiongate()
+        .args(["check-config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     for expected in [
@@ -89,8 +98,16 @@ backends = { static = ["10.0.0.1:8080", "10.0.0.2:8080"] }
 "#,
     )
     .unwrap();
-    let out = sessiongate().args(["check-config", file.to_str().unwrap()]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = sessiongate()
+        .args(["check-config", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let printed = String::from_utf8_lossy(&out.stdout);
     for expected in [
         "listen = \"127.0.0.1:9901\"",
@@ -103,12 +120,31 @@ backends = { static = ["10.0.0.1:8080", "10.0.0.2:8080"] }
         "serves default.test, localhost",
         "serves a.test",
     ] {
-        assert!(printed.contains(expected), "missing `{expected}` in:\n{printed}");
+        assert!(
+            printed.contains(expected),
+            "missing `{expected}` in:\n{printed}"
+        );
     }
     // What it prints is itself a valid config.
-    std::fs::write(dir.join("effective.toml"), printed.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("\n")).unwrap();
-    let again = sessiongate().args(["check-config", dir.join("effective.toml").to_str().unwrap()]).output().unwrap();
-    assert_eq!(again.status.code(), Some(0), "{}", String::from_utf8_lossy(&again.stderr));
+    std::fs::write(
+        dir.join("effective.toml"),
+        printed
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    )
+    .unwrap();
+    let again = sessiongate()
+        .args(["check-config", dir.join("effective.toml").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
 }
 
 /// A proxy process with JSON logs; the bound addresses are read from its "listening" lines.
@@ -137,7 +173,10 @@ impl Process {
             .unwrap();
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let plain = loop {
-            let line = lines.next().expect("the proxy logs before exiting").unwrap();
+            let line = lines
+                .next()
+                .expect("the proxy logs before exiting")
+                .unwrap();
             let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
             if v["message"] == "listening" && v["listener"] == "plain" {
                 break v["addr"].as_str().unwrap().parse().unwrap();
@@ -175,7 +214,9 @@ const MIB: u64 = 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_through_with_flat_memory() {
-    let node = sessiongate::demo::DemoNode::start("node-1", localhost()).await.unwrap();
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
     let dir = temp_dir("stream");
     let mut proc_ = Process::start(&dir, node.addr);
 
@@ -187,7 +228,10 @@ async fn large_bodies_stream_through_with_flat_memory() {
     const SIZE: u64 = 512 * MIB;
     // Download: counted frame by frame, never collected.
     let mut send = h1(tokio::net::TcpStream::connect(proc_.plain).await.unwrap()).await;
-    let req = http::Request::get(format!("/bytes?n={SIZE}")).header("host", "app.test").body(empty()).unwrap();
+    let req = http::Request::get(format!("/bytes?n={SIZE}"))
+        .header("host", "app.test")
+        .body(empty())
+        .unwrap();
     let resp = send_h1(&mut send, req).await;
     assert_eq!(resp.status(), 200);
     let mut body = resp.into_body();
@@ -198,14 +242,24 @@ async fn large_bodies_stream_through_with_flat_memory() {
     assert_eq!(received, SIZE);
 
     // Upload: generated as it is sent, chunked (no Content-Length), counted by the backend.
-    let upload = sessiongate::demo::node::RepeatBody::new(SIZE).map_err(|e| e as BoxError).boxed();
-    let req = http::Request::post("/upload").header("host", "app.test").body(upload).unwrap();
+    let upload = sessiongate::demo::node::RepeatBody::new(SIZE)
+        .map_err(|e| e as BoxError)
+        .boxed();
+    let req = http::Request::post("/upload")
+        .header("host", "app.test")
+        .body(upload)
+        .unwrap();
     let (status, _, text) = read(send_h1(&mut send, req).await).await;
     assert_eq!((status, text.trim()), (200, SIZE.to_string().as_str()));
 
     let (peak, _) = proc_.memory_kib();
     let growth_mib = peak.saturating_sub(baseline) / 1024;
-    eprintln!("proxy RSS baseline {} MiB, peak {} MiB after 2 x {} MiB", baseline / 1024, peak / 1024, SIZE / MIB);
+    eprintln!(
+        "proxy RSS baseline {} MiB, peak {} MiB after 2 x {} MiB",
+        baseline / 1024,
+        peak / 1024,
+        SIZE / MIB
+    );
     assert!(
         growth_mib < 32,
         "the proxy grew by {growth_mib} MiB moving {} MiB: bodies are being buffered",
@@ -214,7 +268,17 @@ async fn large_bodies_stream_through_with_flat_memory() {
 
     // SIGTERM: drains and exits 0.
     let pid = proc_.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let code = tokio::task::spawn_blocking(move || proc_.child.wait().unwrap()).await.unwrap();
-    assert_eq!(code.code(), Some(0), "SIGTERM ends the proxy with exit 0 after draining");
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let code = tokio::task::spawn_blocking(move || proc_.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        code.code(),
+        Some(0),
+        "SIGTERM ends the proxy with exit 0 after draining"
+    );
 }

@@ -14,12 +14,18 @@ async fn a_backend_that_refuses_connections_gives_502() {
     let (status, headers, body) = get_plain(proxy.plain_addr(), "/").await;
     assert_eq!(status, 502, "{body}");
     assert_eq!(body, "502 Bad Gateway: backend unreachable\n");
-    assert!(!body.contains(&dead.port().to_string()), "the body must not reveal the backend");
+    assert!(
+        !body.contains(&dead.port().to_string()),
+        "the body must not reveal the backend"
+    );
     assert_eq!(headers["content-type"], "text/plain; charset=utf-8");
     let metrics = proxy.metrics().await;
-    let refused = format!("sessiongate_upstream_errors_total{{backend=\"{dead}\",kind=\"connect_refused\"}}");
+    let refused =
+        format!("sessiongate_upstream_errors_total{{backend=\"{dead}\",kind=\"connect_refused\"}}");
     assert_eq!(metric(&metrics, &refused), Some(1.0), "{metrics}");
-    let answered = format!("sessiongate_requests_total{{backend=\"{dead}\",listener=\"plain\",status_class=\"5xx\"}}");
+    let answered = format!(
+        "sessiongate_requests_total{{backend=\"{dead}\",listener=\"plain\",status_class=\"5xx\"}}"
+    );
     assert_eq!(metric(&metrics, &answered), Some(1.0), "{metrics}");
 }
 
@@ -34,9 +40,15 @@ async fn a_backend_that_stalls_gives_504_and_others_are_still_served() {
     assert_eq!(gate.wait_arrival().await, "/stalls");
     let (status, _, body) = stalled.await.unwrap();
     assert_eq!(status, 504, "{body}");
-    assert_eq!(body, "504 Gateway Timeout: backend did not answer in time\n");
+    assert_eq!(
+        body,
+        "504 Gateway Timeout: backend did not answer in time\n"
+    );
     let metrics = proxy.metrics().await;
-    let timeouts = format!("sessiongate_upstream_errors_total{{backend=\"{}\",kind=\"response_timeout\"}}", gate.addr);
+    let timeouts = format!(
+        "sessiongate_upstream_errors_total{{backend=\"{}\",kind=\"response_timeout\"}}",
+        gate.addr
+    );
     assert_eq!(metric(&metrics, &timeouts), Some(1.0), "{metrics}");
 
     // The proxy itself is fine: the next request that the backend answers passes.
@@ -56,14 +68,22 @@ async fn a_silent_tls_client_is_closed_after_the_handshake_timeout() {
     let proxy = Harness::start(&[nodes[0].addr], "[timeouts]\ntls_handshake = \"200ms\"\n").await;
     let mut silent = TcpStream::connect(proxy.tls_addr()).await.unwrap();
     let got = wait_closed(&mut silent).await;
-    assert!(got.is_empty(), "nothing is sent to a client that never said hello");
+    assert!(
+        got.is_empty(),
+        "nothing is sent to a client that never said hello"
+    );
     // Meanwhile a real client is served.
     let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
-    let req = http::Request::get("https://default.test/").body(empty()).unwrap();
+    let req = http::Request::get("https://default.test/")
+        .body(empty())
+        .unwrap();
     assert_eq!(read(send.send_request(req).await.unwrap()).await.0, 200);
     let metrics = proxy.metrics().await;
     assert_eq!(
-        metric(&metrics, "sessiongate_connection_errors_total{kind=\"tls_handshake_timeout\",listener=\"tls\"}"),
+        metric(
+            &metrics,
+            "sessiongate_connection_errors_total{kind=\"tls_handshake_timeout\",listener=\"tls\"}"
+        ),
         Some(1.0),
         "{metrics}"
     );
@@ -74,11 +94,17 @@ async fn slow_request_headers_are_cut_off_while_others_are_served() {
     let nodes = start_nodes(1).await;
     let proxy = Harness::start(&[nodes[0].addr], "[timeouts]\nrequest_header = \"300ms\"\n").await;
     let mut slow = TcpStream::connect(proxy.plain_addr()).await.unwrap();
-    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: ").await.unwrap();
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\nX-Slow: ")
+        .await
+        .unwrap();
     let (status, _, _) = get_plain(proxy.plain_addr(), "/").await;
     assert_eq!(status, 200);
     let got = wait_closed(&mut slow).await;
-    assert!(got.is_empty() || got.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
 }
 
 #[tokio::test]
@@ -94,14 +120,27 @@ async fn idle_keep_alive_connections_are_closed() {
     .await
     .unwrap();
     let driver = tokio::spawn(conn);
-    let req = http::Request::get("https://default.test/").body(empty()).unwrap();
+    let req = http::Request::get("https://default.test/")
+        .body(empty())
+        .unwrap();
     assert_eq!(read(send.send_request(req).await.unwrap()).await.0, 200);
-    let ended = tokio::time::timeout(PATIENCE, driver).await.expect("idle HTTP/2 connection closed");
-    assert!(ended.unwrap().is_ok(), "closed gracefully (GOAWAY), not reset");
+    let ended = tokio::time::timeout(PATIENCE, driver)
+        .await
+        .expect("idle HTTP/2 connection closed");
+    assert!(
+        ended.unwrap().is_ok(),
+        "closed gracefully (GOAWAY), not reset"
+    );
 
     // HTTP/1.1: same, the connection ends after one idle period.
     let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
-    tcp.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await.unwrap();
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
     let got = wait_closed(&mut tcp).await;
-    assert!(got.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&got));
+    assert!(
+        got.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
 }

@@ -20,7 +20,10 @@ async fn http1_and_http2_over_tls_reach_every_backend_in_turn() {
     let mut send = h1(tls).await;
     let mut seen = HashSet::new();
     for _ in 0..6 {
-        let req = http::Request::get("/echo").header("host", "default.test").body(empty()).unwrap();
+        let req = http::Request::get("/echo")
+            .header("host", "default.test")
+            .body(empty())
+            .unwrap();
         let (status, headers, body) = read(send_h1(&mut send, req).await).await;
         assert_eq!(status, 200);
         assert!(body.contains("GET /echo HTTP/1.1"), "{body}");
@@ -34,7 +37,9 @@ async fn http1_and_http2_over_tls_reach_every_backend_in_turn() {
     let mut send = h2(tls).await;
     let mut seen = HashSet::new();
     for _ in 0..6 {
-        let req = http::Request::get("https://default.test:8443/echo?x=1").body(empty()).unwrap();
+        let req = http::Request::get("https://default.test:8443/echo?x=1")
+            .body(empty())
+            .unwrap();
         let (status, headers, body) = read(send.send_request(req).await.unwrap()).await;
         assert_eq!(status, 200);
         assert!(body.contains("GET /echo?x=1 HTTP/1.1"), "{body}");
@@ -64,7 +69,8 @@ async fn sni_chooses_the_certificate() {
                 .unwrap()
                 .with_root_certificates(roots)
                 .with_no_client_auth();
-            c.dangerous().set_certificate_verifier(std::sync::Arc::new(AcceptAny));
+            c.dangerous()
+                .set_certificate_verifier(std::sync::Arc::new(AcceptAny));
             std::sync::Arc::new(c)
         };
         let tls = tls_connect(proxy.tls_addr(), sni, config).await;
@@ -74,7 +80,12 @@ async fn sni_chooses_the_certificate() {
     // And a client that verifies: a.test validates against the CA with the a.test certificate.
     let tls = proxy.tls("a.test", &[b"h2"]).await;
     let mut send = h2(tls).await;
-    let (status, _, _) = read(send.send_request(http::Request::get("https://a.test/").body(empty()).unwrap()).await.unwrap()).await;
+    let (status, _, _) = read(
+        send.send_request(http::Request::get("https://a.test/").body(empty()).unwrap())
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200);
 }
 
@@ -126,10 +137,21 @@ async fn tls12_clients_are_served() {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let tls = tls_connect(proxy.tls_addr(), "default.test", std::sync::Arc::new(config)).await;
-    assert_eq!(tls.get_ref().1.protocol_version(), Some(rustls::ProtocolVersion::TLSv1_2));
+    let tls = tls_connect(
+        proxy.tls_addr(),
+        "default.test",
+        std::sync::Arc::new(config),
+    )
+    .await;
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
     let mut send = h1(tls).await;
-    let req = http::Request::get("/").header("host", "default.test").body(empty()).unwrap();
+    let req = http::Request::get("/")
+        .header("host", "default.test")
+        .body(empty())
+        .unwrap();
     assert_eq!(read(send_h1(&mut send, req).await).await.0, 200);
 }
 
@@ -146,14 +168,32 @@ async fn forwarded_headers_are_the_proxys_and_host_is_kept() {
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert_eq!(echoed_header(&response, "x-forwarded-for"), vec!["127.0.0.1"]);
+    assert_eq!(
+        echoed_header(&response, "x-forwarded-for"),
+        vec!["127.0.0.1"]
+    );
     assert_eq!(echoed_header(&response, "x-forwarded-proto"), vec!["http"]);
-    assert_eq!(echoed_header(&response, "x-forwarded-host"), vec!["app.example.test:1234"]);
+    assert_eq!(
+        echoed_header(&response, "x-forwarded-host"),
+        vec!["app.example.test:1234"]
+    );
     let port = proxy.plain_addr().port().to_string();
-    assert_eq!(echoed_header(&response, "x-forwarded-port"), vec![port.as_str()]);
-    assert_eq!(echoed_header(&response, "host"), vec!["app.example.test:1234"]);
-    assert!(echoed_header(&response, "forwarded").is_empty(), "{response}");
-    assert!(echoed_header(&response, "x-real-ip").is_empty(), "{response}");
+    assert_eq!(
+        echoed_header(&response, "x-forwarded-port"),
+        vec![port.as_str()]
+    );
+    assert_eq!(
+        echoed_header(&response, "host"),
+        vec!["app.example.test:1234"]
+    );
+    assert!(
+        echoed_header(&response, "forwarded").is_empty(),
+        "{response}"
+    );
+    assert!(
+        echoed_header(&response, "x-real-ip").is_empty(),
+        "{response}"
+    );
 }
 
 #[tokio::test]
@@ -171,8 +211,19 @@ async fn hop_by_hop_headers_do_not_cross_in_either_direction() {
     let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
     assert!(head.starts_with("HTTP/1.1 200"), "{response}");
     // What the backend received: end-to-end headers only.
-    for gone in ["x-client-hop", "keep-alive", "proxy-connection", "te", "trailer", "proxy-authorization", "upgrade"] {
-        assert!(echoed_header(body, gone).is_empty(), "{gone} reached the backend:\n{body}");
+    for gone in [
+        "x-client-hop",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "proxy-authorization",
+        "upgrade",
+    ] {
+        assert!(
+            echoed_header(body, gone).is_empty(),
+            "{gone} reached the backend:\n{body}"
+        );
     }
     assert_eq!(echoed_header(body, "x-end-to-end"), vec!["kept"]);
     // What the client received: the backend's `Connection: x-backend-hop` and the headers it
@@ -211,7 +262,9 @@ https_port = 8443
 async fn websocket_upgrade_passes_through() {
     let nodes = start_nodes(1).await;
     let proxy = Harness::start(&[nodes[0].addr], "").await;
-    let mut tcp = tokio::net::TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    let mut tcp = tokio::net::TcpStream::connect(proxy.plain_addr())
+        .await
+        .unwrap();
     tcp.write_all(
         b"GET /ws HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
           Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
@@ -221,7 +274,10 @@ async fn websocket_upgrade_passes_through() {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(PATIENCE, tcp.read_exact(&mut byte)).await.unwrap().unwrap();
+        tokio::time::timeout(PATIENCE, tcp.read_exact(&mut byte))
+            .await
+            .unwrap()
+            .unwrap();
         head.push(byte[0]);
     }
     let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
@@ -231,7 +287,10 @@ async fn websocket_upgrade_passes_through() {
     for message in [&b"hello through the proxy"[..], &b"and back again"[..]] {
         tcp.write_all(message).await.unwrap();
         let mut echoed = vec![0u8; message.len()];
-        tokio::time::timeout(PATIENCE, tcp.read_exact(&mut echoed)).await.unwrap().unwrap();
+        tokio::time::timeout(PATIENCE, tcp.read_exact(&mut echoed))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(echoed, message);
     }
 }
@@ -240,7 +299,11 @@ async fn websocket_upgrade_passes_through() {
 async fn requests_without_host_or_with_connect_are_refused_and_others_still_served() {
     let nodes = start_nodes(1).await;
     let proxy = Harness::start(&[nodes[0].addr], "").await;
-    let response = raw(proxy.plain_addr(), b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    let response = raw(
+        proxy.plain_addr(),
+        b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
     let response = raw(
         proxy.plain_addr(),
@@ -248,6 +311,10 @@ async fn requests_without_host_or_with_connect_are_refused_and_others_still_serv
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 405"), "{response}");
-    let response = raw(proxy.plain_addr(), b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n").await;
+    let response = raw(
+        proxy.plain_addr(),
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }

@@ -23,7 +23,9 @@ async fn shutdown_lets_an_in_flight_request_finish_and_refuses_new_connections()
     .unwrap();
     let h2_driver = tokio::spawn(conn);
     let warmup = tokio::spawn(async move {
-        let req = http::Request::get("https://default.test/warmup").body(empty()).unwrap();
+        let req = http::Request::get("https://default.test/warmup")
+            .body(empty())
+            .unwrap();
         read(idle_h2.send_request(req).await.unwrap()).await.0
     });
     assert_eq!(gate.wait_arrival().await, "/warmup");
@@ -59,15 +61,23 @@ async fn shutdown_lets_an_in_flight_request_finish_and_refuses_new_connections()
     assert!(refused, "the listener still accepts during the drain");
 
     // The idle HTTP/2 connection ends cleanly (GOAWAY), without waiting for the drain.
-    let h2_end = tokio::time::timeout(PATIENCE, h2_driver).await.expect("GOAWAY closes the idle h2 connection");
+    let h2_end = tokio::time::timeout(PATIENCE, h2_driver)
+        .await
+        .expect("GOAWAY closes the idle h2 connection");
     assert!(h2_end.unwrap().is_ok());
-    assert!(!shutdown.is_finished(), "the drain waits for the request in flight");
+    assert!(
+        !shutdown.is_finished(),
+        "the drain waits for the request in flight"
+    );
 
     // The request in flight completes with its real answer, and then the drain ends.
     gate.release(1);
     let (status, _, body) = in_flight.await.unwrap();
     assert_eq!((status, body.as_str()), (200, "released\n"));
-    let drained = tokio::time::timeout(PATIENCE, shutdown).await.expect("drain ends").unwrap();
+    let drained = tokio::time::timeout(PATIENCE, shutdown)
+        .await
+        .expect("drain ends")
+        .unwrap();
     assert_eq!(drained, Drained::Clean);
 }
 
@@ -78,6 +88,8 @@ async fn the_drain_deadline_bounds_the_wait() {
     let plain = proxy.plain_addr();
     let _stuck = tokio::spawn(async move { get_plain(plain, "/never-answers").await });
     gate.wait_arrival().await;
-    let drained = tokio::time::timeout(PATIENCE, proxy.server.shutdown()).await.expect("deadline honoured");
+    let drained = tokio::time::timeout(PATIENCE, proxy.server.shutdown())
+        .await
+        .expect("deadline honoured");
     assert_eq!(drained, Drained::DeadlinePassed);
 }

@@ -75,7 +75,8 @@ pub(super) fn render(c: &Config) -> String {
             })
             .collect(),
     };
-    let mut out = toml::to_string_pretty(&raw).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
+    let mut out =
+        toml::to_string_pretty(&raw).unwrap_or_else(|e| format!("# cannot render: {e}\n"));
     // The names each certificate answers to are derived, not configured: show them as comments.
     for l in &c.listeners {
         if let Some(set) = &l.tls {

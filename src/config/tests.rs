@@ -1,0 +1,177 @@
+use std::path::Path;
+
+use super::*;
+
+fn check(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(text, "test.toml", Path::new("/nonexistent"))
+}
+
+const MINIMAL: &str = r#"
+[[listener]]
+listen = "127.0.0.1:8080"
+[[site]]
+backends = { static = ["127.0.0.1:9000"] }
+"#;
+
+fn keys(err: &ConfigError) -> Vec<&str> {
+    err.issues.iter().map(|i| i.key.as_str()).collect()
+}
+
+#[test]
+fn minimal_config_gets_documented_defaults() {
+    let c = check(MINIMAL).unwrap();
+    assert_eq!(c.admin.listen.to_string(), raw::DEFAULT_ADMIN_LISTEN);
+    assert_eq!(c.timeouts.idle, Duration::from_secs(60));
+    assert_eq!(c.timeouts.upstream_connect, Duration::from_secs(5));
+    assert_eq!(c.timeouts.shutdown_drain, Duration::from_secs(25));
+    assert_eq!(
+        c.upstream.max_idle_per_backend,
+        raw::DEFAULT_POOL_MAX_IDLE_PER_BACKEND
+    );
+    assert_eq!(c.listeners[0].name, "listener0");
+    assert_eq!(c.sites[0].name, "site0");
+    assert!(c.log.access_log);
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_its_path() {
+    let err = check(
+        r#"
+typo = 1
+[admin]
+listen = "127.0.0.1:9901"
+lisen = "x"
+[[listener]]
+listen = "127.0.0.1:8080"
+[listener.tls]
+certs = "x"
+[[site]]
+backends = { static = ["127.0.0.1:9000"], dns = "keycloak" }
+"#,
+    )
+    .unwrap_err();
+    let mut k = keys(&err);
+    k.sort();
+    assert_eq!(
+        k,
+        vec![
+            "admin.lisen",
+            "listener[0].tls.certs",
+            "site[0].backends.dns",
+            "typo"
+        ]
+    );
+    assert!(err
+        .to_string()
+        .starts_with("invalid config test.toml: 4 problems"));
+}
+
+#[test]
+fn type_errors_name_the_line() {
+    let err = check("[[listener]]\nlisten = 8080\n").unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("line 2"), "{text}");
+    assert!(text.contains("listen"), "{text}");
+}
+
+#[test]
+fn impossible_values_are_all_reported() {
+    let err = check(
+        r#"
+[log]
+format = "xml"
+[timeouts]
+idle = "0s"
+upstream_response = "soon"
+[[listener]]
+name = "bad name"
+listen = "localhost:80"
+redirect_to_https = false
+https_port = 8443
+[[listener]]
+listen = "127.0.0.1:9901"
+[[site]]
+backends = { static = [] }
+[[site]]
+backends = { static = ["a:1"] }
+"#,
+    )
+    .unwrap_err();
+    let k = keys(&err);
+    for expected in [
+        "log.format",
+        "timeouts.idle",
+        "timeouts.upstream_response",
+        "listener[0].name",
+        "listener[0].listen",
+        "listener[0].https_port",
+        "listener[1].listen",
+        "site[0].backends.static",
+        "site[1]",
+    ] {
+        assert!(k.contains(&expected), "{expected} missing from {k:?}");
+    }
+}
+
+#[test]
+fn empty_config_says_what_is_required() {
+    let err = check("").unwrap_err();
+    assert_eq!(keys(&err), vec!["listener", "site"]);
+}
+
+#[test]
+fn backend_addresses_must_be_host_and_port() {
+    let ok = [
+        "10.0.0.1:8080",
+        "[::1]:8080",
+        "keycloak-0.keycloak-headless.svc:8443",
+    ];
+    let bad = [
+        "10.0.0.1",
+        "host:0",
+        "host:http",
+        ":80",
+        "bad_host:80",
+        "a..b:80",
+    ];
+    for entry in ok {
+        assert!(validate::check_host_port(entry).is_ok(), "{entry}");
+    }
+    for entry in bad {
+        assert!(validate::check_host_port(entry).is_err(), "{entry}");
+    }
+}
+
+#[test]
+fn redirect_needs_a_plain_listener() {
+    let err = check(
+        r#"
+[[listener]]
+listen = "127.0.0.1:8443"
+redirect_to_https = true
+tls = { cert = "a.crt", key = "a.key" }
+[[site]]
+backends = { static = ["127.0.0.1:9000"] }
+"#,
+    )
+    .unwrap_err();
+    let k = keys(&err);
+    assert!(k.contains(&"listener[0].redirect_to_https"), "{k:?}");
+    assert!(
+        k.contains(&"listener[0].tls.cert"),
+        "missing files are reported too: {k:?}"
+    );
+}
+
+#[test]
+fn the_example_configs_are_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(e) = Config::load(&path) {
+                panic!("{e}");
+            }
+        }
+    }
+}

@@ -35,7 +35,10 @@ impl Checker<'_> {
             }
             Ok(d) => d,
             Err(e) => {
-                self.issue(key, format!("`{text}` is not a duration like 5s or 250ms ({e})"));
+                self.issue(
+                    key,
+                    format!("`{text}` is not a duration like 5s or 250ms ({e})"),
+                );
                 Duration::from_secs(1)
             }
         }
@@ -45,7 +48,10 @@ impl Checker<'_> {
         let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
         match value {
             None => {
-                self.issue(key, "is required (an address like 0.0.0.0:8443 or [::]:8443)");
+                self.issue(
+                    key,
+                    "is required (an address like 0.0.0.0:8443 or [::]:8443)",
+                );
                 fallback
             }
             Some(text) => text.parse().unwrap_or_else(|_| {
@@ -86,7 +92,12 @@ pub(super) fn validate(
     let admin = AdminConfig {
         listen: c.socket_addr(
             "admin.listen",
-            Some(raw.admin.listen.as_deref().unwrap_or(raw::DEFAULT_ADMIN_LISTEN)),
+            Some(
+                raw.admin
+                    .listen
+                    .as_deref()
+                    .unwrap_or(raw::DEFAULT_ADMIN_LISTEN),
+            ),
         ),
     };
 
@@ -94,7 +105,10 @@ pub(super) fn validate(
         None | Some("human") => LogFormat::Human,
         Some("json") => LogFormat::Json,
         Some(other) => {
-            c.issue("log.format", format!("`{other}` is not one of: human, json"));
+            c.issue(
+                "log.format",
+                format!("`{other}` is not one of: human, json"),
+            );
             LogFormat::Human
         }
     };
@@ -124,7 +138,11 @@ pub(super) fn validate(
             t.request_header.as_deref(),
             raw::DEFAULT_REQUEST_HEADER_TIMEOUT,
         ),
-        idle: c.duration("timeouts.idle", t.idle.as_deref(), raw::DEFAULT_IDLE_TIMEOUT),
+        idle: c.duration(
+            "timeouts.idle",
+            t.idle.as_deref(),
+            raw::DEFAULT_IDLE_TIMEOUT,
+        ),
         upstream_connect: c.duration(
             "timeouts.upstream_connect",
             t.upstream_connect.as_deref(),
@@ -167,7 +185,10 @@ pub(super) fn validate(
         .map(|(i, l)| {
             let l = listener(&mut c, i, l);
             if !names.insert(l.name.clone()) {
-                c.issue(format!("listener[{i}].name"), format!("`{}` is used twice", l.name));
+                c.issue(
+                    format!("listener[{i}].name"),
+                    format!("`{}` is used twice", l.name),
+                );
             }
             if l.listen.port() != 0 && !addrs.insert(l.listen) {
                 c.issue(
@@ -215,14 +236,21 @@ pub(super) fn validate(
 fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConfig {
     let key = format!("listener[{i}]");
     let name = l.name.clone().unwrap_or_else(|| format!("listener{i}"));
-    if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)) {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch))
+    {
         c.issue(
             format!("{key}.name"),
             format!("`{name}` must be letters, digits, '-', '_' or '.' (it is a metrics label)"),
         );
     }
     let listen = c.socket_addr(&format!("{key}.listen"), l.listen.as_deref());
-    let tls = l.tls.as_ref().and_then(|t| server_tls(c, &format!("{key}.tls"), t));
+    let tls = l
+        .tls
+        .as_ref()
+        .and_then(|t| server_tls(c, &format!("{key}.tls"), t));
     let redirect = match (l.redirect_to_https.unwrap_or(false), l.https_port) {
         (true, _) if l.tls.is_some() => {
             c.issue(
@@ -253,17 +281,19 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
 
 fn server_tls(c: &mut Checker<'_>, key: &str, t: &raw::RawServerTls) -> Option<CertificateSet> {
     let mut pairs = Vec::new();
-    let mut pair = |c: &mut Checker<'_>, key: &str, cert: &Option<String>, keyf: &Option<String>| {
-        let cert = c.required(&format!("{key}.cert"), cert).map(str::to_owned);
-        let keyp = c.required(&format!("{key}.key"), keyf).map(str::to_owned);
-        if let (Some(cert), Some(keyp)) = (cert, keyp) {
-            let (cert_path, key_path) = (resolve_path(c.base, &cert), resolve_path(c.base, &keyp));
-            match tls::load_certificate(&cert_path, &key_path) {
-                Ok(loaded) => pairs.push(loaded),
-                Err(e) => c.issue(format!("{key}.cert"), e.to_string()),
+    let mut pair =
+        |c: &mut Checker<'_>, key: &str, cert: &Option<String>, keyf: &Option<String>| {
+            let cert = c.required(&format!("{key}.cert"), cert).map(str::to_owned);
+            let keyp = c.required(&format!("{key}.key"), keyf).map(str::to_owned);
+            if let (Some(cert), Some(keyp)) = (cert, keyp) {
+                let (cert_path, key_path) =
+                    (resolve_path(c.base, &cert), resolve_path(c.base, &keyp));
+                match tls::load_certificate(&cert_path, &key_path) {
+                    Ok(loaded) => pairs.push(loaded),
+                    Err(e) => c.issue(format!("{key}.cert"), e.to_string()),
+                }
             }
-        }
-    };
+        };
     pair(c, key, &t.cert, &t.key);
     for (j, p) in t.sni.iter().enumerate() {
         pair(c, &format!("{key}.sni[{j}]"), &p.cert, &p.key);
@@ -322,18 +352,22 @@ fn site(c: &mut Checker<'_>, i: usize, s: &raw::RawSite) -> SiteConfig {
 }
 
 /// `host:port` with a port and a host that is an IP, a bracketed IPv6 address or a DNS name.
-fn check_host_port(entry: &str) -> Result<(), String> {
+pub(super) fn check_host_port(entry: &str) -> Result<(), String> {
     if entry.parse::<SocketAddr>().is_ok() {
         return Ok(());
     }
-    let bad = || format!("`{entry}` is not host:port (like 10.0.0.1:8080 or keycloak-0.internal:8080)");
+    let bad =
+        || format!("`{entry}` is not host:port (like 10.0.0.1:8080 or keycloak-0.internal:8080)");
     let (host, port) = entry.rsplit_once(':').ok_or_else(bad)?;
     let port_ok = port.parse::<u16>().is_ok_and(|p| p != 0);
     let host_ok = !host.is_empty()
         && host.len() <= 253
-        && host
-            .split('.')
-            .all(|label| !label.is_empty() && label.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-'));
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-')
+        });
     if port_ok && host_ok {
         Ok(())
     } else {

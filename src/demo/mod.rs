@@ -94,8 +94,9 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
     };
     std::fs::create_dir_all(&dir).map_err(|e| DemoError::Files(dir.clone(), e))?;
     let key = rcgen::KeyPair::generate()?;
-    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?
-        .self_signed(&key)?;
+    let cert =
+        rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?
+            .self_signed(&key)?;
     write("tls.crt", &cert.pem())?;
     write("tls.key", &key.serialize_pem())?;
     let node_list = nodes
@@ -128,9 +129,16 @@ impl Demo {
             .server
             .listener_addr("https")
             .unwrap_or(self.options.https);
-        let http = self.server.listener_addr("http").unwrap_or(self.options.http);
+        let http = self
+            .server
+            .listener_addr("http")
+            .unwrap_or(self.options.http);
         let admin = self.server.admin_addr();
-        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("{} at {}", n.name, n.addr)).collect();
+        let nodes: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("{} at {}", n.name, n.addr))
+            .collect();
         format!(
             "\nsessiongate demo is running\n\
              \x20 cluster:  {nodes}\n\

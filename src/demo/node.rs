@@ -11,6 +11,7 @@
 //! - `/bytes?n=N`: streams N bytes (64 KiB chunks) without holding them in memory.
 //! - `/upload`: reads the whole request body, answers with its length.
 //! - `/lb-check`: `UP`.
+//! - `/stats`: `connections: N`, the TCP connections this node has accepted (pooling shows).
 //! - an `Upgrade` request: 101, then echoes every byte back (a WebSocket-style tunnel).
 
 use std::collections::HashMap;
@@ -52,6 +53,7 @@ impl DemoNode {
                 &std::collections::hash_map::RandomState::new(),
                 name,
             )),
+            connections: AtomicU64::new(0),
         });
         tokio::spawn(serve(listener, state, stop.clone()));
         Ok(DemoNode {
@@ -72,6 +74,7 @@ struct NodeState {
     /// Session id → requests seen in it.
     sessions: Mutex<HashMap<String, u64>>,
     next_id: AtomicU64,
+    connections: AtomicU64,
 }
 
 async fn serve(listener: TcpListener, state: Arc<NodeState>, stop: CancellationToken) {
@@ -84,6 +87,7 @@ async fn serve(listener: TcpListener, state: Arc<NodeState>, stop: CancellationT
             },
         };
         let _ = stream.set_nodelay(true);
+        state.connections.fetch_add(1, Ordering::Relaxed);
         let (state, stop) = (state.clone(), stop.clone());
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
@@ -103,8 +107,10 @@ async fn serve(listener: TcpListener, state: Arc<NodeState>, stop: CancellationT
 fn text(status: StatusCode, body: String) -> Response<NodeBody> {
     let mut resp = Response::new(Full::new(Bytes::from(body)).map_err(|e| match e {}).boxed());
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 
@@ -142,23 +148,45 @@ async fn handle(state: &NodeState, mut req: Request<Incoming>) -> Response<NodeB
                 text(StatusCode::OK, format!("{total}\n"))
             }
             "/lb-check" => text(StatusCode::OK, "UP".into()),
+            "/stats" => text(
+                StatusCode::OK,
+                format!(
+                    "connections: {}\n",
+                    state.connections.load(Ordering::Relaxed)
+                ),
+            ),
             _ => session_page(state, &req),
         }
     };
-    resp.headers_mut()
-        .insert("x-node", HeaderValue::from_str(&state.name).unwrap_or(HeaderValue::from_static("node")));
+    resp.headers_mut().insert(
+        "x-node",
+        HeaderValue::from_str(&state.name).unwrap_or(HeaderValue::from_static("node")),
+    );
     resp
 }
 
 fn echo(state: &NodeState, req: &Request<Incoming>) -> Response<NodeBody> {
-    let mut out = format!("node: {}\n{} {} {:?}\n", state.name, req.method(), req.uri(), req.version());
+    let mut out = format!(
+        "node: {}\n{} {} {:?}\n",
+        state.name,
+        req.method(),
+        req.uri(),
+        req.version()
+    );
     for (name, value) in req.headers() {
-        out.push_str(&format!("{}: {}\n", name, String::from_utf8_lossy(value.as_bytes())));
+        out.push_str(&format!(
+            "{}: {}\n",
+            name,
+            String::from_utf8_lossy(value.as_bytes())
+        ));
     }
     let mut resp = text(StatusCode::OK, out);
     // Hop-by-hop headers a misbehaving backend might send; the proxy must not pass them on.
     let h = resp.headers_mut();
-    h.insert(header::CONNECTION, HeaderValue::from_static("x-backend-hop"));
+    h.insert(
+        header::CONNECTION,
+        HeaderValue::from_static("x-backend-hop"),
+    );
     h.insert("x-backend-hop", HeaderValue::from_static("secret"));
     h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
     h.insert("proxy-connection", HeaderValue::from_static("keep-alive"));
@@ -231,11 +259,18 @@ fn session_page(state: &NodeState, req: &Request<Incoming>) -> Response<NodeBody
             *visits += 1;
             return text(
                 StatusCode::OK,
-                format!("{}: welcome back, session {cookie}, request {visits}\n", state.name),
+                format!(
+                    "{}: welcome back, session {cookie}, request {visits}\n",
+                    state.name
+                ),
             );
         }
     }
-    let id = format!("{:016x}.{}", state.next_id.fetch_add(1, Ordering::Relaxed), state.name);
+    let id = format!(
+        "{:016x}.{}",
+        state.next_id.fetch_add(1, Ordering::Relaxed),
+        state.name
+    );
     sessions.insert(id.clone(), 1);
     let message = match presented {
         Some(old) => format!(
@@ -253,7 +288,11 @@ fn session_page(state: &NodeState, req: &Request<Incoming>) -> Response<NodeBody
 }
 
 fn upgrade(req: &mut Request<Incoming>) -> Response<NodeBody> {
-    let protocol = req.headers().get(header::UPGRADE).cloned().unwrap_or(HeaderValue::from_static("websocket"));
+    let protocol = req
+        .headers()
+        .get(header::UPGRADE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("websocket"));
     let on_upgrade = hyper::upgrade::on(req);
     tokio::spawn(async move {
         if let Ok(upgraded) = on_upgrade.await {

@@ -66,7 +66,9 @@ impl Pki {
             ("b", vec!["*.b.test"]),
         ] {
             let key = KeyPair::generate().unwrap();
-            let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+            let params =
+                CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                    .unwrap();
             let cert = params.signed_by(&key, &ca).unwrap();
             std::fs::write(dir.join(format!("{file}.crt")), cert.pem()).unwrap();
             std::fs::write(dir.join(format!("{file}.key")), key.serialize_pem()).unwrap();
@@ -121,7 +123,11 @@ impl Harness {
     pub async fn start(backends: &[SocketAddr], extra: &str) -> Harness {
         let dir = temp_dir("proxy");
         let pki = Pki::new(&dir);
-        let list = backends.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", ");
+        let list = backends
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         let text = format!(
             "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{TLS_LISTENER}{PLAIN_LISTENER}\n\
              [[site]]\nname = \"main\"\nbackends = {{ static = [{list}] }}\n{extra}"
@@ -154,12 +160,20 @@ impl Harness {
 pub async fn start_nodes(n: usize) -> Vec<DemoNode> {
     let mut nodes = Vec::new();
     for i in 1..=n {
-        nodes.push(DemoNode::start(&format!("node-{i}"), localhost()).await.unwrap());
+        nodes.push(
+            DemoNode::start(&format!("node-{i}"), localhost())
+                .await
+                .unwrap(),
+        );
     }
     nodes
 }
 
-pub async fn tls_connect(addr: SocketAddr, sni: &str, config: Arc<rustls::ClientConfig>) -> TlsStream<TcpStream> {
+pub async fn tls_connect(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> TlsStream<TcpStream> {
     let tcp = TcpStream::connect(addr).await.unwrap();
     tokio_rustls::TlsConnector::from(config)
         .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
@@ -174,7 +188,9 @@ pub async fn h1<I>(io: I) -> H1
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io)).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .unwrap();
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
@@ -185,9 +201,10 @@ pub async fn h2<I>(io: I) -> H2
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (send, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
-        .await
-        .unwrap();
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     send
 }
@@ -204,13 +221,20 @@ pub fn full(data: impl Into<Bytes>) -> ClientBody {
 pub async fn read(resp: http::Response<hyper::body::Incoming>) -> (u16, http::HeaderMap, String) {
     let (parts, body) = resp.into_parts();
     let bytes = body.collect().await.unwrap().to_bytes();
-    (parts.status.as_u16(), parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        parts.status.as_u16(),
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 /// `GET path` over a fresh plain HTTP/1.1 connection.
 pub async fn get_plain(addr: SocketAddr, path: &str) -> (u16, http::HeaderMap, String) {
     let mut send = h1(TcpStream::connect(addr).await.unwrap()).await;
-    let req = http::Request::get(path).header("host", "app.test").body(empty()).unwrap();
+    let req = http::Request::get(path)
+        .header("host", "app.test")
+        .body(empty())
+        .unwrap();
     read(send.send_request(req).await.unwrap()).await
 }
 
@@ -266,24 +290,34 @@ impl GateBackend {
         let gate = release.clone();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let (tx, gate) = (tx.clone(), gate.clone());
                 tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (tx, gate) = (tx.clone(), gate.clone());
-                        async move {
-                            let _ = tx.send(req.uri().path().to_string());
-                            gate.acquire().await.unwrap().forget();
-                            Ok::<_, std::convert::Infallible>(http::Response::new(full("released\n")))
-                        }
-                    });
+                    let service = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let (tx, gate) = (tx.clone(), gate.clone());
+                            async move {
+                                let _ = tx.send(req.uri().path().to_string());
+                                gate.acquire().await.unwrap().forget();
+                                Ok::<_, std::convert::Infallible>(http::Response::new(full(
+                                    "released\n",
+                                )))
+                            }
+                        },
+                    );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
                 });
             }
         });
-        GateBackend { addr, arrived, release }
+        GateBackend {
+            addr,
+            arrived,
+            release,
+        }
     }
 
     /// Lets `n` held requests answer.
@@ -292,7 +326,10 @@ impl GateBackend {
     }
 
     pub async fn wait_arrival(&mut self) -> String {
-        tokio::time::timeout(PATIENCE, self.arrived.recv()).await.expect("a request reaches the backend").unwrap()
+        tokio::time::timeout(PATIENCE, self.arrived.recv())
+            .await
+            .expect("a request reaches the backend")
+            .unwrap()
     }
 }
 
@@ -308,7 +345,12 @@ pub async fn wait_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec
 
 /// Sends on a kept-alive HTTP/1.1 connection, first waiting until it can take the next request
 /// (right after a response body ends, hyper may not have returned the connection to idle yet).
-pub async fn send_h1(send: &mut H1, req: http::Request<ClientBody>) -> http::Response<hyper::body::Incoming> {
-    send.ready().await.expect("connection ready for the next request");
+pub async fn send_h1(
+    send: &mut H1,
+    req: http::Request<ClientBody>,
+) -> http::Response<hyper::body::Incoming> {
+    send.ready()
+        .await
+        .expect("connection ready for the next request");
     send.send_request(req).await.expect("response")
 }
