@@ -80,12 +80,7 @@ impl fmt::Debug for LoadedCertificate {
 
 /// Loads a PEM chain and its key and checks that they belong together.
 pub fn load_certificate(cert_path: &Path, key_path: &Path) -> Result<LoadedCertificate, TlsError> {
-    let chain = CertificateDer::pem_file_iter(cert_path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::ReadCert {
-            path: cert_path.into(),
-            source,
-        })?;
+    let chain = read_certificates(cert_path)?;
     let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCertificate {
             path: cert_path.into(),
@@ -120,6 +115,16 @@ pub fn load_certificate(cert_path: &Path, key_path: &Path) -> Result<LoadedCerti
         not_after_unix,
         certified: Arc::new(certified),
     })
+}
+
+/// Every certificate in a PEM file, in order.
+fn read_certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|source| TlsError::ReadCert {
+            path: path.into(),
+            source,
+        })
 }
 
 /// SAN DNS names (falling back to the subject CN, as old certificates rely on) and expiry.
@@ -267,13 +272,7 @@ impl UpstreamTls {
         let mut roots = RootCertStore::empty();
         match ca_path {
             Some(path) => {
-                let certs = CertificateDer::pem_file_iter(path)
-                    .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                    .map_err(|source| TlsError::ReadCert {
-                        path: path.into(),
-                        source,
-                    })?;
-                let (added, _) = roots.add_parsable_certificates(certs);
+                let (added, _) = roots.add_parsable_certificates(read_certificates(path)?);
                 if added == 0 {
                     return Err(TlsError::EmptyCaBundle { path: path.into() });
                 }

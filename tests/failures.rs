@@ -112,14 +112,7 @@ async fn idle_keep_alive_connections_are_closed() {
     let nodes = start_nodes(1).await;
     let proxy = Harness::start(&[nodes[0].addr], "[timeouts]\nidle = \"300ms\"\n").await;
     // HTTP/2: after one request, the connection idles and the proxy closes it with GOAWAY.
-    let tls = proxy.tls("default.test", &[b"h2"]).await;
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    let driver = tokio::spawn(conn);
+    let (mut send, driver) = h2_watched(proxy.tls("default.test", &[b"h2"]).await).await;
     let req = http::Request::get("https://default.test/")
         .body(empty())
         .unwrap();

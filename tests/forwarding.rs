@@ -318,3 +318,20 @@ async fn requests_without_host_or_with_connect_are_refused_and_others_still_serv
     .await;
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
+
+#[tokio::test]
+async fn plain_listeners_speak_http2_with_prior_knowledge() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let mut send = h2(tokio::net::TcpStream::connect(proxy.plain_addr())
+        .await
+        .unwrap())
+    .await;
+    let req = http::Request::get("http://app.test/echo")
+        .body(empty())
+        .unwrap();
+    let (status, _, body) = read(send.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(echoed_header(&body, "host"), vec!["app.test"]);
+    assert_eq!(echoed_header(&body, "x-forwarded-proto"), vec!["http"]);
+}

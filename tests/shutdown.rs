@@ -14,14 +14,7 @@ async fn shutdown_lets_an_in_flight_request_finish_and_refuses_new_connections()
     let admin = proxy.server.admin_addr();
 
     // An idle HTTP/2 client: it must be told to go away, not cut off.
-    let tls = proxy.tls("default.test", &[b"h2"]).await;
-    let (mut idle_h2, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(tls),
-    )
-    .await
-    .unwrap();
-    let h2_driver = tokio::spawn(conn);
+    let (mut idle_h2, h2_driver) = h2_watched(proxy.tls("default.test", &[b"h2"]).await).await;
     let warmup = tokio::spawn(async move {
         let req = http::Request::get("https://default.test/warmup")
             .body(empty())

@@ -201,12 +201,20 @@ pub async fn h2<I>(io: I) -> H2
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    h2_watched(io).await.0
+}
+
+/// An HTTP/2 client and the task driving its connection, which ends `Ok` when the server
+/// closes it gracefully (GOAWAY) and `Err` when it is cut off.
+pub async fn h2_watched<I>(io: I) -> (H2, tokio::task::JoinHandle<Result<(), hyper::Error>>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (send, conn) =
         hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(io))
             .await
             .unwrap();
-    tokio::spawn(conn);
-    send
+    (send, tokio::spawn(conn))
 }
 
 pub fn empty() -> ClientBody {
