@@ -99,7 +99,7 @@ nginx_master=$!
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 10000
+  maxconn 4000
 defaults
   mode http
   timeout connect 5s
