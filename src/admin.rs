@@ -53,7 +53,7 @@ impl Admin {
                     .snapshot
                     .load()
                     .active_site()
-                    .is_some_and(|s| !s.backends.is_empty());
+                    .is_some_and(|s| s.has_backends());
                 match (self.ready.load(Ordering::Acquire), has_backend) {
                     (true, true) => local_response(StatusCode::OK, "ready"),
                     (false, _) => {

@@ -14,6 +14,7 @@ pub mod body;
 pub mod config;
 pub mod connection;
 pub mod demo;
+pub mod discovery;
 pub mod error;
 pub mod headers;
 pub mod listener;
@@ -44,6 +45,8 @@ pub enum StartError {
         addr: SocketAddr,
         source: io::Error,
     },
+    #[error(transparent)]
+    Resolver(#[from] discovery::dns::ResolverError),
 }
 
 /// How a drain ended.
@@ -65,9 +68,10 @@ pub struct Server {
     /// Public listeners and their connections (and upgraded tunnels).
     public_shutdown: CancellationToken,
     public_tasks: TaskTracker,
-    /// The admin listener stays up while draining, so /ready can say 503 until the end.
-    admin_shutdown: CancellationToken,
-    admin_tasks: TaskTracker,
+    /// The admin listener and background tasks (discovery) stay up while draining, so /ready
+    /// can say 503 until the end.
+    control_shutdown: CancellationToken,
+    control_tasks: TaskTracker,
 }
 
 impl Server {
@@ -75,12 +79,9 @@ impl Server {
     /// spawns the accept loops on the current Tokio runtime.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let snapshot = Arc::new(ArcSwap::from_pointee(backends::from_config(&config)));
+        let snapshot = Arc::new(ArcSwap::from_pointee(backends::initial(&config)));
         for site in &snapshot.load().sites {
-            metrics
-                .backends
-                .with_label_values(&[&site.name])
-                .set(site.backends.len() as i64);
+            discovery::report(&metrics, site, std::time::Instant::now());
         }
 
         let bind = |what: String, addr: SocketAddr| {
@@ -95,8 +96,17 @@ impl Server {
         let ready = Arc::new(AtomicBool::new(false));
         let public_shutdown = CancellationToken::new();
         let public_tasks = TaskTracker::new();
-        let admin_shutdown = CancellationToken::new();
-        let admin_tasks = TaskTracker::new();
+        let control_shutdown = CancellationToken::new();
+        let control_tasks = TaskTracker::new();
+
+        start_discovery(
+            &config,
+            &snapshot,
+            &metrics,
+            &control_shutdown,
+            &control_tasks,
+        )
+        .await?;
 
         let admin_addr = local_addr(&admin_listener, config.admin.listen);
         let admin = Arc::new(admin::Admin {
@@ -104,11 +114,11 @@ impl Server {
             ready: ready.clone(),
             snapshot: snapshot.clone(),
         });
-        admin_tasks.spawn(admin::accept_loop(
+        control_tasks.spawn(admin::accept_loop(
             admin_listener,
             admin,
-            admin_shutdown.clone(),
-            admin_tasks.clone(),
+            control_shutdown.clone(),
+            control_tasks.clone(),
         ));
 
         let proxy = Arc::new(proxy::Proxy::new(
@@ -167,8 +177,8 @@ impl Server {
             drain: config.timeouts.shutdown_drain,
             public_shutdown,
             public_tasks,
-            admin_shutdown,
-            admin_tasks,
+            control_shutdown,
+            control_tasks,
         })
     }
 
@@ -204,11 +214,77 @@ impl Server {
             Ok(()) => Drained::Clean,
             Err(_) => Drained::DeadlinePassed,
         };
-        self.admin_shutdown.cancel();
-        self.admin_tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.admin_tasks.wait()).await;
+        self.control_shutdown.cancel();
+        self.control_tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.control_tasks.wait()).await;
         drained
     }
+}
+
+/// Starts one refresh task per DNS-discovered site and waits (bounded) for every first lookup,
+/// so the proxy does not report ready before it knows its backends, and an unresolvable name
+/// is said loudly at startup rather than discovered through 503s.
+async fn start_discovery(
+    config: &Config,
+    snapshot: &backends::SharedSnapshot,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) -> Result<(), StartError> {
+    let dns_sites: Vec<_> = config
+        .sites
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.backends.dns_name().is_some())
+        .collect();
+    if dns_sites.is_empty() {
+        return Ok(());
+    }
+    let resolver = Arc::new(discovery::DnsResolver::new(&config.dns)?);
+    let mut first = Vec::new();
+    for (index, site) in dns_sites {
+        let task = discovery::SiteDiscovery {
+            index,
+            name: site.name.clone(),
+            source: site.backends.clone(),
+            resolver: resolver.clone(),
+            config: config.dns.clone(),
+            drain: config.upstream.drain_timeout,
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+        };
+        let (done, first_done) = tokio::sync::oneshot::channel();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let (policy, next) = task.first_round().await;
+            let _ = done.send(());
+            task.run(policy, next, shutdown).await;
+        });
+        first.push((
+            site.name.clone(),
+            site.backends.dns_name().unwrap_or_default().to_string(),
+            first_done,
+        ));
+    }
+    // A lookup is bounded by timeout x attempts per query; SRV adds one per target.
+    let patience = config.dns.timeout * (config.dns.attempts as u32) * 4 + Duration::from_secs(1);
+    let deadline = tokio::time::Instant::now() + patience;
+    for (site, name, done) in first {
+        let _ = tokio::time::timeout_at(deadline, done).await;
+        let index = config
+            .sites
+            .iter()
+            .position(|s| s.name == site)
+            .unwrap_or(0);
+        if !snapshot.load().sites[index].has_backends() {
+            tracing::error!(
+                %site, %name,
+                "no backends found for the site at startup; answering 503 and reporting not \
+                 ready until the name resolves"
+            );
+        }
+    }
+    Ok(())
 }
 
 fn local_addr(listener: &tokio::net::TcpListener, configured: SocketAddr) -> SocketAddr {

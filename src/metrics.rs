@@ -24,6 +24,9 @@ pub struct Metrics {
     pub connection_errors: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub backends: IntGaugeVec,
+    pub backends_changed: IntGaugeVec,
+    pub dns_lookups: IntCounterVec,
+    pub dns_stale: IntGaugeVec,
     pub certificate_expiry: IntGaugeVec,
     pub ready: IntGauge,
 }
@@ -128,7 +131,25 @@ impl Metrics {
         let backends = gauge(
             &registry,
             "sessiongate_backends",
-            "Backends known per site.",
+            "Backends per site and state: active (new requests), backup (worse SRV priority), draining (left the set).",
+            &["site", "state"],
+        );
+        let backends_changed = gauge(
+            &registry,
+            "sessiongate_backends_last_change_timestamp_seconds",
+            "When a site's backend set last changed, as a Unix timestamp.",
+            &["site"],
+        );
+        let dns_lookups = counter(
+            &registry,
+            "sessiongate_dns_lookups_total",
+            "Backend discovery lookups by site and result (ok, nxdomain, empty, servfail, refused, timeout, error).",
+            &["site", "result"],
+        );
+        let dns_stale = gauge(
+            &registry,
+            "sessiongate_dns_stale",
+            "1 while a site serves its last known good backends because DNS failed or answered empty.",
             &["site"],
         );
         let certificate_expiry = gauge(
@@ -154,6 +175,9 @@ impl Metrics {
             connection_errors,
             upstream_errors,
             backends,
+            backends_changed,
+            dns_lookups,
+            dns_stale,
             certificate_expiry,
             ready,
         }

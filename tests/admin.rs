@@ -31,7 +31,7 @@ async fn admin_serves_metrics_live_and_ready_and_nothing_else() {
         "sessiongate_request_duration_seconds_count{listener=\"plain\"} 4",
         "sessiongate_connections_total{listener=\"plain\"} 4",
         "sessiongate_open_connections{listener=\"plain\"}",
-        "sessiongate_backends{site=\"main\"} 2",
+        "sessiongate_backends{site=\"main\",state=\"active\"} 2",
         "sessiongate_ready 1",
         "sessiongate_tls_certificate_expiry_timestamp_seconds{certificate=",
     ] {

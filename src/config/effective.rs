@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::raw::*;
-use super::{BackendSource, Config, LogFormat};
+use super::{BackendSource, Config, IpFamily, LogFormat};
 
 fn dur(d: Duration) -> Option<String> {
     Some(humantime::format_duration(d).to_string())
@@ -35,6 +35,28 @@ pub(super) fn render(c: &Config) -> String {
         upstream: RawUpstream {
             pool_idle_timeout: dur(c.upstream.idle_timeout),
             pool_max_idle_per_backend: Some(c.upstream.max_idle_per_backend),
+            drain_timeout: dur(c.upstream.drain_timeout),
+        },
+        dns: RawDns {
+            nameservers: c
+                .dns
+                .nameservers
+                .as_ref()
+                .map(|list| list.iter().map(|a| a.to_string()).collect()),
+            timeout: dur(c.dns.timeout),
+            attempts: Some(c.dns.attempts),
+            refresh_min: dur(c.dns.refresh_min),
+            refresh_max: dur(c.dns.refresh_max),
+            jitter: Some(c.dns.jitter),
+            empty_hold: dur(c.dns.empty_hold),
+            family: Some(
+                match c.dns.family {
+                    IpFamily::Both => "both",
+                    IpFamily::V4 => "ipv4",
+                    IpFamily::V6 => "ipv6",
+                }
+                .into(),
+            ),
         },
         listeners: c
             .listeners
@@ -66,6 +88,16 @@ pub(super) fn render(c: &Config) -> String {
                 backends: Some(match &s.backends {
                     BackendSource::Static(list) => RawBackends {
                         static_list: Some(list.clone()),
+                        ..Default::default()
+                    },
+                    BackendSource::Dns { name, port } => RawBackends {
+                        dns: Some(name.clone()),
+                        port: Some(*port),
+                        ..Default::default()
+                    },
+                    BackendSource::Srv { name } => RawBackends {
+                        srv: Some(name.clone()),
+                        ..Default::default()
                     },
                 }),
                 tls: s.tls.as_ref().map(|t| RawUpstreamTls {

@@ -23,6 +23,7 @@ pub struct Config {
     pub log: LogConfig,
     pub timeouts: Timeouts,
     pub upstream: UpstreamPool,
+    pub dns: DnsConfig,
     pub listeners: Vec<ListenerConfig>,
     pub sites: Vec<SiteConfig>,
 }
@@ -59,6 +60,27 @@ pub struct Timeouts {
 pub struct UpstreamPool {
     pub idle_timeout: Duration,
     pub max_idle_per_backend: usize,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpFamily {
+    Both,
+    V4,
+    V6,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsConfig {
+    /// `None`: the system resolver configuration.
+    pub nameservers: Option<Vec<SocketAddr>>,
+    pub timeout: Duration,
+    pub attempts: usize,
+    pub refresh_min: Duration,
+    pub refresh_max: Duration,
+    pub jitter: f64,
+    pub empty_hold: Duration,
+    pub family: IpFamily,
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +108,20 @@ pub struct SiteConfig {
 pub enum BackendSource {
     /// `host:port` entries, used as written (a host name is resolved when connecting).
     Static(Vec<String>),
+    /// The A/AAAA records of `name` (a headless service), all on `port`.
+    Dns { name: String, port: u16 },
+    /// The SRV records of `name`.
+    Srv { name: String },
+}
+
+impl BackendSource {
+    /// The DNS name that is looked up, for DNS-based sources.
+    pub fn dns_name(&self) -> Option<&str> {
+        match self {
+            BackendSource::Static(_) => None,
+            BackendSource::Dns { name, .. } | BackendSource::Srv { name } => Some(name),
+        }
+    }
 }
 
 /// One problem in a config file.

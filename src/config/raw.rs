@@ -24,6 +24,20 @@ pub const DEFAULT_SHUTDOWN_DRAIN: &str = "25s";
 /// the proxy closes pooled connections before the backend does and rarely races it.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "30s";
 pub const DEFAULT_POOL_MAX_IDLE_PER_BACKEND: usize = 128;
+/// How long a backend that left the set stays known as draining (its sessions may finish).
+pub const DEFAULT_DRAIN_TIMEOUT: &str = "5m";
+/// Per DNS query; with `DEFAULT_DNS_ATTEMPTS` a lookup gives up after 4s.
+pub const DEFAULT_DNS_TIMEOUT: &str = "2s";
+pub const DEFAULT_DNS_ATTEMPTS: usize = 2;
+/// Refresh floor: a TTL of 0 (Consul's default) must not turn into a query storm.
+pub const DEFAULT_DNS_REFRESH_MIN: &str = "1s";
+/// Refresh ceiling: a long TTL must not hide a scale-up for minutes.
+pub const DEFAULT_DNS_REFRESH_MAX: &str = "30s";
+/// Each refresh waits ±10%, so replicas do not query in lockstep.
+pub const DEFAULT_DNS_JITTER: f64 = 0.1;
+/// After NXDOMAIN or an empty answer, keep the last set this long before emptying the site:
+/// a headless service briefly empty during a rollout must not take the site down.
+pub const DEFAULT_DNS_EMPTY_HOLD: &str = "30s";
 
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct RawConfig {
@@ -35,6 +49,8 @@ pub struct RawConfig {
     pub timeouts: RawTimeouts,
     #[serde(default)]
     pub upstream: RawUpstream,
+    #[serde(default)]
+    pub dns: RawDns,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "site")]
@@ -70,6 +86,22 @@ pub struct RawTimeouts {
 pub struct RawUpstream {
     pub pool_idle_timeout: Option<String>,
     pub pool_max_idle_per_backend: Option<usize>,
+    pub drain_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawDns {
+    /// `ip` or `ip:port`; absent: the system's resolver configuration (resolv.conf, with its
+    /// search domains and ndots, as Kubernetes writes it).
+    pub nameservers: Option<Vec<String>>,
+    pub timeout: Option<String>,
+    pub attempts: Option<usize>,
+    pub refresh_min: Option<String>,
+    pub refresh_max: Option<String>,
+    pub jitter: Option<f64>,
+    pub empty_hold: Option<String>,
+    /// `both`, `ipv4` or `ipv6`: which address records `dns` backends are looked up with.
+    pub family: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -107,10 +139,16 @@ pub struct RawSite {
     pub tls: Option<RawUpstreamTls>,
 }
 
+/// Exactly one of `static`, `dns` (with `port`) or `srv`.
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct RawBackends {
     #[serde(rename = "static")]
     pub static_list: Option<Vec<String>>,
+    /// A name whose A/AAAA records are the backends (a Kubernetes headless service).
+    pub dns: Option<String>,
+    pub port: Option<u16>,
+    /// An SRV name: targets, ports, priorities and weights come from the records.
+    pub srv: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

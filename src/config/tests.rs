@@ -46,7 +46,7 @@ listen = "127.0.0.1:8080"
 [listener.tls]
 certs = "x"
 [[site]]
-backends = { static = ["127.0.0.1:9000"], dns = "keycloak" }
+backends = { static = ["127.0.0.1:9000"], consul = "keycloak" }
 "#,
     )
     .unwrap_err();
@@ -57,7 +57,7 @@ backends = { static = ["127.0.0.1:9000"], dns = "keycloak" }
         vec![
             "admin.lisen",
             "listener[0].tls.certs",
-            "site[0].backends.dns",
+            "site[0].backends.consul",
             "typo"
         ]
     );
@@ -174,4 +174,63 @@ fn the_example_configs_are_valid() {
             }
         }
     }
+}
+
+#[test]
+fn backend_sources_are_exactly_one_of_static_dns_srv() {
+    let site = |backends: &str| {
+        check(&format!(
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n[[site]]\nbackends = {backends}\n"
+        ))
+    };
+    let c = site(r#"{ dns = "keycloak-headless.kc.svc.cluster.local", port = 8080 }"#).unwrap();
+    assert!(
+        matches!(&c.sites[0].backends, BackendSource::Dns { name, port: 8080 } if name == "keycloak-headless.kc.svc.cluster.local")
+    );
+    let c = site(r#"{ srv = "_http._tcp.keycloak-headless.kc.svc.cluster.local" }"#).unwrap();
+    assert!(matches!(&c.sites[0].backends, BackendSource::Srv { .. }));
+    for (bad, key) in [
+        (r#"{ dns = "kc.svc" }"#, "site[0].backends.port"),
+        (
+            r#"{ dns = "kc.svc", srv = "_x._tcp.kc", port = 1 }"#,
+            "site[0].backends",
+        ),
+        (
+            r#"{ srv = "_x._tcp.kc", port = 1 }"#,
+            "site[0].backends.port",
+        ),
+        (r#"{ dns = "bad name!", port = 1 }"#, "site[0].backends.dns"),
+        ("{}", "site[0].backends"),
+    ] {
+        let err = site(bad).unwrap_err();
+        assert!(keys(&err).contains(&key), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn dns_settings_are_checked() {
+    let err = check(&format!(
+        "{MINIMAL}[dns]\nnameservers = [\"10.96.0.10\", \"127.0.0.1:8600\", \"consul\"]\n\
+         refresh_min = \"1m\"\nrefresh_max = \"10s\"\njitter = 0.9\nattempts = 0\nfamily = \"ipx\"\n"
+    ))
+    .unwrap_err();
+    let mut k = keys(&err);
+    k.sort();
+    assert_eq!(
+        k,
+        vec![
+            "dns.attempts",
+            "dns.family",
+            "dns.jitter",
+            "dns.nameservers[2]",
+            "dns.refresh_min"
+        ]
+    );
+    let c = check(&format!(
+        "{MINIMAL}[dns]\nnameservers = [\"10.96.0.10\", \"127.0.0.1:8600\"]\n"
+    ))
+    .unwrap();
+    let ns = c.dns.nameservers.unwrap();
+    assert_eq!(ns[0].to_string(), "10.96.0.10:53");
+    assert_eq!(ns[1].to_string(), "127.0.0.1:8600");
 }

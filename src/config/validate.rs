@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use super::raw::{self, RawConfig};
 use super::{
-    resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, HttpsRedirect, ListenerConfig,
-    LogConfig, LogFormat, SiteConfig, Timeouts, UpstreamPool,
+    resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, HttpsRedirect,
+    IpFamily, ListenerConfig, LogConfig, LogFormat, SiteConfig, Timeouts, UpstreamPool,
 };
 use crate::tls::{self, CertificateSet, UpstreamTls};
 
@@ -171,7 +171,13 @@ pub(super) fn validate(
             raw::DEFAULT_POOL_IDLE_TIMEOUT,
         ),
         max_idle_per_backend: max_idle,
+        drain_timeout: c.duration(
+            "upstream.drain_timeout",
+            raw.upstream.drain_timeout.as_deref(),
+            raw::DEFAULT_DRAIN_TIMEOUT,
+        ),
     };
+    let dns = dns(&mut c, &raw.dns);
 
     if raw.listeners.is_empty() {
         c.issue("listener", "at least one [[listener]] is required");
@@ -225,6 +231,7 @@ pub(super) fn validate(
             log,
             timeouts,
             upstream,
+            dns,
             listeners,
             sites,
         })
@@ -313,30 +320,13 @@ fn server_tls(c: &mut Checker<'_>, key: &str, t: &raw::RawServerTls) -> Option<C
 fn site(c: &mut Checker<'_>, i: usize, s: &raw::RawSite) -> SiteConfig {
     let key = format!("site[{i}]");
     let name = s.name.clone().unwrap_or_else(|| format!("site{i}"));
-    let backends = match s.backends.as_ref().and_then(|b| b.static_list.as_ref()) {
-        None => {
-            c.issue(
-                format!("{key}.backends"),
-                "is required, e.g. backends = { static = [\"10.0.0.1:8080\"] }",
-            );
-            Vec::new()
-        }
-        Some(list) if list.is_empty() => {
-            c.issue(format!("{key}.backends.static"), "lists no backend");
-            Vec::new()
-        }
-        Some(list) => {
-            for (j, entry) in list.iter().enumerate() {
-                if let Err(why) = check_host_port(entry) {
-                    c.issue(format!("{key}.backends.static[{j}]"), why);
-                }
-            }
-            list.clone()
-        }
-    };
+    let backends = backend_source(c, &key, s.backends.as_ref());
     let tls = s.tls.as_ref().and_then(|t| {
         let ca = t.ca.as_deref().map(|p| resolve_path(c.base, p));
-        match UpstreamTls::new(ca.as_deref(), t.server_name.as_deref()) {
+        // Discovered backends are addresses; their certificates name the service.
+        let default_name = backends.dns_name().map(service_name);
+        let server_name = t.server_name.as_deref().or(default_name.as_deref());
+        match UpstreamTls::new(ca.as_deref(), server_name) {
             Ok(tls) => Some(tls),
             Err(e) => {
                 c.issue(format!("{key}.tls"), e.to_string());
@@ -346,8 +336,173 @@ fn site(c: &mut Checker<'_>, i: usize, s: &raw::RawSite) -> SiteConfig {
     });
     SiteConfig {
         name,
-        backends: BackendSource::Static(backends),
+        backends,
         tls,
+    }
+}
+
+fn backend_source(c: &mut Checker<'_>, key: &str, b: Option<&raw::RawBackends>) -> BackendSource {
+    let example = "backends = { static = [\"10.0.0.1:8080\"] }, { dns = \"keycloak-headless.ns.svc.cluster.local\", port = 8080 } or { srv = \"_http._tcp.keycloak-headless.ns.svc.cluster.local\" }";
+    let Some(b) = b else {
+        c.issue(format!("{key}.backends"), format!("is required: {example}"));
+        return BackendSource::Static(Vec::new());
+    };
+    let given = [b.static_list.is_some(), b.dns.is_some(), b.srv.is_some()];
+    if given.iter().filter(|g| **g).count() != 1 {
+        c.issue(
+            format!("{key}.backends"),
+            format!("needs exactly one of static, dns or srv: {example}"),
+        );
+        return BackendSource::Static(Vec::new());
+    }
+    if b.port.is_some() && b.dns.is_none() {
+        c.issue(
+            format!("{key}.backends.port"),
+            "is only used with dns (srv records carry their ports)",
+        );
+    }
+    if let Some(list) = &b.static_list {
+        if list.is_empty() {
+            c.issue(format!("{key}.backends.static"), "lists no backend");
+        }
+        for (j, entry) in list.iter().enumerate() {
+            if let Err(why) = check_host_port(entry) {
+                c.issue(format!("{key}.backends.static[{j}]"), why);
+            }
+        }
+        return BackendSource::Static(list.clone());
+    }
+    if let Some(name) = &b.dns {
+        check_dns_name(c, &format!("{key}.backends.dns"), name);
+        let port = match b.port {
+            Some(p) if p != 0 => p,
+            _ => {
+                c.issue(
+                    format!("{key}.backends.port"),
+                    "is required with dns (the port every address serves on)",
+                );
+                0
+            }
+        };
+        return BackendSource::Dns {
+            name: name.clone(),
+            port,
+        };
+    }
+    let name = b.srv.clone().unwrap_or_default();
+    check_dns_name(c, &format!("{key}.backends.srv"), &name);
+    BackendSource::Srv { name }
+}
+
+fn check_dns_name(c: &mut Checker<'_>, key: &str, name: &str) {
+    let trimmed = name.trim_end_matches('.');
+    let ok = !trimmed.is_empty()
+        && trimmed.len() <= 253
+        && trimmed.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+        });
+    if !ok {
+        c.issue(key, format!("`{name}` is not a DNS name"));
+    }
+}
+
+/// The host name a service's certificate carries: the name itself, without the SRV
+/// `_service._proto.` labels.
+fn service_name(name: &str) -> String {
+    let mut labels: Vec<&str> = name.trim_end_matches('.').split('.').collect();
+    while labels.first().is_some_and(|l| l.starts_with('_')) {
+        labels.remove(0);
+    }
+    labels.join(".")
+}
+
+fn dns(c: &mut Checker<'_>, d: &raw::RawDns) -> DnsConfig {
+    let nameservers = d.nameservers.as_ref().map(|list| {
+        if list.is_empty() {
+            c.issue(
+                "dns.nameservers",
+                "is empty; leave it out to use the system's resolver configuration",
+            );
+        }
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, entry)| {
+                let parsed = entry.parse::<SocketAddr>().ok().or_else(|| {
+                    entry
+                        .parse::<std::net::IpAddr>()
+                        .ok()
+                        .map(|ip| SocketAddr::new(ip, 53))
+                });
+                if parsed.is_none() {
+                    c.issue(
+                        format!("dns.nameservers[{i}]"),
+                        format!("`{entry}` is not ip or ip:port"),
+                    );
+                }
+                parsed
+            })
+            .collect()
+    });
+    let refresh_min = c.duration(
+        "dns.refresh_min",
+        d.refresh_min.as_deref(),
+        raw::DEFAULT_DNS_REFRESH_MIN,
+    );
+    let refresh_max = c.duration(
+        "dns.refresh_max",
+        d.refresh_max.as_deref(),
+        raw::DEFAULT_DNS_REFRESH_MAX,
+    );
+    if refresh_min > refresh_max {
+        c.issue(
+            "dns.refresh_min",
+            "must not be greater than dns.refresh_max",
+        );
+    }
+    let jitter = d.jitter.unwrap_or(raw::DEFAULT_DNS_JITTER);
+    if !(0.0..=0.5).contains(&jitter) {
+        c.issue(
+            "dns.jitter",
+            "must be between 0 and 0.5 (a fraction of the refresh interval)",
+        );
+    }
+    let attempts = d.attempts.unwrap_or(raw::DEFAULT_DNS_ATTEMPTS);
+    if attempts == 0 {
+        c.issue("dns.attempts", "must be at least 1");
+    }
+    let family = match d.family.as_deref() {
+        None | Some("both") => IpFamily::Both,
+        Some("ipv4") => IpFamily::V4,
+        Some("ipv6") => IpFamily::V6,
+        Some(other) => {
+            c.issue(
+                "dns.family",
+                format!("`{other}` is not one of: both, ipv4, ipv6"),
+            );
+            IpFamily::Both
+        }
+    };
+    DnsConfig {
+        nameservers,
+        timeout: c.duration(
+            "dns.timeout",
+            d.timeout.as_deref(),
+            raw::DEFAULT_DNS_TIMEOUT,
+        ),
+        attempts,
+        refresh_min,
+        refresh_max,
+        jitter,
+        empty_hold: c.duration(
+            "dns.empty_hold",
+            d.empty_hold.as_deref(),
+            raw::DEFAULT_DNS_EMPTY_HOLD,
+        ),
+        family,
     }
 }
 

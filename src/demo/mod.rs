@@ -3,6 +3,7 @@
 //! config and certificate are written to a temporary directory and loaded through the same
 //! path as any operator's file, so the demo shows (and exercises) the real thing.
 
+pub mod dns;
 pub mod node;
 
 use std::net::SocketAddr;
