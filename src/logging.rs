@@ -5,8 +5,17 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// The DNS libraries log every query at info; their warnings are what an operator wants.
+const QUIET_DEPENDENCIES: &str =
+    "hickory_server=warn,hickory_resolver=warn,hickory_net=warn,hickory_proto=warn";
+
 pub fn init(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let directives = if level.contains("hickory") {
+        level.to_string()
+    } else {
+        format!("{level},{QUIET_DEPENDENCIES}")
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -121,7 +121,7 @@ async fn run(config: Config) -> ExitCode {
 }
 
 async fn run_demo(options: DemoOptions) -> ExitCode {
-    let demo = match demo::start(options).await {
+    let mut demo = match demo::start(options).await {
         Ok(demo) => demo,
         Err(e) => {
             eprintln!("sessiongate demo: {e}\n(ports in use? choose others with --https, --http, --admin)");
@@ -129,7 +129,10 @@ async fn run_demo(options: DemoOptions) -> ExitCode {
         }
     };
     println!("{}", demo.banner());
-    wait_for_signal().await;
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = demo.scale_from_stdin() => {}
+    }
     let code = drain(demo.server).await;
     let _ = std::fs::remove_dir_all(&demo.dir);
     code

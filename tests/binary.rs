@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 use common::*;
 use http_body_util::BodyExt;
@@ -147,21 +148,24 @@ backends = { static = ["10.0.0.1:8080", "10.0.0.2:8080"] }
     );
 }
 
-/// A proxy process with JSON logs; the bound addresses are read from its "listening" lines.
+/// A proxy process with JSON logs; every stderr line is kept, and the bound addresses are read
+/// from its "listening" lines.
 struct Process {
     child: Child,
     plain: SocketAddr,
+    logs: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
 impl Process {
-    fn start(dir: &Path, backend: SocketAddr) -> Process {
+    /// `site` is the body of the one `[[site]]`; `extra` follows it.
+    fn start(dir: &Path, site: &str, extra: &str) -> Process {
         let file = dir.join("proc.toml");
         std::fs::write(
             &file,
             format!(
                 "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\naccess_log = false\n\
                  [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\n\
-                 [[site]]\nbackends = {{ static = [\"{backend}\"] }}\n"
+                 [[site]]\n{site}\n{extra}"
             ),
         )
         .unwrap();
@@ -171,20 +175,41 @@ impl Process {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let plain = loop {
-            let line = lines
-                .next()
-                .expect("the proxy logs before exiting")
-                .unwrap();
-            let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-            if v["message"] == "listening" && v["listener"] == "plain" {
-                break v["addr"].as_str().unwrap().parse().unwrap();
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let sink = logs.clone();
+        let stderr = child.stderr.take().unwrap();
+        // Drained continuously, so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                sink.lock().unwrap().push(v);
             }
+        });
+        let mut process = Process {
+            child,
+            plain: localhost(),
+            logs,
         };
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
-        Process { child, plain }
+        let listening =
+            process.wait_for_log(|v| v["message"] == "listening" && v["listener"] == "plain");
+        process.plain = listening["addr"].as_str().unwrap().parse().unwrap();
+        process
+    }
+
+    /// The first log line matching `pred`, waiting for it (bounded by PATIENCE).
+    fn wait_for_log(&self, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(found) = self.logs.lock().unwrap().iter().find(|v| pred(v)) {
+                return found.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no such log line; got {:?}",
+                self.logs.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// Peak and current resident memory, in KiB, from the kernel's own accounting.
@@ -218,7 +243,11 @@ async fn large_bodies_stream_through_with_flat_memory() {
         .await
         .unwrap();
     let dir = temp_dir("stream");
-    let mut proc_ = Process::start(&dir, node.addr);
+    let mut proc_ = Process::start(
+        &dir,
+        &format!("backends = {{ static = [\"{}\"] }}", node.addr),
+        "",
+    );
 
     // Warm up (pools, TLS-free path, allocator arenas), then take the baseline.
     let (status, _, _) = get_plain(proc_.plain, "/").await;
@@ -281,4 +310,36 @@ async fn large_bodies_stream_through_with_flat_memory() {
         Some(0),
         "SIGTERM ends the proxy with exit 0 after draining"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_with_one_address_is_called_out_as_a_likely_clusterip_service() {
+    let dns = sessiongate::demo::dns::DnsServer::start(localhost())
+        .await
+        .unwrap();
+    let name = "keycloak.kc.svc.cluster.local.";
+    // What a ClusterIP service answers: one virtual IP, whatever the number of pods.
+    dns.set_ips(name, &["127.0.0.1".parse().unwrap()], 30);
+    let dir = temp_dir("clusterip");
+    let proc_ = tokio::task::spawn_blocking(move || {
+        Process::start(
+            &dir,
+            &format!("name = \"kc\"\nbackends = {{ dns = \"{name}\", port = 8080 }}"),
+            &format!("[dns]\nnameservers = [\"{}\"]\n", dns.addr),
+        )
+    })
+    .await
+    .unwrap();
+    let warning = proc_.wait_for_log(|v| {
+        v["level"] == "WARN"
+            && v["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("single address")
+    });
+    let message = warning["message"].as_str().unwrap();
+    assert!(message.contains("headless (clusterIP: None)"), "{message}");
+    assert_eq!(warning["site"], "kc");
+    let changed = proc_.wait_for_log(|v| v["message"] == "backends changed");
+    assert_eq!(changed["members"], "[\"127.0.0.1:8080\"]");
 }

@@ -48,6 +48,7 @@ pub struct SrvTarget {
 struct Zone {
     answers: Mutex<HashMap<(LowerName, RecordType), Answer>>,
     queries: AtomicU64,
+    tcp_queries: AtomicU64,
 }
 
 impl Zone {
@@ -84,6 +85,9 @@ impl RequestHandler for Handler {
         mut response_handle: R,
     ) -> ResponseInfo {
         self.0.queries.fetch_add(1, Ordering::Relaxed);
+        if request.protocol() == hickory_server::net::xfer::Protocol::Tcp {
+            self.0.tcp_queries.fetch_add(1, Ordering::Relaxed);
+        }
         let builder = MessageResponseBuilder::from_message_request(request);
         let Ok(info) = request.request_info() else {
             let msg = builder.error_msg(&request.metadata, ResponseCode::FormErr);
@@ -120,6 +124,13 @@ impl RequestHandler for Handler {
             .await
             .unwrap_or_else(|_| failed(request))
     }
+}
+
+/// Queries always arrive fully qualified; names given with or without the final dot mean the same.
+fn fqdn(name: &str) -> LowerName {
+    let mut name = Name::from_str(name).expect("a valid DNS name");
+    name.set_fqdn(true);
+    LowerName::from(name)
 }
 
 /// What to report for a query that got no response on the wire.
@@ -164,12 +175,11 @@ impl DnsServer {
     }
 
     pub fn set(&self, name: &str, rtype: RecordType, answer: Answer) {
-        let name = LowerName::from(Name::from_str(name).expect("a valid DNS name"));
         self.zone
             .answers
             .lock()
             .expect("zone lock")
-            .insert((name, rtype), answer);
+            .insert((fqdn(name), rtype), answer);
     }
 
     /// A and AAAA records for `name` from `ips` (a headless service's answer).
@@ -206,7 +216,7 @@ impl DnsServer {
         let data = targets
             .iter()
             .map(|t| {
-                let target = Name::from_str(&t.target).expect("a valid target name");
+                let target = Name::from(fqdn(&t.target));
                 RData::SRV(SRV::new(t.priority, t.weight, t.port, target))
             })
             .collect();
@@ -222,7 +232,7 @@ impl DnsServer {
 
     /// Forgets `name`: it is NXDOMAIN from now on.
     pub fn remove(&self, name: &str) {
-        let name = LowerName::from(Name::from_str(name).expect("a valid DNS name"));
+        let name = fqdn(name);
         self.zone
             .answers
             .lock()
@@ -233,5 +243,58 @@ impl DnsServer {
     /// Queries answered (or ignored) so far.
     pub fn queries(&self) -> u64 {
         self.zone.queries.load(Ordering::Relaxed)
+    }
+
+    /// Of those, the ones that came over TCP (a resolver retrying a truncated UDP answer).
+    pub fn tcp_queries(&self) -> u64 {
+        self.zone.tcp_queries.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{BackendSource, DnsConfig, IpFamily};
+    use crate::discovery::{DnsResolver, Outcome};
+
+    fn resolver(server: &DnsServer) -> DnsResolver {
+        DnsResolver::new(&DnsConfig {
+            nameservers: Some(vec![server.addr]),
+            timeout: Duration::from_secs(1),
+            attempts: 1,
+            refresh_min: Duration::from_secs(1),
+            refresh_max: Duration::from_secs(1),
+            jitter: 0.0,
+            empty_hold: Duration::from_secs(1),
+            family: IpFamily::Both,
+        })
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn names_match_with_or_without_the_final_dot() {
+        let server = DnsServer::start("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        server.set_ips("pod-0.svc.test", &["127.0.0.9".parse().unwrap()], 5);
+        server.set_srv(
+            "_http._tcp.svc.test",
+            &[SrvTarget {
+                priority: 0,
+                weight: 1,
+                port: 8080,
+                target: "pod-0.svc.test".into(),
+            }],
+            5,
+        );
+        let r = resolver(&server);
+        for name in ["_http._tcp.svc.test", "_http._tcp.svc.test."] {
+            let outcome = r.resolve(&BackendSource::Srv { name: name.into() }).await;
+            let Outcome::Found { members, .. } = outcome else {
+                panic!("{name}: {outcome:?}")
+            };
+            assert_eq!(members[0].id, "pod-0.svc.test:8080");
+            assert_eq!(members[0].address, "127.0.0.9:8080");
+        }
     }
 }

@@ -1,7 +1,9 @@
-//! `sessiongate demo`: a small cluster of session-keeping nodes on loopback and the proxy in
-//! front of them, on an embedded default config with a fresh self-signed certificate. The
-//! config and certificate are written to a temporary directory and loaded through the same
-//! path as any operator's file, so the demo shows (and exercises) the real thing.
+//! `sessiongate demo`: a small cluster of session-keeping nodes on loopback, a DNS server that
+//! publishes them the way Kubernetes publishes a StatefulSet behind a headless service (SRV
+//! records naming each pod), and the proxy in front, discovering them, on an embedded default
+//! config with a fresh self-signed certificate. The config and certificate are written to a
+//! temporary directory and loaded through the same path as any operator's file, so the demo
+//! shows (and exercises) the real thing. `add` and `remove` on stdin scale the cluster.
 
 pub mod dns;
 pub mod node;
@@ -10,6 +12,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 pub use node::DemoNode;
+
+use dns::{DnsServer, SrvTarget};
 
 use crate::config::{Config, ConfigError};
 use crate::{Server, StartError};
@@ -50,9 +54,15 @@ pub enum DemoError {
 pub struct Demo {
     pub server: Server,
     pub nodes: Vec<DemoNode>,
+    pub dns: DnsServer,
     pub dir: PathBuf,
     pub options: DemoOptions,
 }
+
+/// The headless service the demo's DNS server publishes.
+pub const SERVICE: &str = "keycloak-headless.demo.svc.cluster.local";
+/// CoreDNS's default TTL for Kubernetes records.
+const TTL: u32 = 5;
 
 /// The embedded default config; `{…}` placeholders are filled in by [`start`].
 pub const DEMO_CONFIG: &str = r#"# sessiongate demo: written by `sessiongate demo`, loaded like any config file.
@@ -77,17 +87,22 @@ https_port = {https_port}
 
 [[site]]
 name = "demo"
-backends = { static = [{nodes}] }
+# Discovered like a StatefulSet behind a headless service: one SRV record per pod.
+backends = { srv = "_http._tcp.{service}" }
+
+[dns]
+nameservers = ["{dns}"]    # the demo's own DNS server; leave out to use /etc/resolv.conf
 "#;
 
 pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
+    let dns = DnsServer::start(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .await
+        .map_err(DemoError::Node)?;
     let mut nodes = Vec::new();
-    for i in 1..=options.nodes.max(1) {
-        let node = DemoNode::start(&format!("node-{i}"), SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .map_err(DemoError::Node)?;
-        nodes.push(node);
+    for i in 0..options.nodes.max(1) {
+        nodes.push(start_node(i).await?);
     }
+    publish(&dns, &nodes);
 
     let dir = std::env::temp_dir().join(format!("sessiongate-demo-{}", std::process::id()));
     let write = |name: &str, contents: &str| {
@@ -100,17 +115,13 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
             .self_signed(&key)?;
     write("tls.crt", &cert.pem())?;
     write("tls.key", &key.serialize_pem())?;
-    let node_list = nodes
-        .iter()
-        .map(|n| format!("\"{}\"", n.addr))
-        .collect::<Vec<_>>()
-        .join(", ");
     let text = DEMO_CONFIG
         .replace("{admin}", &options.admin.to_string())
         .replace("{https}", &options.https.to_string())
         .replace("{http}", &options.http.to_string())
         .replace("{https_port}", &options.https.port().to_string())
-        .replace("{nodes}", &node_list);
+        .replace("{service}", SERVICE)
+        .replace("{dns}", &dns.addr.to_string());
     write("demo.toml", &text)?;
 
     let config = Config::load(&dir.join("demo.toml"))?;
@@ -118,12 +129,84 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
     Ok(Demo {
         server,
         nodes,
+        dns,
         dir,
         options,
     })
 }
 
+/// Pods are named like a StatefulSet's: keycloak-0, keycloak-1, ...
+async fn start_node(ordinal: usize) -> Result<DemoNode, DemoError> {
+    DemoNode::start(
+        &format!("keycloak-{ordinal}"),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    )
+    .await
+    .map_err(DemoError::Node)
+}
+
+fn pod_name(node: &DemoNode) -> String {
+    format!("{}.{SERVICE}", node.name)
+}
+
+/// Publishes the nodes as Kubernetes does: SRV records per pod, A records per pod name, and A
+/// records for the service name itself.
+fn publish(dns: &DnsServer, nodes: &[DemoNode]) {
+    for node in nodes {
+        dns.set_ips(&pod_name(node), &[node.addr.ip()], TTL);
+    }
+    let targets: Vec<SrvTarget> = nodes
+        .iter()
+        .map(|n| SrvTarget {
+            priority: 0,
+            weight: 100 / nodes.len().max(1) as u16,
+            port: n.addr.port(),
+            target: pod_name(n),
+        })
+        .collect();
+    dns.set_srv(&format!("_http._tcp.{SERVICE}"), &targets, TTL);
+    let ips: Vec<_> = nodes.iter().map(|n| n.addr.ip()).collect();
+    dns.set_ips(SERVICE, &ips, TTL);
+}
+
 impl Demo {
+    /// Scales the cluster from stdin until it closes: `add` starts a pod and publishes it,
+    /// `remove` takes the newest pod out of DNS (it keeps serving while it drains, as a pod in
+    /// its shutdown delay does).
+    pub async fn scale_from_stdin(&mut self) {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            match line.trim() {
+                "add" => match start_node(self.nodes.len()).await {
+                    Ok(node) => {
+                        println!(
+                            "started {} at {}; publishing it in DNS",
+                            node.name, node.addr
+                        );
+                        self.nodes.push(node);
+                        publish(&self.dns, &self.nodes);
+                    }
+                    Err(e) => println!("{e}"),
+                },
+                "remove" if self.nodes.len() > 1 => {
+                    let node = self.nodes.pop().expect("more than one node");
+                    self.dns.remove(&pod_name(&node));
+                    publish(&self.dns, &self.nodes);
+                    println!(
+                        "{} left DNS; it drains (still answering its requests in flight)",
+                        node.name
+                    );
+                }
+                "remove" => println!("keeping the last node"),
+                "" => {}
+                other => println!("unknown command `{other}`: type add or remove"),
+            }
+        }
+        // stdin closed (not a terminal): keep running until the signal.
+        std::future::pending::<()>().await
+    }
+
     /// What to tell the person who started the demo.
     pub fn banner(&self) -> String {
         let https = self
@@ -143,6 +226,7 @@ impl Demo {
         format!(
             "\nsessiongate demo is running\n\
              \x20 cluster:  {nodes}\n\
+             \x20 dns:      {dns}  (the pods as a headless service: dig @{dns_ip} -p {dns_port} _http._tcp.{SERVICE} SRV)\n\
              \x20 proxy:    https://localhost:{https_port}/  (self-signed certificate)\n\
              \x20 redirect: http://localhost:{http_port}/  -> 308 to https\n\
              \x20 admin:    http://{admin}/metrics  /live  /ready\n\
@@ -153,7 +237,11 @@ impl Demo {
              the second request lands on another node, which does not know the session: the\n\
              \"SESSION LOST\" you see is the problem session-aware balancing exists to solve.\n\
              \x20 curl -sk --http2 https://localhost:{https_port}/echo   (headers as the node sees them)\n\n\
+             Type `add` or `remove` and Enter to scale the cluster, and watch the proxy follow DNS.\n\
              Ctrl-C drains and stops.\n",
+            dns = self.dns.addr,
+            dns_ip = self.dns.addr.ip(),
+            dns_port = self.dns.addr.port(),
             nodes = nodes.join(", "),
             https_port = https.port(),
             http_port = http.port(),

@@ -50,7 +50,12 @@ pub struct Policy {
     published: bool,
     empty_since: Option<Instant>,
     failures: u32,
+    /// The trouble last logged and when, so that it is not repeated every refresh.
+    last_logged: Option<(&'static str, Instant)>,
 }
+
+/// How often a lasting DNS problem is logged again.
+const LOG_REPEAT: Duration = Duration::from_secs(60);
 
 impl Policy {
     pub fn new(config: &DnsConfig) -> Policy {
@@ -61,6 +66,7 @@ impl Policy {
             published: false,
             empty_since: None,
             failures: 0,
+            last_logged: None,
         }
     }
 
@@ -149,23 +155,11 @@ impl SiteDiscovery {
 
     async fn round(&self, policy: &mut Policy) -> Duration {
         let outcome = self.resolver.resolve(&self.source).await;
-        let name = self.source.dns_name().unwrap_or_default();
         self.metrics
             .dns_lookups
             .with_label_values(&[&self.name, outcome.label()])
             .inc();
-        match &outcome {
-            Outcome::Failed { reason, .. } => tracing::warn!(
-                site = %self.name, %name, result = outcome.label(), error = %reason,
-                "DNS lookup failed; keeping the last known good backends"
-            ),
-            Outcome::NoRecords { .. } => tracing::warn!(
-                site = %self.name, %name, result = outcome.label(),
-                hold = ?self.config.empty_hold,
-                "DNS has no backends for the site; keeping the last set until the hold time passes"
-            ),
-            Outcome::Found { .. } => {}
-        }
+        self.log_outcome(policy, &outcome);
         let now = Instant::now();
         let step = policy.step(outcome, now);
         match step.action {
@@ -186,6 +180,43 @@ impl SiteDiscovery {
             }
         }
         step.next
+    }
+
+    /// Logs a lookup's trouble when it starts, when it changes kind, and once a minute while it
+    /// lasts: a failing DNS must be visible without a line per refresh.
+    fn log_outcome(&self, policy: &mut Policy, outcome: &Outcome) {
+        let label = outcome.label();
+        let now = Instant::now();
+        let repeat = policy
+            .last_logged
+            .is_some_and(|(l, at)| l == label && now.duration_since(at) < LOG_REPEAT);
+        if matches!(outcome, Outcome::Found { .. }) {
+            if policy.last_logged.is_some() {
+                tracing::info!(site = %self.name, name = %self.source.dns_name().unwrap_or_default(), "DNS answers again");
+            }
+            policy.last_logged = None;
+            return;
+        }
+        if repeat {
+            return;
+        }
+        policy.last_logged = Some((label, now));
+        let name = self.source.dns_name().unwrap_or_default();
+        let held = self.snapshot.load().sites[self.index].members().count();
+        match outcome {
+            Outcome::Failed { reason, .. } => tracing::warn!(
+                site = %self.name, %name, result = label, error = %reason, kept = held,
+                "DNS lookup failed; keeping the last known good backends"
+            ),
+            Outcome::NoRecords { .. } if held > 0 => tracing::warn!(
+                site = %self.name, %name, result = label, kept = held, hold = ?self.config.empty_hold,
+                "DNS lists no backends; keeping the last set until the hold time passes"
+            ),
+            Outcome::NoRecords { .. } => tracing::warn!(
+                site = %self.name, %name, result = label, "DNS lists no backends for the site"
+            ),
+            Outcome::Found { .. } => {}
+        }
     }
 
     fn publish(&self, members: &[Member], now: Instant) {

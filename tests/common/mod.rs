@@ -121,16 +121,21 @@ pub struct Harness {
 impl Harness {
     /// `extra` is appended verbatim (e.g. a `[timeouts]` table).
     pub async fn start(backends: &[SocketAddr], extra: &str) -> Harness {
-        let dir = temp_dir("proxy");
-        let pki = Pki::new(&dir);
         let list = backends
             .iter()
             .map(|a| format!("\"{a}\""))
             .collect::<Vec<_>>()
             .join(", ");
+        Harness::start_site(&format!("{{ static = [{list}] }}"), extra).await
+    }
+
+    /// A proxy whose one site has `backends = <backends>`; `extra` follows the site.
+    pub async fn start_site(backends: &str, extra: &str) -> Harness {
+        let dir = temp_dir("proxy");
+        let pki = Pki::new(&dir);
         let text = format!(
             "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{TLS_LISTENER}{PLAIN_LISTENER}\n\
-             [[site]]\nname = \"main\"\nbackends = {{ static = [{list}] }}\n{extra}"
+             [[site]]\nname = \"main\"\nbackends = {backends}\n{extra}"
         );
         std::fs::write(dir.join("sessiongate.toml"), &text).unwrap();
         let config = Config::load(&dir.join("sessiongate.toml")).expect("test config is valid");
@@ -291,7 +296,11 @@ pub struct GateBackend {
 
 impl GateBackend {
     pub async fn start() -> GateBackend {
-        let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+        GateBackend::start_on(localhost()).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> GateBackend {
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, arrived) = tokio::sync::mpsc::unbounded_channel();
         let release = Arc::new(tokio::sync::Semaphore::new(0));
@@ -361,4 +370,56 @@ pub async fn send_h1(
         .await
         .expect("connection ready for the next request");
     send.send_request(req).await.expect("response")
+}
+
+/// Polls `check` until it holds; panics after PATIENCE. For waiting on eventual effects (a DNS
+/// refresh, a drain) without asserting how long they take.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// `n` demo nodes on 127.0.0.2, 127.0.0.3, ... all on one port, as pods behind a headless
+/// service all serve on the same port.
+pub async fn nodes_on_one_port(n: usize) -> (Vec<DemoNode>, u16) {
+    'retry: for _ in 0..20 {
+        let first = DemoNode::start("node-1", "127.0.0.2:0".parse().unwrap())
+            .await
+            .unwrap();
+        let port = first.addr.port();
+        let mut nodes = vec![first];
+        for i in 2..=n {
+            let addr = SocketAddr::from(([127, 0, 0, i as u8 + 1], port));
+            match DemoNode::start(&format!("node-{i}"), addr).await {
+                Ok(node) => nodes.push(node),
+                Err(_) => {
+                    nodes.iter().for_each(DemoNode::stop);
+                    continue 'retry;
+                }
+            }
+        }
+        return (nodes, port);
+    }
+    panic!("no port free on every loopback address");
+}
+
+/// Which node answers `GET /` through the plain listener, `n` times.
+pub async fn answering_nodes(addr: SocketAddr, n: usize) -> Vec<String> {
+    let mut seen = Vec::new();
+    for _ in 0..n {
+        let (status, headers, body) = get_plain(addr, "/").await;
+        assert_eq!(status, 200, "{body}");
+        seen.push(headers["x-node"].to_str().unwrap().to_string());
+    }
+    seen
 }
