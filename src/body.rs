@@ -3,6 +3,7 @@
 //! finished when the body ends or is dropped, so duration, access log and (later) admission
 //! slots cover the whole response, not just its head.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -102,5 +103,109 @@ impl Drop for ProxyBody {
             let complete = self.ended || self.is_end_stream();
             record.finish(self.sent, complete);
         }
+    }
+}
+
+/// The request body on its way to the backend, streamed, with the listener's limits: at most
+/// `max` bytes (413), and after `grace`, at least `min_rate` bytes per second on average (408),
+/// so a client trickling a body cannot hold a backend slot for ever.
+pub struct RequestBody {
+    inner: Incoming,
+    received: u64,
+    limits: BodyLimits,
+    start: std::time::Instant,
+    /// Created on the first wait, so bodiless requests never arm a timer.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max: u64,
+    pub min_rate: u64,
+    pub grace: std::time::Duration,
+}
+
+/// Why the request body could not be forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    #[error("request body larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("request body slower than {0} bytes/s")]
+    TooSlow(u64),
+    #[error("client aborted the request body")]
+    Aborted,
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limits: BodyLimits) -> RequestBody {
+        RequestBody {
+            inner,
+            received: 0,
+            limits,
+            start: std::time::Instant::now(),
+            deadline: None,
+        }
+    }
+
+    /// When the body falls below the minimum rate, given what has arrived so far.
+    fn due(&self) -> tokio::time::Instant {
+        let earned = if self.limits.min_rate == 0 {
+            std::time::Duration::from_secs(u64::MAX / 4)
+        } else {
+            std::time::Duration::from_secs_f64(self.received as f64 / self.limits.min_rate as f64)
+        };
+        tokio::time::Instant::from_std(self.start + self.limits.grace + earned)
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    if this.received > this.limits.max {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.limits.max))));
+                    }
+                    let due = this.due();
+                    if let Some(deadline) = this.deadline.as_mut() {
+                        deadline.as_mut().reset(due);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(BodyError::Aborted))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                if this.limits.min_rate == 0 {
+                    return Poll::Pending;
+                }
+                let due = this.due();
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                match deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        Poll::Ready(Some(Err(BodyError::TooSlow(this.limits.min_rate))))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

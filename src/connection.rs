@@ -16,8 +16,9 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{HttpsRedirect, Timeouts};
+use crate::config::{HttpsRedirect, Limits, ListenerConfig, Timeouts};
 use crate::metrics::{ListenerMetrics, Metrics};
+use crate::paths::PathPolicy;
 
 /// What every connection of one listener shares.
 pub struct ListenerContext {
@@ -27,28 +28,49 @@ pub struct ListenerContext {
     pub port: u16,
     pub redirect: Option<HttpsRedirect>,
     pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub paths: PathPolicy,
+    pub deny_status: http::StatusCode,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub hsts: Option<http::HeaderValue>,
     pub metrics: ListenerMetrics,
     all_metrics: Arc<Metrics>,
 }
 
 impl ListenerContext {
     pub fn new(
-        name: &str,
-        tls: bool,
+        config: &ListenerConfig,
         port: u16,
-        redirect: Option<HttpsRedirect>,
         timeouts: Timeouts,
+        limits: Limits,
         metrics: Arc<Metrics>,
     ) -> ListenerContext {
         ListenerContext {
-            name: name.to_string(),
-            tls,
+            name: config.name.clone(),
+            tls: config.tls.is_some(),
             port,
-            redirect,
+            redirect: config.redirect,
             timeouts,
-            metrics: metrics.listener(name),
+            limits,
+            paths: config.paths.clone(),
+            deny_status: config.deny_status,
+            trusted_proxies: config.trusted_proxies.clone(),
+            hsts: config.hsts.clone(),
+            metrics: metrics.listener(&config.name),
             all_metrics: metrics,
         }
+    }
+
+    /// Is this peer a proxy whose forwarded headers may be extended?
+    pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map(std::net::IpAddr::V4)
+                .unwrap_or(peer),
+            v4 => v4,
+        };
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
     }
 
     pub fn upstream_error(&self, backend: &str, kind: &str) {
@@ -103,18 +125,26 @@ impl Activity {
     }
 }
 
-/// The HTTP/1.1 + HTTP/2 server settings of one listener.
-pub fn http_builder(timeouts: &Timeouts) -> auto::Builder<TokioExecutor> {
+/// The HTTP/1.1 + HTTP/2 server settings of one listener. A request head larger than
+/// `max_header_size` or with more than `max_headers` fields gets 431 from hyper (HTTP/1.1) or
+/// is refused by the HTTP/2 layer; rapid-reset floods are cut by hyper's reset limits.
+pub fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(timeouts.request_header)
+        .max_buf_size(limits.max_header_size)
+        .max_headers(limits.max_headers)
         .keep_alive(true);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(256);
+        .max_concurrent_streams(limits.h2_max_concurrent_streams)
+        .max_header_list_size(limits.max_header_size as u32)
+        // CVE-2023-44487 ("rapid reset"): bound streams reset before they are answered.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024));
     builder
 }
 

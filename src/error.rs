@@ -5,7 +5,7 @@
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use crate::body::ProxyBody;
+use crate::body::{BodyError, ProxyBody};
 use crate::upstream::{ConnectError, UpstreamError};
 
 #[derive(Debug, thiserror::Error)]
@@ -14,6 +14,18 @@ pub enum ProxyError {
     MissingHost,
     #[error("Host header is not a valid authority")]
     BadHost,
+    #[error("more than one Host header")]
+    DuplicateHost,
+    #[error("Host header disagrees with the request target's authority")]
+    HostMismatch,
+    #[error("request path refused: {0}")]
+    BadPath(#[from] crate::paths::PathError),
+    #[error("request target longer than {0} bytes")]
+    UriTooLong(usize),
+    #[error("request body larger than {0} bytes")]
+    BodyTooLarge(u64),
+    #[error("path denied by policy")]
+    Denied(StatusCode),
     #[error("method {0} is not proxied")]
     MethodNotAllowed(http::Method),
     #[error("no backend available in site {0}")]
@@ -30,10 +42,20 @@ pub enum ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::MissingHost | ProxyError::BadHost => StatusCode::BAD_REQUEST,
+            ProxyError::MissingHost
+            | ProxyError::BadHost
+            | ProxyError::DuplicateHost
+            | ProxyError::HostMismatch
+            | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Denied(status) => *status,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::NoBackend(_) | ProxyError::NoSite => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Upstream { error, .. } => match error {
+                UpstreamError::Body(BodyError::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+                UpstreamError::Body(BodyError::TooSlow(_)) => StatusCode::REQUEST_TIMEOUT,
+                UpstreamError::Body(BodyError::Aborted) => StatusCode::BAD_REQUEST,
                 UpstreamError::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
                 UpstreamError::Connect(c) => match c {
@@ -80,9 +102,18 @@ impl ProxyError {
         let detail = match &self {
             ProxyError::MissingHost => "missing Host",
             ProxyError::BadHost => "invalid Host",
+            ProxyError::DuplicateHost => "more than one Host",
+            ProxyError::HostMismatch => "Host does not match the request target",
+            ProxyError::BadPath(_) => "ambiguous path",
+            ProxyError::UriTooLong(_) => "request target too long",
+            ProxyError::BodyTooLarge(_) => "request body too large",
+            ProxyError::Denied(_) => "",
             ProxyError::MethodNotAllowed(_) => "method not allowed",
             ProxyError::NoBackend(_) | ProxyError::NoSite => "no backend available",
             ProxyError::Upstream { error, .. } => match error {
+                UpstreamError::Body(BodyError::TooLarge(_)) => "request body too large",
+                UpstreamError::Body(BodyError::TooSlow(_)) => "request body too slow",
+                UpstreamError::Body(BodyError::Aborted) => "request body incomplete",
                 UpstreamError::ResponseTimeout(_) => "backend did not answer in time",
                 UpstreamError::Connect(_) => "backend unreachable",
                 UpstreamError::Protocol(_) => "backend connection failed",

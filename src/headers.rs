@@ -1,8 +1,12 @@
 //! Header hygiene between the client and the backend: hop-by-hop headers (RFC 9110 §7.6.1) and
 //! every header the sender named in `Connection` are removed in both directions, and the
-//! forwarded headers are written by the proxy, replacing anything the client sent. Trusting a
-//! previous proxy's headers is deliberately not possible yet: a client-sent `X-Forwarded-For`
-//! would otherwise reach Keycloak, which uses it for brute-force detection and events.
+//! forwarded headers are written by the proxy.
+//!
+//! A client-sent `X-Forwarded-For` would reach Keycloak, which trusts it for brute-force
+//! detection and events, and `X-Original-URL` / `X-Rewrite-URL` make some frameworks route on a
+//! path the proxy never checked. So every forwarded-style header the client sent (and their
+//! underscore spellings, which some servers read as dashes) is removed and replaced by the
+//! proxy's own, unless the peer is a configured trusted proxy: then the chain is extended.
 
 use std::net::IpAddr;
 
@@ -24,7 +28,21 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Headers only the proxy may write (compared with `_` read as `-`). The first four are the
+/// chain a trusted proxy may extend; the rest are always removed.
+const PROXY_ONLY: [&str; 10] = [
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-real-ip",
+    "x-original-url",
+    "x-rewrite-url",
+];
 
 /// Does this HTTP/1.1 request ask to switch protocols (WebSocket and the like)?
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
@@ -70,31 +88,114 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 pub struct ForwardedFor<'a> {
     pub client_ip: IpAddr,
     pub proto: &'static str,
-    pub host: Option<&'a HeaderValue>,
+    pub host: &'a HeaderValue,
     pub port: u16,
+    /// The peer is a trusted proxy: extend its chain instead of replacing it.
+    pub trusted: bool,
 }
 
-/// Writes X-Forwarded-For/-Proto/-Host/-Port and removes client-sent `Forwarded` and
-/// `X-Real-IP`, so a backend configured for either header style sees only the proxy's word.
+fn proxy_only(name: &HeaderName) -> Option<usize> {
+    let n = name.as_str();
+    PROXY_ONLY.iter().position(|p| {
+        p.len() == n.len()
+            && p.bytes()
+                .zip(n.bytes())
+                .all(|(a, b)| a == b || (a == b'-' && b == b'_'))
+    })
+}
+
+/// Writes `Forwarded` (RFC 7239) and `X-Forwarded-For/-Proto/-Host/-Port`.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
-    headers.remove(header::FORWARDED);
-    headers.remove(&X_REAL_IP);
-    headers.insert(X_FORWARDED_FOR.clone(), ip_value(f.client_ip));
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
-    match f.host {
-        Some(host) => headers.insert(X_FORWARDED_HOST.clone(), host.clone()),
-        None => headers.remove(&X_FORWARDED_HOST),
+    // Kept from a trusted peer: the chain so far (the exact names, not underscore spellings).
+    let (mut prior_forwarded, mut prior_xff) = (None, None);
+    if f.trusted {
+        prior_forwarded = joined(headers, &header::FORWARDED);
+        prior_xff = joined(headers, &X_FORWARDED_FOR);
+    }
+    let (proto, host, port) = if f.trusted {
+        (
+            headers.get(&X_FORWARDED_PROTO).cloned(),
+            headers.get(&X_FORWARDED_HOST).cloned(),
+            headers.get(&X_FORWARDED_PORT).cloned(),
+        )
+    } else {
+        (None, None, None)
     };
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
+    let doomed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| proxy_only(n).is_some())
+        .cloned()
+        .collect();
+    for name in doomed {
+        headers.remove(name);
+    }
+
+    let client = ip_text(f.client_ip);
+    let element = forwarded_element(f.client_ip, f.proto, f.host);
+    headers.insert(header::FORWARDED, chain(prior_forwarded, &element));
+    headers.insert(X_FORWARDED_FOR.clone(), chain(prior_xff, &client));
+    headers.insert(
+        X_FORWARDED_PROTO.clone(),
+        proto.unwrap_or(HeaderValue::from_static(f.proto)),
+    );
+    headers.insert(
+        X_FORWARDED_HOST.clone(),
+        host.unwrap_or_else(|| f.host.clone()),
+    );
+    headers.insert(
+        X_FORWARDED_PORT.clone(),
+        port.unwrap_or(HeaderValue::from(f.port)),
+    );
 }
 
-fn ip_value(ip: IpAddr) -> HeaderValue {
-    // An IPv4-mapped IPv6 peer (dual-stack listener) is reported as the IPv4 it is.
-    let ip = match ip {
+/// All values of a header as one comma-separated list, if any are valid text.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+fn chain(prior: Option<String>, ours: &str) -> HeaderValue {
+    let text = match prior {
+        Some(p) => format!("{p}, {ours}"),
+        None => ours.to_string(),
+    };
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// An IPv4-mapped IPv6 peer (dual-stack listener) is reported as the IPv4 it is.
+fn ip_text(ip: IpAddr) -> String {
+    match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
+    }
+    .to_string()
+}
+
+/// `for=192.0.2.1;proto=https;host=auth.example.com`, quoting as RFC 7239 §4 requires:
+/// IPv6 addresses are bracketed and quoted, and any value that is not a token is quoted.
+pub fn forwarded_element(client: IpAddr, proto: &str, host: &HeaderValue) -> String {
+    let ip = ip_text(client);
+    let node = if ip.contains(':') {
+        format!("\"[{ip}]\"")
+    } else {
+        ip
     };
-    HeaderValue::try_from(ip.to_string()).expect("an IP address is a valid header value")
+    let host = quote_unless_token(&String::from_utf8_lossy(host.as_bytes()));
+    format!("for={node};proto={proto};host={host}")
+}
+
+fn quote_unless_token(value: &str) -> String {
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if !value.is_empty() && value.chars().all(is_tchar) {
+        value.to_string()
+    } else {
+        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+        format!("\"{escaped}\"")
+    }
 }
 
 #[cfg(test)]
@@ -145,30 +246,91 @@ mod tests {
         assert!(h.get("x-secret").is_none());
     }
 
+    const SPOOFED: &[(&str, &str)] = &[
+        ("x-forwarded-for", "6.6.6.6"),
+        ("x-forwarded-for", "7.7.7.7"),
+        ("x-forwarded-host", "evil.test"),
+        ("x-forwarded-proto", "https"),
+        ("forwarded", "for=6.6.6.6"),
+        ("x-real-ip", "6.6.6.6"),
+        ("x_forwarded_for", "6.6.6.6"),
+        ("X_Real_IP", "6.6.6.6"),
+        ("x-original-url", "/metrics"),
+        ("x-rewrite-url", "/metrics"),
+        ("x-forwarded-prefix", "/admin"),
+    ];
+
     #[test]
     fn forwarded_headers_replace_client_values() {
-        let mut h = map(&[
-            ("x-forwarded-for", "6.6.6.6"),
-            ("x-forwarded-for", "7.7.7.7"),
-            ("x-forwarded-host", "evil.test"),
-            ("forwarded", "for=6.6.6.6"),
-            ("x-real-ip", "6.6.6.6"),
-        ]);
+        let mut h = map(SPOOFED);
         let host = HeaderValue::from_static("auth.example.test");
         set_forwarded(
             &mut h,
             &ForwardedFor {
                 client_ip: "::ffff:10.1.2.3".parse().unwrap(),
-                proto: "https",
-                host: Some(&host),
+                proto: "http",
+                host: &host,
                 port: 8443,
+                trusted: false,
             },
         );
+        let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            vec![
+                "forwarded",
+                "x-forwarded-for",
+                "x-forwarded-host",
+                "x-forwarded-port",
+                "x-forwarded-proto"
+            ]
+        );
         assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.1.2.3");
-        assert_eq!(h.get("x-forwarded-proto").unwrap(), "https");
-        assert_eq!(h.get("x-forwarded-host").unwrap(), "auth.example.test");
-        assert_eq!(h.get("x-forwarded-port").unwrap(), "8443");
-        assert!(h.get("forwarded").is_none() && h.get("x-real-ip").is_none());
+        assert_eq!(h["x-forwarded-for"], "10.1.2.3");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "auth.example.test");
+        assert_eq!(h["x-forwarded-port"], "8443");
+        assert_eq!(
+            h["forwarded"],
+            "for=10.1.2.3;proto=http;host=auth.example.test"
+        );
+    }
+
+    #[test]
+    fn a_trusted_proxy_chain_is_extended_with_rfc7239_quoting() {
+        let mut h = map(SPOOFED);
+        let host = HeaderValue::from_static("auth.example.test:8443");
+        set_forwarded(
+            &mut h,
+            &ForwardedFor {
+                client_ip: "2001:db8::7".parse().unwrap(),
+                proto: "https",
+                host: &host,
+                port: 8443,
+                trusted: true,
+            },
+        );
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 7.7.7.7, 2001:db8::7");
+        assert_eq!(
+            h["forwarded"],
+            "for=6.6.6.6, for=\"[2001:db8::7]\";proto=https;host=\"auth.example.test:8443\""
+        );
+        assert_eq!(
+            h["x-forwarded-proto"], "https",
+            "the first hop's word is kept"
+        );
+        assert_eq!(h["x-forwarded-host"], "evil.test");
+        // Never trusted, whoever sent them: path overrides and underscore spellings.
+        for gone in [
+            "x-original-url",
+            "x-rewrite-url",
+            "x_forwarded_for",
+            "x_real_ip",
+            "x-real-ip",
+            "x-forwarded-prefix",
+        ] {
+            assert!(h.get(gone).is_none(), "{gone}");
+        }
     }
 }

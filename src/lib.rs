@@ -20,6 +20,7 @@ pub mod headers;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod paths;
 pub mod proxy;
 pub mod tls;
 pub mod upstream;
@@ -130,11 +131,10 @@ impl Server {
         for (l, tcp) in bound {
             let addr = local_addr(&tcp, l.listen);
             let context = Arc::new(connection::ListenerContext::new(
-                &l.name,
-                l.tls.is_some(),
+                l,
                 addr.port(),
-                l.redirect,
                 config.timeouts,
+                config.limits,
                 metrics.clone(),
             ));
             if let Some(set) = &l.tls {
@@ -152,7 +152,9 @@ impl Server {
                     .as_ref()
                     .map(|set| tokio_rustls::TlsAcceptor::from(set.server_config())),
                 proxy: proxy.clone(),
-                builder: Arc::new(connection::http_builder(&config.timeouts)),
+                builder: Arc::new(connection::http_builder(&config.timeouts, &config.limits)),
+                permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+                per_ip: Arc::new(listener::PerIp::new(config.limits.max_connections_per_ip)),
                 shutdown: public_shutdown.clone(),
                 tasks: public_tasks.clone(),
             });

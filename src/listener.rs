@@ -2,9 +2,10 @@
 //! `connection::serve`. The accept loop never ends on an error: it logs, backs off when the
 //! process is out of descriptors or memory, and keeps accepting.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
@@ -41,21 +42,80 @@ pub struct Serving {
     pub builder: Arc<auto::Builder<TokioExecutor>>,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    /// One permit per open client connection: at the cap, the loop stops accepting and the
+    /// kernel's backlog holds newcomers (back-pressure, not refusal).
+    pub permits: Arc<tokio::sync::Semaphore>,
+    pub per_ip: Arc<PerIp>,
+}
+
+/// Open connections per client address, so one client cannot take every slot.
+pub struct PerIp {
+    limit: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// Held for a connection's life; releases its address's count when dropped.
+pub struct IpSlot {
+    owner: Arc<PerIp>,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    pub fn new(limit: usize) -> PerIp {
+        PerIp {
+            limit,
+            open: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let mut open = self.open.lock().expect("per-ip lock");
+        let n = open.entry(ip).or_insert(0);
+        if *n >= self.limit {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().expect("per-ip lock");
+        if let Some(n) = open.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
 }
 
 pub async fn accept_loop(listener: TcpListener, serving: Arc<Serving>) {
     loop {
+        let permit = tokio::select! {
+            _ = serving.shutdown.cancelled() => return,
+            permit = serving.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
         let accepted = tokio::select! {
             _ = serving.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
+                let Some(slot) = serving.per_ip.admit(peer.ip()) else {
+                    serving.context.metrics.connection_error("per_ip_limit");
+                    tracing::debug!(listener = %serving.context.name, %peer, "per-address connection limit reached");
+                    continue;
+                };
                 let serving = serving.clone();
-                serving
-                    .tasks
-                    .clone()
-                    .spawn(async move { serve_client(stream, peer, &serving).await });
+                serving.tasks.clone().spawn(async move {
+                    serve_client(stream, peer, &serving).await;
+                    drop((permit, slot));
+                });
             }
             Err(e) if is_per_connection(&e) => {
                 tracing::debug!(listener = %serving.context.name, error = %e, "accept failed for one connection");

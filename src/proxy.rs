@@ -1,7 +1,9 @@
-//! One request: redirect or pick a backend, rewrite the head, forward, rewrite the response
-//! head, stream the body back. Errors become responses in `error.rs`; nothing here lets an
-//! error reach hyper, which would drop the connection instead of answering.
+//! One request: check the head (Host, target, path policy, declared size), redirect or pick a
+//! backend, rewrite the head, forward, rewrite the response head, stream the body back. Errors
+//! become responses in `error.rs`; nothing here lets an error reach hyper, which would drop the
+//! connection instead of answering.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -13,11 +15,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::RequestRecord;
 use crate::backends::{Backend, SharedSnapshot};
-use crate::body::ProxyBody;
+use crate::body::{BodyLimits, ProxyBody, RequestBody};
 use crate::config::HttpsRedirect;
-use crate::connection::ConnContext;
+use crate::connection::{ConnContext, ListenerContext};
 use crate::error::{local_response, ProxyError};
 use crate::headers::{self, ForwardedFor};
+use crate::paths;
 
 pub struct Proxy {
     snapshot: SharedSnapshot,
@@ -41,7 +44,7 @@ impl Proxy {
         conn: Arc<ConnContext>,
     ) -> Response<ProxyBody> {
         let mut record = RequestRecord::begin(conn.clone(), &req, self.access_log);
-        let resp = match self.route(req, &conn, &mut record).await {
+        let mut resp = match self.route(req, &conn, &mut record).await {
             Ok(resp) => resp,
             Err(err) => {
                 if err.is_client_error() {
@@ -52,6 +55,10 @@ impl Proxy {
                 err.into_response()
             }
         };
+        if let Some(hsts) = &conn.listener.hsts {
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
         record.status = resp.status();
         resp.map(|body| body.with_record(record))
     }
@@ -65,9 +72,20 @@ impl Proxy {
         if req.method() == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
         }
+        let listener = &conn.listener;
         let host = request_host(&req)?;
-        if let Some(redirect) = conn.listener.redirect {
+        if let Some(redirect) = listener.redirect {
             return Ok(https_redirect(&host, req.uri(), redirect));
+        }
+        // The exact path the policy checked is the one forwarded.
+        let target = checked_target(req.uri(), listener)?;
+        let limits = BodyLimits {
+            max: listener.limits.max_body_size,
+            min_rate: listener.limits.min_body_rate,
+            grace: listener.limits.body_rate_grace,
+        };
+        if content_length(req.headers()).is_some_and(|n| n > limits.max) {
+            return Err(ProxyError::BodyTooLarge(limits.max));
         }
 
         let snapshot = self.snapshot.load();
@@ -88,22 +106,23 @@ impl Proxy {
             &mut parts.headers,
             &ForwardedFor {
                 client_ip: conn.peer.ip(),
-                proto: if conn.listener.tls { "https" } else { "http" },
-                host: Some(&host_value),
-                port: conn.listener.port,
+                proto: if listener.tls { "https" } else { "http" },
+                host: &host_value,
+                port: listener.port,
+                trusted: listener.trusts(conn.peer.ip()),
             },
         );
         // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs it as Host.
         parts.headers.insert(header::HOST, host_value);
-        parts.uri = backend_uri(site.client.scheme(), backend, parts.uri.path_and_query());
+        parts.uri = backend_uri(site.client.scheme(), backend, target);
         parts.version = Version::HTTP_11;
 
         let mut resp = site
             .client
-            .send(Request::from_parts(parts, body))
+            .send(Request::from_parts(parts, RequestBody::new(body, limits)))
             .await
             .map_err(|error| {
-                conn.listener.upstream_error(&backend.id, error.kind());
+                listener.upstream_error(&backend.id, error.kind());
                 ProxyError::Upstream {
                     backend: backend.id.clone(),
                     error,
@@ -122,26 +141,67 @@ impl Proxy {
     }
 }
 
-/// The authority the client asked for: the absolute-form or HTTP/2 authority, else Host.
+/// The authority the client asked for: the absolute-form or HTTP/2 authority, else Host. Two
+/// Host headers, or a Host naming another authority than the target, are refused: a backend or
+/// a cache might read the other one.
 fn request_host<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(ProxyError::DuplicateHost);
+    }
     if let Some(authority) = req.uri().authority() {
+        if host.is_some_and(|h| {
+            !h.as_bytes()
+                .eq_ignore_ascii_case(authority.as_str().as_bytes())
+        }) {
+            return Err(ProxyError::HostMismatch);
+        }
         return Ok(authority.clone());
     }
-    let host = req
-        .headers()
-        .get(header::HOST)
-        .ok_or(ProxyError::MissingHost)?;
+    let host = host.ok_or(ProxyError::MissingHost)?;
     Authority::try_from(host.as_bytes()).map_err(|_| ProxyError::BadHost)
 }
 
-fn backend_uri(scheme: &http::uri::Scheme, backend: &Backend, pq: Option<&PathAndQuery>) -> Uri {
+/// The path and query to forward: the canonical path (see `paths.rs`), checked against the
+/// listener's policy, and the query as sent.
+fn checked_target(uri: &Uri, listener: &ListenerContext) -> Result<PathAndQuery, ProxyError> {
+    let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    if pq.len() > listener.limits.max_uri_length {
+        return Err(ProxyError::UriTooLong(listener.limits.max_uri_length));
+    }
+    let canonical = paths::canonicalize(uri.path())?;
+    if listener.paths.denies(&canonical) {
+        return Err(ProxyError::Denied(listener.deny_status));
+    }
+    let rebuilt = match (canonical, uri.query()) {
+        (Cow::Borrowed(_), _) => {
+            return Ok(uri
+                .path_and_query()
+                .cloned()
+                .unwrap_or_else(|| PathAndQuery::from_static("/")))
+        }
+        (Cow::Owned(path), None) => PathAndQuery::try_from(path),
+        (Cow::Owned(path), Some(q)) => PathAndQuery::try_from(format!("{path}?{q}")),
+    };
+    // A canonical path is made of the characters of a valid one.
+    rebuilt.map_err(|_| ProxyError::BadPath(paths::PathError::BadEscape))
+}
+
+fn content_length(headers: &http::HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn backend_uri(scheme: &http::uri::Scheme, backend: &Backend, target: PathAndQuery) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(scheme.clone());
     parts.authority = Some(backend.authority.clone());
-    parts.path_and_query = Some(
-        pq.cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
+    parts.path_and_query = Some(target);
     Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
 }
 

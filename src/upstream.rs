@@ -11,7 +11,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -19,6 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use crate::body::{BodyError, RequestBody};
 use crate::config::{Timeouts, UpstreamPool};
 use crate::tls::UpstreamTls;
 
@@ -31,6 +31,9 @@ pub enum UpstreamError {
     ResponseTimeout(Duration),
     #[error("{0}")]
     Protocol(String),
+    /// The client's body, not the backend, failed the exchange.
+    #[error(transparent)]
+    Body(BodyError),
 }
 
 impl UpstreamError {
@@ -39,6 +42,7 @@ impl UpstreamError {
             UpstreamError::Connect(c) => c.kind(),
             UpstreamError::ResponseTimeout(_) => "response_timeout",
             UpstreamError::Protocol(_) => "protocol",
+            UpstreamError::Body(_) => "client_body",
         }
     }
 }
@@ -75,7 +79,7 @@ impl ConnectError {
 /// One site's client: a pool of kept-alive connections per backend address.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<Connector, Incoming>,
+    client: Client<Connector, RequestBody>,
     scheme: http::uri::Scheme,
     response_timeout: Duration,
 }
@@ -112,7 +116,10 @@ impl UpstreamClient {
 
     /// Sends a request whose URI already names the backend; waits for the response head at
     /// most the response timeout. Bodies stream both ways: nothing here buffers them.
-    pub async fn send(&self, req: Request<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        req: Request<RequestBody>,
+    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
             Ok(Ok(resp)) => Ok(resp),
@@ -127,6 +134,9 @@ fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
     while let Some(s) = source {
         if let Some(c) = s.downcast_ref::<ConnectError>() {
             return UpstreamError::Connect(c.clone());
+        }
+        if let Some(b) = s.downcast_ref::<BodyError>() {
+            return UpstreamError::Body(*b);
         }
         source = s.source();
     }

@@ -246,7 +246,8 @@ async fn large_bodies_stream_through_with_flat_memory() {
     let mut proc_ = Process::start(
         &dir,
         &format!("backends = {{ static = [\"{}\"] }}", node.addr),
-        "",
+        // The default (10 MiB) would answer this upload with 413.
+        "[limits]\nmax_body_size = \"1GiB\"\n",
     );
 
     // Warm up (pools, TLS-free path, allocator arenas), then take the baseline.

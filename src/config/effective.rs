@@ -37,6 +37,17 @@ pub(super) fn render(c: &Config) -> String {
             pool_max_idle_per_backend: Some(c.upstream.max_idle_per_backend),
             drain_timeout: dur(c.upstream.drain_timeout),
         },
+        limits: RawLimits {
+            max_uri_length: Some(c.limits.max_uri_length),
+            max_header_size: Some(c.limits.max_header_size.to_string()),
+            max_headers: Some(c.limits.max_headers),
+            max_body_size: Some(c.limits.max_body_size.to_string()),
+            min_body_rate: Some(c.limits.min_body_rate),
+            body_rate_grace: dur(c.limits.body_rate_grace),
+            max_connections: Some(c.limits.max_connections),
+            max_connections_per_ip: Some(c.limits.max_connections_per_ip),
+            h2_max_concurrent_streams: Some(c.limits.h2_max_concurrent_streams),
+        },
         dns: RawDns {
             nameservers: c
                 .dns
@@ -78,6 +89,16 @@ pub(super) fn render(c: &Config) -> String {
                 }),
                 redirect_to_https: Some(l.redirect.is_some()),
                 https_port: l.redirect.map(|r| r.port),
+                deny_paths: Some(l.deny_paths.clone()),
+                allow_paths: l.allow_paths.clone(),
+                relative_path: l.relative_path.clone(),
+                deny_status: Some(l.deny_status.as_u16()),
+                trusted_proxies: Some(l.trusted_proxies.iter().map(|n| n.to_string()).collect()),
+                hsts: l
+                    .hsts
+                    .as_ref()
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
             })
             .collect(),
         sites: c

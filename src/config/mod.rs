@@ -12,6 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::paths::PathPolicy;
 use crate::tls::{CertificateSet, UpstreamTls};
 
 /// A validated configuration, ready to run.
@@ -24,6 +25,7 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub upstream: UpstreamPool,
     pub dns: DnsConfig,
+    pub limits: Limits,
     pub listeners: Vec<ListenerConfig>,
     pub sites: Vec<SiteConfig>,
 }
@@ -89,6 +91,27 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     pub tls: Option<CertificateSet>,
     pub redirect: Option<HttpsRedirect>,
+    pub paths: PathPolicy,
+    /// The rules as configured (the policy also holds their copies under the relative path).
+    pub deny_paths: Vec<String>,
+    pub allow_paths: Option<Vec<String>>,
+    pub relative_path: Option<String>,
+    pub deny_status: http::StatusCode,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub hsts: Option<http::HeaderValue>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_uri_length: usize,
+    pub max_header_size: usize,
+    pub max_headers: usize,
+    pub max_body_size: u64,
+    pub min_body_rate: u64,
+    pub body_rate_grace: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
+    pub h2_max_concurrent_streams: u32,
 }
 
 /// A plain listener that answers 308 to the https URL of every request.

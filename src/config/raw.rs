@@ -26,6 +26,23 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "30s";
 pub const DEFAULT_POOL_MAX_IDLE_PER_BACKEND: usize = 128;
 /// How long a backend that left the set stays known as draining (its sessions may finish).
 pub const DEFAULT_DRAIN_TIMEOUT: &str = "5m";
+/// Keycloak serves these on the public port in many deployments; they must stay internal.
+pub const DEFAULT_DENY_PATHS: [&str; 2] = ["/metrics", "/health"];
+pub const DEFAULT_DENY_STATUS: u16 = 404;
+/// nginx's and HAProxy's order of magnitude; OIDC authorization URLs stay well below.
+pub const DEFAULT_MAX_URI_LENGTH: usize = 8192;
+/// Keycloak's cookies (KEYCLOAK_IDENTITY, AUTH_SESSION_ID, ...) can take several KiB together.
+pub const DEFAULT_MAX_HEADER_SIZE: &str = "32KiB";
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Large enough for realm imports through the admin API.
+pub const DEFAULT_MAX_BODY_SIZE: &str = "10MiB";
+/// Kestrel's default minimum request body rate (bytes per second), after the grace period.
+pub const DEFAULT_MIN_BODY_RATE: u64 = 240;
+pub const DEFAULT_BODY_RATE_GRACE: &str = "5s";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Generous: many users share one address behind corporate NAT.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 128;
 /// Per DNS query; with `DEFAULT_DNS_ATTEMPTS` a lookup gives up after 4s.
 pub const DEFAULT_DNS_TIMEOUT: &str = "2s";
 pub const DEFAULT_DNS_ATTEMPTS: usize = 2;
@@ -51,6 +68,8 @@ pub struct RawConfig {
     pub upstream: RawUpstream,
     #[serde(default)]
     pub dns: RawDns,
+    #[serde(default)]
+    pub limits: RawLimits,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "site")]
@@ -113,6 +132,32 @@ pub struct RawListener {
     pub redirect_to_https: Option<bool>,
     /// The port written into redirects; 443 is left out of the URL.
     pub https_port: Option<u16>,
+    /// Path prefixes never forwarded (whole segments, case-insensitive).
+    pub deny_paths: Option<Vec<String>>,
+    /// When set, only paths under these prefixes are forwarded.
+    pub allow_paths: Option<Vec<String>>,
+    /// Keycloak's `http-relative-path` (e.g. `/auth`): every rule applies under it too.
+    pub relative_path: Option<String>,
+    pub deny_status: Option<u16>,
+    /// Peers (CIDR) whose forwarded headers are extended rather than replaced.
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Strict-Transport-Security value added to responses on a TLS listener.
+    pub hsts: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawLimits {
+    pub max_uri_length: Option<usize>,
+    pub max_header_size: Option<String>,
+    pub max_headers: Option<usize>,
+    pub max_body_size: Option<String>,
+    /// Bytes per second a request body must keep up after the grace period, or 408.
+    pub min_body_rate: Option<u64>,
+    pub body_rate_grace: Option<String>,
+    /// Open client connections per listener; past it, accepting pauses.
+    pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
+    pub h2_max_concurrent_streams: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

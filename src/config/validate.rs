@@ -9,8 +9,9 @@ use std::time::Duration;
 use super::raw::{self, RawConfig};
 use super::{
     resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, HttpsRedirect,
-    IpFamily, ListenerConfig, LogConfig, LogFormat, SiteConfig, Timeouts, UpstreamPool,
+    IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, SiteConfig, Timeouts, UpstreamPool,
 };
+use crate::paths::{PathPolicy, Prefix};
 use crate::tls::{self, CertificateSet, UpstreamTls};
 
 struct Checker<'a> {
@@ -40,6 +41,33 @@ impl Checker<'_> {
                     format!("`{text}` is not a duration like 5s or 250ms ({e})"),
                 );
                 Duration::from_secs(1)
+            }
+        }
+    }
+
+    /// A byte size: `16384`, `32KiB`, `10MiB`, `1GiB` (also `k`/`m`/`g` and `KB`/`MB`/`GB`,
+    /// read as binary multiples, as nginx does).
+    fn size(&mut self, key: &str, value: Option<&str>, default: &str) -> u64 {
+        let text = value.unwrap_or(default).trim();
+        let split = text
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len());
+        let (digits, unit) = text.split_at(split);
+        let multiplier = match unit.trim().to_ascii_lowercase().as_str() {
+            "" | "b" => Some(1u64),
+            "k" | "kb" | "kib" => Some(1 << 10),
+            "m" | "mb" | "mib" => Some(1 << 20),
+            "g" | "gb" | "gib" => Some(1 << 30),
+            _ => None,
+        };
+        match (digits.parse::<u64>(), multiplier) {
+            (Ok(n), Some(m)) if n > 0 => n.saturating_mul(m),
+            _ => {
+                self.issue(
+                    key,
+                    format!("`{text}` is not a size like 16384, 32KiB or 10MiB"),
+                );
+                1
             }
         }
     }
@@ -178,6 +206,7 @@ pub(super) fn validate(
         ),
     };
     let dns = dns(&mut c, &raw.dns);
+    let limits = limits(&mut c, &raw.limits);
 
     if raw.listeners.is_empty() {
         c.issue("listener", "at least one [[listener]] is required");
@@ -232,6 +261,7 @@ pub(super) fn validate(
             timeouts,
             upstream,
             dns,
+            limits,
             listeners,
             sites,
         })
@@ -278,11 +308,162 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         }
         (false, None) => None,
     };
+    let prefixes = |c: &mut Checker<'_>, field: &str, list: &[String]| -> Vec<Prefix> {
+        list.iter()
+            .enumerate()
+            .filter_map(|(j, p)| match Prefix::parse(p) {
+                Ok(prefix) => Some(prefix),
+                Err(e) => {
+                    c.issue(format!("{key}.{field}[{j}]"), format!("`{p}`: {e}"));
+                    None
+                }
+            })
+            .collect()
+    };
+    let default_deny: Vec<String> = raw::DEFAULT_DENY_PATHS
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let deny = prefixes(
+        c,
+        "deny_paths",
+        l.deny_paths.as_deref().unwrap_or(&default_deny),
+    );
+    let allow = l.allow_paths.as_deref().map(|list| {
+        if list.is_empty() {
+            c.issue(
+                format!("{key}.allow_paths"),
+                "is empty: nothing would be forwarded",
+            );
+        }
+        prefixes(c, "allow_paths", list)
+    });
+    let relative = l
+        .relative_path
+        .as_deref()
+        .and_then(|r| match Prefix::parse(r) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                c.issue(format!("{key}.relative_path"), format!("`{r}`: {e}"));
+                None
+            }
+        });
+    let deny_status = match l.deny_status.unwrap_or(raw::DEFAULT_DENY_STATUS) {
+        s @ 400..=499 => http::StatusCode::from_u16(s).expect("4xx is a status"),
+        other => {
+            c.issue(
+                format!("{key}.deny_status"),
+                format!("{other} is not a 4xx status"),
+            );
+            http::StatusCode::NOT_FOUND
+        }
+    };
+    let trusted_proxies = l
+        .trusted_proxies
+        .iter()
+        .flatten()
+        .enumerate()
+        .filter_map(|(j, net)| {
+            let parsed = net
+                .parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| net.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
+            if parsed.is_none() {
+                c.issue(
+                    format!("{key}.trusted_proxies[{j}]"),
+                    format!("`{net}` is not an address or CIDR network"),
+                );
+            }
+            parsed
+        })
+        .collect();
+    let hsts = l.hsts.as_deref().and_then(|v| {
+        if l.tls.is_none() {
+            c.issue(
+                format!("{key}.hsts"),
+                "only makes sense on a TLS listener (browsers ignore it over http)",
+            );
+        }
+        http::HeaderValue::from_str(v)
+            .map_err(|_| c.issue(format!("{key}.hsts"), "is not a valid header value"))
+            .ok()
+    });
     ListenerConfig {
         name,
         listen,
         tls,
         redirect,
+        paths: PathPolicy::new(deny, allow, relative),
+        deny_paths: l.deny_paths.clone().unwrap_or(default_deny),
+        allow_paths: l.allow_paths.clone(),
+        relative_path: l.relative_path.clone(),
+        deny_status,
+        trusted_proxies,
+        hsts,
+    }
+}
+
+fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Limits {
+    let max_header_size = c.size(
+        "limits.max_header_size",
+        l.max_header_size.as_deref(),
+        raw::DEFAULT_MAX_HEADER_SIZE,
+    );
+    if max_header_size < 8192 {
+        c.issue(
+            "limits.max_header_size",
+            "must be at least 8KiB (HTTP/1.1 buffers are never smaller)",
+        );
+    }
+    let max_uri_length = l.max_uri_length.unwrap_or(raw::DEFAULT_MAX_URI_LENGTH);
+    if max_uri_length < 256 {
+        c.issue("limits.max_uri_length", "must be at least 256");
+    }
+    let positive = |c: &mut Checker<'_>, key: &str, v: Option<usize>, default: usize| {
+        let v = v.unwrap_or(default);
+        if v == 0 {
+            c.issue(key, "must be at least 1");
+        }
+        v
+    };
+    Limits {
+        max_uri_length,
+        max_header_size: max_header_size as usize,
+        max_headers: positive(
+            c,
+            "limits.max_headers",
+            l.max_headers,
+            raw::DEFAULT_MAX_HEADERS,
+        ),
+        max_body_size: c.size(
+            "limits.max_body_size",
+            l.max_body_size.as_deref(),
+            raw::DEFAULT_MAX_BODY_SIZE,
+        ),
+        min_body_rate: l.min_body_rate.unwrap_or(raw::DEFAULT_MIN_BODY_RATE),
+        body_rate_grace: c.duration(
+            "limits.body_rate_grace",
+            l.body_rate_grace.as_deref(),
+            raw::DEFAULT_BODY_RATE_GRACE,
+        ),
+        max_connections: positive(
+            c,
+            "limits.max_connections",
+            l.max_connections,
+            raw::DEFAULT_MAX_CONNECTIONS,
+        ),
+        max_connections_per_ip: positive(
+            c,
+            "limits.max_connections_per_ip",
+            l.max_connections_per_ip,
+            raw::DEFAULT_MAX_CONNECTIONS_PER_IP,
+        ),
+        h2_max_concurrent_streams: positive(
+            c,
+            "limits.h2_max_concurrent_streams",
+            l.h2_max_concurrent_streams.map(|v| v as usize),
+            raw::DEFAULT_H2_MAX_CONCURRENT_STREAMS as usize,
+        ) as u32,
     }
 }
 

@@ -1,0 +1,373 @@
+//! Request paths: one canonical form, and the deny/allow policy matched against it.
+//!
+//! Filters like "deny /metrics" are bypassed when the filter and the backend read a path
+//! differently (`/%6detrics`, `/a/../metrics`, `//metrics`, `/metrics;x`, `/METRICS`). So the
+//! path is canonicalised once, the policy is matched on the canonical form, and exactly that
+//! form is forwarded: the backend never sees a path the policy did not see.
+//!
+//! Canonicalisation (RFC 3986 §6.2.2, strict where backends disagree):
+//! - percent-escapes of unreserved characters are decoded (`%6D` → `m`); other escapes are
+//!   kept, with upper-case hex;
+//! - an encoded `/` or `\` (`%2F`, `%5C`), a raw `\`, NUL and other control characters (raw or
+//!   encoded), a malformed escape, and a dot segment carrying parameters (`..;x`, which Tomcat
+//!   reads as `..`) are refused: backends disagree on what they mean;
+//! - repeated slashes are merged, `.` and `..` segments resolved (never above the root).
+//!
+//! Matching is on whole segments, case-insensitively, each segment fully percent-decoded and
+//! cut at its first `;` (path parameters), so `/Metrics;jsessionid=1/x` is under `/metrics`
+//! but `/metricsfoo` is not.
+
+use std::borrow::Cow;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path does not start with /")]
+    NotOrigin,
+    #[error("encoded slash or backslash in path")]
+    EncodedSeparator,
+    #[error("backslash in path")]
+    Backslash,
+    #[error("control character in path")]
+    Control,
+    #[error("malformed percent-escape in path")]
+    BadEscape,
+    #[error("dot segment with parameters in path")]
+    DotSegmentParameters,
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// The canonical form of an origin-form path (no query). Borrowed when already canonical,
+/// which is the common case and costs no allocation.
+pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = raw.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotOrigin);
+    }
+    // Decode unreserved escapes, normalise the others, refuse the ambiguous.
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut changed = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let (Some(hi), Some(lo)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::BadEscape);
+                };
+                let v = hi << 4 | lo;
+                match v {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    0..=0x1f | 0x7f => return Err(PathError::Control),
+                    v if is_unreserved(v) => {
+                        decoded.push(v);
+                        changed = true;
+                    }
+                    v => {
+                        let upper = format!("%{v:02X}");
+                        changed |= upper.as_bytes() != &bytes[i..i + 3];
+                        decoded.extend_from_slice(upper.as_bytes());
+                    }
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1f | 0x7f => return Err(PathError::Control),
+            _ => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    // Segments: merge empty ones, resolve dot segments.
+    let ends_with_slash = decoded.ends_with(b"/");
+    let mut out: Vec<&[u8]> = Vec::new();
+    let mut trailing = ends_with_slash;
+    for segment in decoded.split(|b| *b == b'/').filter(|s| !s.is_empty()) {
+        let name = segment.split(|b| *b == b';').next().unwrap_or_default();
+        let dot = name == b"." || name == b"..";
+        if dot && name.len() != segment.len() {
+            return Err(PathError::DotSegmentParameters);
+        }
+        trailing = ends_with_slash;
+        match segment {
+            b"." => trailing = true,
+            b".." => {
+                out.pop();
+                trailing = true;
+            }
+            s => out.push(s),
+        }
+    }
+    let mut canonical = Vec::with_capacity(decoded.len());
+    for s in &out {
+        canonical.push(b'/');
+        canonical.extend_from_slice(s);
+    }
+    if canonical.is_empty() || trailing {
+        canonical.push(b'/');
+    }
+    if !changed && canonical == bytes {
+        return Ok(Cow::Borrowed(raw));
+    }
+    // Only ASCII went in, and escapes stay escapes: the result is ASCII.
+    Ok(Cow::Owned(
+        String::from_utf8(canonical).expect("ASCII path"),
+    ))
+}
+
+/// A path prefix, stored as lower-case decoded segment names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prefix {
+    text: String,
+    segments: Vec<String>,
+}
+
+impl Prefix {
+    pub fn parse(text: &str) -> Result<Prefix, PathError> {
+        let canonical = canonicalize(text)?;
+        Ok(Prefix {
+            text: text.to_string(),
+            segments: canonical
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(segment_name)
+                .collect(),
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// `/metrics` covers `/metrics`, `/metrics/` and `/metrics/x`, not `/metricsx`.
+    fn covers(&self, path: &[String]) -> bool {
+        path.len() >= self.segments.len() && self.segments.iter().zip(path).all(|(a, b)| a == b)
+    }
+
+    fn under(&self, base: &Prefix) -> Prefix {
+        Prefix {
+            text: format!("{}{}", base.text.trim_end_matches('/'), self.text),
+            segments: base
+                .segments
+                .iter()
+                .chain(self.segments.iter())
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+/// How a segment is compared: fully decoded, cut at `;`, lower case.
+fn segment_name(segment: &str) -> String {
+    let mut bytes = Vec::with_capacity(segment.len());
+    let raw = segment.as_bytes();
+    let mut i = 0;
+    while i < raw.len() {
+        match (
+            raw[i],
+            raw.get(i + 1).copied().and_then(hex),
+            raw.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                bytes.push(hi << 4 | lo);
+                i += 3;
+            }
+            (b, _, _) => {
+                bytes.push(b);
+                i += 1;
+            }
+        }
+    }
+    let name = bytes.split(|b| *b == b';').next().unwrap_or_default();
+    String::from_utf8_lossy(name).to_lowercase()
+}
+
+/// The paths a listener refuses, matched on canonical paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PathPolicy {
+    deny: Vec<Prefix>,
+    /// When set, only paths under one of these are forwarded.
+    allow: Option<Vec<Prefix>>,
+}
+
+impl PathPolicy {
+    /// `relative` (Keycloak's `http-relative-path`, e.g. `/auth`) repeats every rule under it.
+    pub fn new(
+        deny: Vec<Prefix>,
+        allow: Option<Vec<Prefix>>,
+        relative: Option<Prefix>,
+    ) -> PathPolicy {
+        let expand = |list: Vec<Prefix>| -> Vec<Prefix> {
+            match &relative {
+                None => list,
+                Some(base) => {
+                    let under: Vec<Prefix> = list.iter().map(|p| p.under(base)).collect();
+                    list.into_iter().chain(under).collect()
+                }
+            }
+        };
+        PathPolicy {
+            deny: expand(deny),
+            allow: allow.map(expand),
+        }
+    }
+
+    pub fn deny_list(&self) -> &[Prefix] {
+        &self.deny
+    }
+
+    pub fn allow_list(&self) -> Option<&[Prefix]> {
+        self.allow.as_deref()
+    }
+
+    /// Is this canonical path refused?
+    pub fn denies(&self, canonical: &str) -> bool {
+        let path: Vec<String> = canonical
+            .split('/')
+            .filter(|s| !s.is_empty())
+            .map(segment_name)
+            .collect();
+        if self.deny.iter().any(|p| p.covers(&path)) {
+            return true;
+        }
+        match &self.allow {
+            None => false,
+            Some(allow) => !allow.iter().any(|p| p.covers(&path)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(p: &str) -> Result<String, PathError> {
+        canonicalize(p).map(|c| c.into_owned())
+    }
+
+    #[test]
+    fn canonical_forms() {
+        for (raw, canonical) in [
+            ("/", "/"),
+            ("/realms/master/account", "/realms/master/account"),
+            ("/%6detrics", "/metrics"),
+            ("/%6D%65trics", "/metrics"),
+            ("//metrics", "/metrics"),
+            ("/a//b///c", "/a/b/c"),
+            ("/a/./b", "/a/b"),
+            ("/a/../metrics", "/metrics"),
+            ("/../../metrics", "/metrics"),
+            ("/%2e%2e/metrics", "/metrics"),
+            ("/a/%2E/b", "/a/b"),
+            ("/a/b/..", "/a/"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/b/", "/a/b/"),
+            ("/a%20b", "/a%20b"),
+            ("/a%3bb", "/a%3Bb"),
+            ("/caf%C3%A9", "/caf%C3%A9"),
+            ("/metrics;jsessionid=x", "/metrics;jsessionid=x"),
+            ("/%7Euser", "/~user"),
+        ] {
+            assert_eq!(c(raw).as_deref(), Ok(canonical), "{raw}");
+        }
+        assert!(matches!(
+            canonicalize("/realms/x").unwrap(),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        for (raw, err) in [
+            ("metrics", PathError::NotOrigin),
+            ("*", PathError::NotOrigin),
+            ("/a%2Fmetrics", PathError::EncodedSeparator),
+            ("/a%2fb", PathError::EncodedSeparator),
+            ("/a%5Cb", PathError::EncodedSeparator),
+            ("/a\\b", PathError::Backslash),
+            ("/a%00b", PathError::Control),
+            ("/a%0d%0ab", PathError::Control),
+            ("/a%7F", PathError::Control),
+            ("/a%", PathError::BadEscape),
+            ("/a%2", PathError::BadEscape),
+            ("/a%zz", PathError::BadEscape),
+            ("/..;/metrics", PathError::DotSegmentParameters),
+            ("/a/.;x/b", PathError::DotSegmentParameters),
+        ] {
+            assert_eq!(c(raw), Err(err), "{raw}");
+        }
+    }
+
+    fn policy(deny: &[&str], allow: Option<&[&str]>, relative: Option<&str>) -> PathPolicy {
+        let p = |l: &[&str]| {
+            l.iter()
+                .map(|s| Prefix::parse(s).unwrap())
+                .collect::<Vec<_>>()
+        };
+        PathPolicy::new(
+            p(deny),
+            allow.map(p),
+            relative.map(|r| Prefix::parse(r).unwrap()),
+        )
+    }
+
+    #[test]
+    fn deny_matches_whole_segments_case_insensitively() {
+        let pol = policy(&["/metrics", "/health"], None, Some("/auth"));
+        for denied in [
+            "/metrics",
+            "/metrics/",
+            "/metrics/x",
+            "/METRICS",
+            "/Health/ready",
+            "/metrics;a=b",
+            "/metrics%3Bx",
+            "/auth/metrics",
+            "/AUTH/health/live",
+            "/auth/metrics;x/y",
+        ] {
+            assert!(pol.denies(&c(denied).unwrap()), "{denied}");
+        }
+        for allowed in [
+            "/",
+            "/metricsx",
+            "/realms/metrics",
+            "/auth",
+            "/auth/realms/x",
+            "/healthz",
+            "/x/auth/metrics",
+        ] {
+            assert!(!pol.denies(&c(allowed).unwrap()), "{allowed}");
+        }
+    }
+
+    #[test]
+    fn allow_list_limits_what_passes() {
+        let pol = policy(
+            &["/metrics"],
+            Some(&["/realms/", "/resources", "/.well-known"]),
+            None,
+        );
+        assert!(!pol.denies("/realms/master/protocol/openid-connect/auth"));
+        assert!(!pol.denies("/resources/x.js"));
+        assert!(!pol.denies("/.well-known/openid-configuration"));
+        assert!(pol.denies("/admin/master/console/"));
+        assert!(pol.denies("/"));
+        assert!(pol.denies("/realmsx"));
+    }
+}
