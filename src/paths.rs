@@ -9,8 +9,9 @@
 //! - percent-escapes of unreserved characters are decoded (`%6D` → `m`); other escapes are
 //!   kept, with upper-case hex;
 //! - an encoded `/` or `\` (`%2F`, `%5C`), a raw `\`, NUL and other control characters (raw or
-//!   encoded), a malformed escape, and a dot segment carrying parameters (`..;x`, which Tomcat
-//!   reads as `..`) are refused: backends disagree on what they mean;
+//!   encoded), a malformed escape, and a dot or empty segment carrying parameters (`..;x`,
+//!   which Tomcat reads as `..`; `/;x/metrics`, which it reads as `/metrics`) are refused:
+//!   backends disagree on what they mean;
 //! - repeated slashes are merged, `.` and `..` segments resolved (never above the root).
 //!
 //! Matching is on whole segments, case-insensitively, each segment fully percent-decoded and
@@ -31,8 +32,8 @@ pub enum PathError {
     Control,
     #[error("malformed percent-escape in path")]
     BadEscape,
-    #[error("dot segment with parameters in path")]
-    DotSegmentParameters,
+    #[error("dot or empty segment with parameters in path")]
+    ParameterSegment,
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -98,10 +99,13 @@ pub fn canonicalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let mut out: Vec<&[u8]> = Vec::new();
     let mut trailing = ends_with_slash;
     for segment in decoded.split(|b| *b == b'/').filter(|s| !s.is_empty()) {
-        let name = segment.split(|b| *b == b';').next().unwrap_or_default();
-        let dot = name == b"." || name == b"..";
-        if dot && name.len() != segment.len() {
-            return Err(PathError::DotSegmentParameters);
+        // Read as the matcher reads it (fully decoded, cut at `;`): an empty or dot name made
+        // of anything but a plain `.`/`..` means different paths to different backends.
+        if segment != b"." && segment != b".." {
+            let name = segment_name(std::str::from_utf8(segment).unwrap_or_default());
+            if name.is_empty() || name == "." || name == ".." {
+                return Err(PathError::ParameterSegment);
+            }
         }
         trailing = ends_with_slash;
         match segment {
@@ -242,12 +246,65 @@ impl PathPolicy {
             .filter(|s| !s.is_empty())
             .map(segment_name)
             .collect();
-        if self.deny.iter().any(|p| p.covers(&path)) {
+        self.denies_segments(&path)
+    }
+
+    fn denies_segments(&self, path: &[String]) -> bool {
+        if self.deny.iter().any(|p| p.covers(path)) {
             return true;
         }
         match &self.allow {
             None => false,
-            Some(allow) => !allow.iter().any(|p| p.covers(&path)),
+            Some(allow) => !allow.iter().any(|p| p.covers(path)),
+        }
+    }
+}
+
+/// How the most lenient backend could read a path: every escape decoded, `\` taken as a
+/// separator, parameters dropped, dot segments resolved, case folded. Vert.x/Quarkus (Keycloak)
+/// decode less and compare case-sensitively, so a path that stays clear of the policy under
+/// this reading stays clear under theirs.
+pub fn lenient_segments(path: &str) -> Vec<String> {
+    let bytes = path.as_bytes();
+    let mut decoded = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(hi), Some(lo)) => {
+                decoded.push(hi << 4 | lo);
+                i += 3;
+            }
+            (b, _, _) => {
+                decoded.push(b);
+                i += 1;
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&decoded).to_lowercase();
+    let mut out: Vec<String> = Vec::new();
+    for segment in text.split(['/', '\\']) {
+        match segment.split(';').next().unwrap_or_default() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            name => out.push(name.to_string()),
+        }
+    }
+    out
+}
+
+/// The property the tests and the fuzz target check: whatever the proxy would forward for
+/// `raw`, a lenient backend does not read it as a path the policy refuses.
+pub fn forwarding_is_safe(policy: &PathPolicy, raw: &str) -> bool {
+    match canonicalize(raw) {
+        Err(_) => true,
+        Ok(canonical) => {
+            policy.denies(&canonical) || !policy.denies_segments(&lenient_segments(&canonical))
         }
     }
 }
@@ -306,8 +363,13 @@ mod tests {
             ("/a%", PathError::BadEscape),
             ("/a%2", PathError::BadEscape),
             ("/a%zz", PathError::BadEscape),
-            ("/..;/metrics", PathError::DotSegmentParameters),
-            ("/a/.;x/b", PathError::DotSegmentParameters),
+            ("/..;/metrics", PathError::ParameterSegment),
+            ("/a/.;x/b", PathError::ParameterSegment),
+            ("/;x/metrics", PathError::ParameterSegment),
+            ("/a/;/b", PathError::ParameterSegment),
+            ("/%3b/metrics", PathError::ParameterSegment),
+            ("/..%3Bx/metrics", PathError::ParameterSegment),
+            ("/.%3b/metrics", PathError::ParameterSegment),
         ] {
             assert_eq!(c(raw), Err(err), "{raw}");
         }
@@ -354,6 +416,97 @@ mod tests {
         ] {
             assert!(!pol.denies(&c(allowed).unwrap()), "{allowed}");
         }
+    }
+
+    /// Every sequence of up to four tricky tokens, then a seeded random walk over longer ones:
+    /// no forwarded path reads as a denied one, however leniently. The counts prove the search
+    /// exercised forwarded paths, not just refused ones.
+    #[test]
+    fn no_forwarded_path_reads_as_a_denied_one() {
+        const TOKENS: [&str; 24] = [
+            "/",
+            "//",
+            ".",
+            "..",
+            "%2e",
+            "%2E",
+            "%2e%2e",
+            ".%2e",
+            "metrics",
+            "METRICS",
+            "%6detrics",
+            "metric",
+            "s",
+            "health",
+            ";x",
+            "%3b",
+            "%3B",
+            "a",
+            "%2f",
+            "%5c",
+            "%00",
+            "%25",
+            "auth",
+            "%61uth",
+        ];
+        let deny_only = policy(&["/metrics", "/health"], None, Some("/auth"));
+        let with_allow = policy(
+            &["/metrics", "/health"],
+            Some(&["/realms", "/resources"]),
+            Some("/auth"),
+        );
+        let (mut forwarded, mut refused) = (0u64, 0u64);
+        let mut check = |raw: &str| {
+            for p in [&deny_only, &with_allow] {
+                assert!(
+                    forwarding_is_safe(p, raw),
+                    "forwards {raw:?} as {:?}",
+                    canonicalize(raw)
+                );
+            }
+            match canonicalize(raw) {
+                Ok(c) if !deny_only.denies(&c) => forwarded += 1,
+                _ => refused += 1,
+            }
+        };
+        // Exhaustive: all sequences of 0..=4 tokens after the leading slash.
+        for len in 0..=4u32 {
+            for n in 0..TOKENS.len().pow(len) {
+                let mut raw = String::from("/");
+                let mut rest = n;
+                for _ in 0..len {
+                    raw.push_str(TOKENS[rest % TOKENS.len()]);
+                    rest /= TOKENS.len();
+                }
+                check(&raw);
+            }
+        }
+        // Longer paths: a fixed-seed xorshift walk, the same every run.
+        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
+        for _ in 0..100_000 {
+            let mut raw = String::from("/");
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            for _ in 0..(5 + seed % 6) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                raw.push_str(TOKENS[(seed % TOKENS.len() as u64) as usize]);
+            }
+            check(&raw);
+        }
+        assert!(
+            forwarded > 100_000 && refused > 100_000,
+            "forwarded {forwarded}, refused {refused}"
+        );
+    }
+
+    #[test]
+    fn lenient_reading_is_at_least_as_lenient_as_ours() {
+        assert_eq!(lenient_segments("/A/%2e%2E/Metrics;x"), vec!["metrics"]);
+        assert_eq!(lenient_segments("/a%2fmetrics"), vec!["a", "metrics"]);
+        assert_eq!(lenient_segments("/a\\..\\health"), vec!["health"]);
     }
 
     #[test]

@@ -37,6 +37,7 @@ pub struct DemoNode {
     pub name: String,
     pub addr: SocketAddr,
     stop: CancellationToken,
+    state: Arc<NodeState>,
 }
 
 impl DemoNode {
@@ -54,13 +55,20 @@ impl DemoNode {
                 name,
             )),
             connections: AtomicU64::new(0),
+            seen: Mutex::new(Vec::new()),
         });
-        tokio::spawn(serve(listener, state, stop.clone()));
+        tokio::spawn(serve(listener, state.clone(), stop.clone()));
         Ok(DemoNode {
             name: name.to_string(),
             addr,
             stop,
+            state,
         })
+    }
+
+    /// Every request target (path and query) this node has received.
+    pub fn seen(&self) -> Vec<String> {
+        self.state.seen.lock().expect("seen lock").clone()
     }
 
     /// Stops accepting and closes open connections, like a pod being killed.
@@ -75,6 +83,8 @@ struct NodeState {
     sessions: Mutex<HashMap<String, u64>>,
     next_id: AtomicU64,
     connections: AtomicU64,
+    /// Every request target received, in order (what a filter in front must keep out).
+    seen: Mutex<Vec<String>>,
 }
 
 async fn serve(listener: TcpListener, state: Arc<NodeState>, stop: CancellationToken) {
@@ -126,6 +136,12 @@ fn query_u64(req: &Request<Incoming>, key: &str) -> u64 {
 }
 
 async fn handle(state: &NodeState, mut req: Request<Incoming>) -> Response<NodeBody> {
+    let target = req
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_string();
+    state.seen.lock().expect("seen lock").push(target);
     let mut resp = if req.headers().contains_key(header::UPGRADE) {
         upgrade(&mut req)
     } else {

@@ -1,0 +1,398 @@
+//! The edge under attack: raw HTTP/1.1 requests (and HTTP/2 ones) that try to reach denied
+//! paths through disguises, smuggle requests, spoof headers or exhaust limits. Each has its
+//! exact expected answer; the backend records every target it receives, and the suite ends by
+//! checking that none of them is a denied path however a backend might normalise it.
+
+mod common;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const LIMITS: &str = r#"
+[limits]
+max_uri_length = 4096
+max_header_size = "16KiB"
+max_headers = 50
+max_body_size = "64KiB"
+min_body_rate = 1000
+body_rate_grace = "300ms"
+"#;
+
+/// The listener config under test: Keycloak behind `/auth` (its legacy relative path).
+async fn proxy(node: &sessiongate::demo::DemoNode) -> Harness {
+    Harness::start_site(&format!("{{ static = [\"{}\"] }}", node.addr), LIMITS).await
+}
+
+fn status_of(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// One raw request: its bytes and the status it must get.
+struct Case {
+    what: &'static str,
+    request: String,
+    status: u16,
+    /// Something else the response must contain.
+    also: Option<&'static str>,
+}
+
+fn get(what: &'static str, target: &str, status: u16) -> Case {
+    Case {
+        what,
+        request: format!("GET {target} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n"),
+        status,
+        also: None,
+    }
+}
+
+fn raw_case(what: &'static str, request: &str, status: u16) -> Case {
+    Case {
+        what,
+        request: request.to_string(),
+        status,
+        also: None,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let mut cases = vec![
+        // Path disguises of the denied paths: 404, never forwarded.
+        get("plain", "/metrics", 404),
+        get("upper case", "/METRICS", 404),
+        get("mixed case, slash", "/Metrics/", 404),
+        get("below", "/metrics/vendor", 404),
+        get("escaped letter", "/%6detrics", 404),
+        get("all escaped", "/%6D%65%74%72%69%63%73", 404),
+        get("double slash", "//metrics", 404),
+        get("triple slash", "///metrics", 404),
+        get("dot segment", "/./metrics", 404),
+        get("parent segment", "/realms/../metrics", 404),
+        get("escaped parent", "/%2e%2e/metrics", 404),
+        get("escaped parent below", "/realms/%2E%2E/metrics", 404),
+        get("path parameter", "/metrics;jsessionid=1", 404),
+        get("escaped semicolon", "/metrics%3Bx", 404),
+        get("query", "/metrics?format=prometheus", 404),
+        get("health", "/health", 404),
+        get("health ready", "/health/ready", 404),
+        get("health upper", "/HEALTH/live", 404),
+        get("health parent", "/realms/x/../../health/started", 404),
+        get("under the relative path", "/auth/metrics", 404),
+        get("under the relative path, disguised", "/auth/%2e/Health", 404),
+        // What backends read differently: 400.
+        get("encoded slash", "/realms%2Fmetrics", 400),
+        get("encoded slash lower", "/%2fmetrics", 400),
+        get("encoded backslash", "/%5cmetrics", 400),
+        get("dot segment with parameter", "/..;/metrics", 400),
+        get("dot segment with parameter below", "/realms/..;x/metrics", 400),
+        get("parameters-only segment", "/;jsessionid=1/metrics", 400),
+        get("encoded parameter dot segment", "/..%3Bx/metrics", 400),
+        get("encoded NUL", "/metrics%00", 400),
+        get("encoded CR LF", "/x%0d%0aSet-Cookie:%20a=b", 400),
+        get("bad escape", "/%zz", 400),
+        get("truncated escape", "/metrics%2", 400),
+        raw_case("raw backslash", "GET /a\\metrics HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n", 400),
+        // Request forms and Host.
+        raw_case(
+            "absolute form naming another host",
+            "GET http://evil.test/realms/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "absolute form, denied path",
+            "GET http://app.test/metrics HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+            404,
+        ),
+        raw_case(
+            "two Host headers",
+            "GET /realms/x HTTP/1.1\r\nHost: app.test\r\nHost: evil.test\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        raw_case("no Host", "GET /realms/x HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
+        raw_case(
+            "CONNECT",
+            "CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\nConnection: close\r\n\r\n",
+            405,
+        ),
+        // Smuggling shapes: hyper refuses ambiguous framing, and the proxy re-frames what it
+        // forwards, so nothing the client framed oddly reaches the backend as a second request.
+        // hyper lets Transfer-Encoding win (RFC 9112 §6.1), drops Content-Length, answers and
+        // closes the connection (§6.3): the "smuggled" request after the body is never read,
+        // and the body the backend gets is re-framed by the proxy.
+        Case {
+            what: "Content-Length and Transfer-Encoding",
+            request: "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /metrics HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n".into(),
+            status: 200,
+            also: Some("connection: close\r\n"),
+        },
+        raw_case(
+            "two different Content-Lengths",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nContent-Length: 40\r\nConnection: close\r\n\r\nabcd",
+            400,
+        ),
+        raw_case(
+            "Transfer-Encoding not ending in chunked",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked, identity\r\nConnection: close\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "obfuscated Transfer-Encoding",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: xchunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "space before the colon",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding : chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "negative Content-Length",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: -1\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "bad chunk size",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "overflowing chunk size",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n",
+            400,
+        ),
+        // Limits.
+        get("URI too long", &format!("/realms/{}", "a".repeat(5000)), 414),
+        raw_case(
+            "header too large",
+            &format!("GET /realms/x HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\nConnection: close\r\n\r\n", "b".repeat(20_000)),
+            431,
+        ),
+        raw_case(
+            "too many headers",
+            &format!(
+                "GET /realms/x HTTP/1.1\r\nHost: app.test\r\n{}Connection: close\r\n\r\n",
+                (0..60).map(|i| format!("X-H{i}: v\r\n")).collect::<String>()
+            ),
+            431,
+        ),
+        raw_case(
+            "declared body too large",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1000000\r\nConnection: close\r\n\r\n",
+            413,
+        ),
+        raw_case(
+            "streamed body too large",
+            &format!(
+                "POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{}0\r\n\r\n",
+                format!("8000\r\n{}\r\n", "c".repeat(0x8000)).repeat(4)
+            ),
+            413,
+        ),
+        // Allowed requests still pass, with hostile headers removed.
+        raw_case(
+            "path override headers",
+            "GET /echo HTTP/1.1\r\nHost: app.test\r\nX-Original-URL: /metrics\r\nX-Rewrite-URL: /metrics\r\nX_Forwarded_For: 6.6.6.6\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+        get("an allowed path", "/realms/master/.well-known/openid-configuration", 200),
+        get("escaped allowed path is forwarded canonical", "/realms/%6Daster//account/./", 200),
+        get("a path that only starts like metrics", "/metricsfoo", 200),
+    ];
+    for c in &mut cases {
+        c.request = c.request.replace("{}", "");
+    }
+    cases
+}
+
+/// What the most lenient backend would route on (see `paths::lenient_segments`).
+fn as_backend_reads(target: &str) -> Vec<String> {
+    sessiongate::paths::lenient_segments(target.split('?').next().unwrap_or_default())
+}
+
+fn is_denied(segments: &[String]) -> bool {
+    let s: Vec<&str> = segments.iter().map(String::as_str).collect();
+    matches!(
+        s.as_slice(),
+        ["metrics", ..] | ["health", ..] | ["auth", "metrics", ..] | ["auth", "health", ..]
+    )
+}
+
+#[tokio::test]
+async fn raw_http1_attacks_get_their_answers_and_no_denied_path_arrives() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let proxy = proxy_with_relative_path(&node).await;
+    let mut failures = Vec::new();
+    let cases = cases();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    for case in &cases {
+        let response = raw(proxy.plain_addr(), case.request.as_bytes()).await;
+        let got = status_of(&response);
+        if case.also.is_some_and(|also| !response.contains(also)) {
+            failures.push(format!(
+                "{}: no `{}` in {response}",
+                case.what,
+                case.also.unwrap_or("")
+            ));
+        }
+        if got != case.status {
+            failures.push(format!(
+                "{}: expected {}, got {got}: {}",
+                case.what,
+                case.status,
+                response.lines().next().unwrap_or("(nothing)")
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+
+    let seen = node.seen();
+    assert!(!seen.is_empty());
+    for target in &seen {
+        assert!(
+            !is_denied(&as_backend_reads(target)),
+            "a denied path reached the backend: {target}"
+        );
+    }
+    // The canonical form is what was forwarded.
+    assert!(
+        seen.contains(&"/realms/master/account/".to_string()),
+        "{seen:?}"
+    );
+    // The proxy is still serving everyone.
+    assert_eq!(get_plain(proxy.plain_addr(), "/realms/x").await.0, 200);
+}
+
+async fn proxy_with_relative_path(node: &sessiongate::demo::DemoNode) -> Harness {
+    // Same as `proxy`, with the plain listener declaring Keycloak's relative path.
+    let dir = temp_dir("adversarial");
+    let pki = Pki::new(&dir);
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{TLS_LISTENER}\
+         [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nrelative_path = \"/auth\"\n\
+         [[site]]\nname = \"main\"\nbackends = {{ static = [\"{}\"] }}\n{LIMITS}",
+        node.addr
+    );
+    std::fs::write(dir.join("sessiongate.toml"), &text).unwrap();
+    let config = sessiongate::Config::load(&dir.join("sessiongate.toml")).unwrap();
+    let server = sessiongate::Server::start(config).await.unwrap();
+    Harness { server, pki, dir }
+}
+
+#[tokio::test]
+async fn http2_gets_the_same_rules() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let proxy = proxy(&node).await;
+    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    for (path, status) in [
+        ("/metrics", 404),
+        ("/%6Detrics", 404),
+        ("//health/ready", 404),
+        ("/realms/../metrics", 404),
+        ("/metrics;x", 404),
+        ("/realms%2Fx", 400),
+        ("/%00", 400),
+        ("/realms/x", 200),
+    ] {
+        let req = http::Request::get(format!("https://default.test{path}"))
+            .body(empty())
+            .unwrap();
+        let (got, _, _) = read(send.send_request(req).await.unwrap()).await;
+        assert_eq!(got, status, "{path}");
+    }
+    // :authority and Host disagreeing.
+    let req = http::Request::get("https://default.test/realms/x")
+        .header("host", "evil.test")
+        .body(empty())
+        .unwrap();
+    assert_eq!(read(send.send_request(req).await.unwrap()).await.0, 400);
+    for target in node.seen() {
+        assert!(!is_denied(&as_backend_reads(&target)), "{target}");
+    }
+    let _ = proxy;
+}
+
+#[tokio::test]
+async fn a_slow_body_gets_408_and_others_are_still_served() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let proxy = proxy(&node).await;
+    let mut slow = tokio::net::TcpStream::connect(proxy.plain_addr())
+        .await
+        .unwrap();
+    slow.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 50000\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    // Meanwhile, everyone else is served.
+    assert_eq!(get_plain(proxy.plain_addr(), "/realms/x").await.0, 200);
+    let got = wait_closed(&mut slow).await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+}
+
+#[tokio::test]
+async fn per_address_connection_limit_refuses_the_excess_only() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let proxy = Harness::start(&[node.addr], "[limits]\nmax_connections_per_ip = 2\n").await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(
+            tokio::net::TcpStream::connect(proxy.plain_addr())
+                .await
+                .unwrap(),
+        );
+    }
+    // The third connection from the same address is closed at once, unanswered.
+    let mut third = tokio::net::TcpStream::connect(proxy.plain_addr())
+        .await
+        .unwrap();
+    let _ = third
+        .write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    let mut buf = Vec::new();
+    let n = tokio::time::timeout(PATIENCE, third.read_to_end(&mut buf))
+        .await
+        .expect("closed");
+    assert!(
+        n.is_err() || buf.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
+    // Once one closes, a new connection is served.
+    drop(held.pop());
+    eventually("a slot frees up", || async {
+        let mut s = tokio::net::TcpStream::connect(proxy.plain_addr())
+            .await
+            .unwrap();
+        let _ = s
+            .write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+            .await;
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out).await;
+        out.starts_with(b"HTTP/1.1 200")
+    })
+    .await;
+    let metrics = proxy.metrics().await;
+    assert!(metric(
+        &metrics,
+        "sessiongate_connection_errors_total{kind=\"per_ip_limit\",listener=\"plain\"}"
+    )
+    .is_some_and(|n| n >= 1.0));
+}
