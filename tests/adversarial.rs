@@ -274,19 +274,14 @@ async fn raw_http1_attacks_get_their_answers_and_no_denied_path_arrives() {
 }
 
 async fn proxy_with_relative_path(node: &sessiongate::demo::DemoNode) -> Harness {
-    // Same as `proxy`, with the plain listener declaring Keycloak's relative path.
-    let dir = temp_dir("adversarial");
-    let pki = Pki::new(&dir);
-    let text = format!(
-        "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{TLS_LISTENER}\
-         [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nrelative_path = \"/auth\"\n\
-         [[site]]\nname = \"main\"\nbackends = {{ static = [\"{}\"] }}\n{LIMITS}",
-        node.addr
-    );
-    std::fs::write(dir.join("sessiongate.toml"), &text).unwrap();
-    let config = sessiongate::Config::load(&dir.join("sessiongate.toml")).unwrap();
-    let server = sessiongate::Server::start(config).await.unwrap();
-    Harness { server, pki, dir }
+    let plain =
+        "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\nrelative_path = \"/auth\"\n";
+    Harness::start_with(
+        plain,
+        &format!("{{ static = [\"{}\"] }}", node.addr),
+        LIMITS,
+    )
+    .await
 }
 
 #[tokio::test]
@@ -395,4 +390,134 @@ async fn per_address_connection_limit_refuses_the_excess_only() {
         "sessiongate_connection_errors_total{kind=\"per_ip_limit\",listener=\"plain\"}"
     )
     .is_some_and(|n| n >= 1.0));
+}
+
+#[tokio::test]
+async fn trusted_proxies_extend_the_chain_and_hsts_is_sent() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let listeners = r#"
+[[listener]]
+name = "trusting"
+listen = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.0/8"]
+[[listener]]
+name = "tls"
+listen = "127.0.0.1:0"
+hsts = "max-age=31536000; includeSubDomains"
+tls = { cert = "default.crt", key = "default.key" }
+"#;
+    let proxy = Harness::start_with(
+        listeners,
+        &format!("{{ static = [\"{}\"] }}", node.addr),
+        "",
+    )
+    .await;
+    let trusting = proxy.server.listener_addr("trusting").unwrap();
+    let response = raw(
+        trusting,
+        b"GET /echo HTTP/1.1\r\nHost: auth.example.test\r\nX-Forwarded-For: 203.0.113.7\r\n\
+          X-Forwarded-Proto: https\r\nForwarded: for=203.0.113.7;proto=https\r\n\
+          X-Original-URL: /metrics\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        echoed_header(&response, "x-forwarded-for"),
+        vec!["203.0.113.7, 127.0.0.1"]
+    );
+    assert_eq!(
+        echoed_header(&response, "x-forwarded-proto"),
+        vec!["https"],
+        "the first hop's scheme"
+    );
+    assert_eq!(
+        echoed_header(&response, "forwarded"),
+        vec!["for=203.0.113.7;proto=https, for=127.0.0.1;proto=http;host=auth.example.test"]
+    );
+    assert!(
+        echoed_header(&response, "x-original-url").is_empty(),
+        "{response}"
+    );
+    assert!(
+        !response
+            .to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "HSTS only over TLS"
+    );
+
+    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    let req = http::Request::get("https://default.test/realms/x")
+        .body(empty())
+        .unwrap();
+    let (status, headers, _) = read(send.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        headers["strict-transport-security"],
+        "max-age=31536000; includeSubDomains"
+    );
+    // Also on the proxy's own answers.
+    let req = http::Request::get("https://default.test/metrics")
+        .body(empty())
+        .unwrap();
+    let (status, headers, _) = read(send.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 404);
+    assert!(headers.contains_key("strict-transport-security"));
+}
+
+#[tokio::test]
+async fn the_connection_cap_applies_back_pressure_not_errors() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let proxy = Harness::start(&[node.addr], "[limits]\nmax_connections = 2\n").await;
+    let plain = proxy.plain_addr();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(plain).await.unwrap();
+        s.write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(s);
+    }
+    // The third connection waits in the backlog: connected, but not served...
+    let waiting = tokio::spawn(async move { get_plain(plain, "/realms/x").await.0 });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a third connection was served beyond the cap"
+    );
+    // ...until a slot frees up; then it gets its answer, not an error.
+    drop(held.pop());
+    assert_eq!(
+        tokio::time::timeout(PATIENCE, waiting)
+            .await
+            .unwrap()
+            .unwrap(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn http2_header_list_limit_answers_431_to_that_stream_only() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let proxy = proxy(&node).await;
+    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    let req = http::Request::get("https://default.test/realms/x")
+        .header("x-big", "b".repeat(20_000))
+        .body(empty())
+        .unwrap();
+    // The HTTP/2 layer answers this stream 431 itself; the request never reaches the proxy.
+    assert_eq!(send.send_request(req).await.unwrap().status(), 431);
+    // The connection, and everyone else, carry on.
+    let req = http::Request::get("https://default.test/realms/x")
+        .body(empty())
+        .unwrap();
+    assert_eq!(read(send.send_request(req).await.unwrap()).await.0, 200);
+    assert!(node.seen().iter().all(|t| t == "/realms/x"));
 }

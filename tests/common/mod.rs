@@ -131,10 +131,15 @@ impl Harness {
 
     /// A proxy whose one site has `backends = <backends>`; `extra` follows the site.
     pub async fn start_site(backends: &str, extra: &str) -> Harness {
+        Harness::start_with(&format!("{TLS_LISTENER}{PLAIN_LISTENER}"), backends, extra).await
+    }
+
+    /// A proxy with the given `[[listener]]` blocks (which may use the test PKI's files).
+    pub async fn start_with(listeners: &str, backends: &str, extra: &str) -> Harness {
         let dir = temp_dir("proxy");
         let pki = Pki::new(&dir);
         let text = format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{TLS_LISTENER}{PLAIN_LISTENER}\n\
+            "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{listeners}\n\
              [[site]]\nname = \"main\"\nbackends = {backends}\n{extra}"
         );
         std::fs::write(dir.join("sessiongate.toml"), &text).unwrap();
