@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use http::{Method, StatusCode, Version};
 
+use crate::backends::InFlight;
 use crate::connection::ConnContext;
 use crate::metrics::NO_BACKEND;
 
@@ -19,7 +20,8 @@ pub struct RequestRecord {
     /// Path only: query strings carry OAuth codes and tokens that must not reach logs.
     path: String,
     pub status: StatusCode,
-    pub backend: Option<String>,
+    /// The backend chosen, counted as in flight until this record finishes.
+    pub backend: Option<InFlight>,
     log: bool,
 }
 
@@ -51,7 +53,10 @@ impl RequestRecord {
     pub fn finish(self, bytes_sent: u64, complete: bool) {
         let elapsed = self.start.elapsed();
         let listener = &self.conn.listener;
-        let backend = self.backend.as_deref().unwrap_or(NO_BACKEND);
+        let backend = self
+            .backend
+            .as_ref()
+            .map_or(NO_BACKEND, |b| b.backend().id.as_str());
         listener
             .metrics
             .request_done(self.status, backend, elapsed.as_secs_f64());

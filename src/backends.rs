@@ -4,14 +4,15 @@
 //! each other's updates); requests load it without locks and never wait for the producers.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::balance::RoundRobin;
-use crate::config::{BackendSource, Config, SiteConfig};
+use crate::balance::{self, RoundRobin};
+use crate::config::{Algorithm, BackendSource, Balance, Config, SiteConfig};
 use crate::upstream::UpstreamClient;
 
 /// One backend node.
@@ -26,6 +27,34 @@ pub struct Backend {
     pub priority: u16,
     /// SRV weight within its priority; 1 for other sources.
     pub weight: u16,
+    /// Requests sent to it whose response body has not ended yet.
+    in_flight: AtomicUsize,
+}
+
+impl Backend {
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one request against a backend until dropped (when the response body has ended).
+pub struct InFlight(Arc<Backend>);
+
+impl InFlight {
+    pub fn new(backend: Arc<Backend>) -> InFlight {
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(backend)
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// A member of a site as its source reports it; becomes a [`Backend`].
@@ -73,13 +102,25 @@ impl Change {
 }
 
 impl Site {
-    pub fn pick(&self) -> Option<&Arc<Backend>> {
+    /// A backend for a new request; `key` is the request's hash key, when the algorithm has one.
+    pub fn pick(&self, balance: &Balance, key: Option<&[u8]>) -> Option<&Arc<Backend>> {
         let set = if self.backends.is_empty() {
             &self.backups
         } else {
             &self.backends
         };
-        self.rotation.pick_weighted(set, |b| b.weight)
+        match (&balance.algorithm, key) {
+            (Algorithm::LeastRequests, _) => {
+                balance::p2c(set, balance::random_u64(), |b| b.in_flight())
+            }
+            (Algorithm::Random, _) => balance::random(set, balance::random_u64()),
+            (Algorithm::Hash(_), Some(key)) => {
+                balance::rendezvous(set, key, balance.seed, |b| &b.id)
+            }
+            (Algorithm::RoundRobin, _) | (Algorithm::Hash(_), None) => {
+                self.rotation.pick_weighted(set, |b| b.weight)
+            }
+        }
     }
 
     /// Anything to send new requests to?
@@ -160,6 +201,7 @@ fn backend(m: &Member) -> Option<Arc<Backend>> {
         authority,
         priority: m.priority,
         weight: m.weight,
+        in_flight: AtomicUsize::new(0),
     }))
 }
 
@@ -273,6 +315,13 @@ mod tests {
         }
     }
 
+    fn rr() -> Balance {
+        Balance {
+            algorithm: Algorithm::RoundRobin,
+            seed: 0,
+        }
+    }
+
     fn m(id: &str, priority: u16) -> Member {
         Member {
             id: id.into(),
@@ -325,11 +374,11 @@ mod tests {
         assert_eq!(s.backends.len(), 2);
         assert_eq!(s.backups.len(), 1);
         for _ in 0..10 {
-            assert_ne!(s.pick().unwrap().id, "c");
+            assert_ne!(s.pick(&rr(), None).unwrap().id, "c");
         }
         let (s, _) = s.successor(&[m("c", 20)], Instant::now(), Duration::ZERO);
         assert_eq!(
-            s.pick().unwrap().id,
+            s.pick(&rr(), None).unwrap().id,
             "c",
             "the backup serves when nothing better is left"
         );

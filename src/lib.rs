@@ -13,6 +13,7 @@ pub mod balance;
 pub mod body;
 pub mod config;
 pub mod connection;
+pub mod cookies;
 pub mod demo;
 pub mod discovery;
 pub mod error;
@@ -124,6 +125,7 @@ impl Server {
 
         let proxy = Arc::new(proxy::Proxy::new(
             snapshot.clone(),
+            config.balance.clone(),
             public_tasks.clone(),
             config.log.access_log,
         ));

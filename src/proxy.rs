@@ -14,25 +14,33 @@ use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
 use crate::access::RequestRecord;
-use crate::backends::{Backend, SharedSnapshot};
+use crate::backends::{Backend, InFlight, SharedSnapshot};
 use crate::body::{BodyLimits, ProxyBody, RequestBody};
-use crate::config::HttpsRedirect;
+use crate::config::{Algorithm, Balance, HashKey, HttpsRedirect};
 use crate::connection::{ConnContext, ListenerContext};
+use crate::cookies;
 use crate::error::{local_response, ProxyError};
 use crate::headers::{self, ForwardedFor};
 use crate::paths;
 
 pub struct Proxy {
     snapshot: SharedSnapshot,
+    balance: Balance,
     /// Upgraded (WebSocket) tunnels outlive their request; tracked so shutdown waits for them.
     tunnels: TaskTracker,
     access_log: bool,
 }
 
 impl Proxy {
-    pub fn new(snapshot: SharedSnapshot, tunnels: TaskTracker, access_log: bool) -> Proxy {
+    pub fn new(
+        snapshot: SharedSnapshot,
+        balance: Balance,
+        tunnels: TaskTracker,
+        access_log: bool,
+    ) -> Proxy {
         Proxy {
             snapshot,
+            balance,
             tunnels,
             access_log,
         }
@@ -90,10 +98,15 @@ impl Proxy {
 
         let snapshot = self.snapshot.load();
         let site = snapshot.active_site().ok_or(ProxyError::NoSite)?;
+        let key = hash_key(&self.balance.algorithm, &req, conn);
         let backend = site
-            .pick()
+            .pick(&self.balance, key.as_deref())
             .ok_or_else(|| ProxyError::NoBackend(site.name.clone()))?;
-        record.backend = Some(backend.id.clone());
+        let backend = record
+            .backend
+            .insert(InFlight::new(backend.clone()))
+            .backend()
+            .clone();
 
         // Only HTTP/1.1 has Upgrade; HTTP/2 clients never reach this.
         let client_upgrade = (req.version() == Version::HTTP_11
@@ -114,7 +127,7 @@ impl Proxy {
         );
         // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs it as Host.
         parts.headers.insert(header::HOST, host_value);
-        parts.uri = backend_uri(site.client.scheme(), backend, target);
+        parts.uri = backend_uri(site.client.scheme(), &backend, target);
         parts.version = Version::HTTP_11;
 
         let mut resp = site
@@ -186,6 +199,18 @@ fn checked_target(uri: &Uri, listener: &ListenerContext) -> Result<PathAndQuery,
     };
     // A canonical path is made of the characters of a valid one.
     rebuilt.map_err(|_| ProxyError::BadPath(paths::PathError::BadEscape))
+}
+
+/// The bytes a `hash` algorithm keys on, if the request has them.
+fn hash_key<B>(algorithm: &Algorithm, req: &Request<B>, conn: &ConnContext) -> Option<Vec<u8>> {
+    let Algorithm::Hash(key) = algorithm else {
+        return None;
+    };
+    match key {
+        HashKey::SourceIp => Some(conn.peer.ip().to_string().into_bytes()),
+        HashKey::Header(name) => req.headers().get(name).map(|v| v.as_bytes().to_vec()),
+        HashKey::Cookie(name) => cookies::find(req.headers(), name).map(|v| v.as_bytes().to_vec()),
+    }
 }
 
 fn content_length(headers: &http::HeaderMap) -> Option<u64> {

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::raw::*;
-use super::{BackendSource, Config, IpFamily, LogFormat};
+use super::{Algorithm, BackendSource, Config, HashKey, IpFamily, LogFormat};
 
 fn dur(d: Duration) -> Option<String> {
     Some(humantime::format_duration(d).to_string())
@@ -36,6 +36,24 @@ pub(super) fn render(c: &Config) -> String {
             pool_idle_timeout: dur(c.upstream.idle_timeout),
             pool_max_idle_per_backend: Some(c.upstream.max_idle_per_backend),
             drain_timeout: dur(c.upstream.drain_timeout),
+        },
+        balance: RawBalance {
+            algorithm: Some(
+                match c.balance.algorithm {
+                    Algorithm::RoundRobin => "round_robin",
+                    Algorithm::LeastRequests => "least_requests",
+                    Algorithm::Random => "random",
+                    Algorithm::Hash(_) => "hash",
+                }
+                .into(),
+            ),
+            hash_key: match &c.balance.algorithm {
+                Algorithm::Hash(HashKey::SourceIp) => Some("source_ip".into()),
+                Algorithm::Hash(HashKey::Header(h)) => Some(format!("header:{h}")),
+                Algorithm::Hash(HashKey::Cookie(name)) => Some(format!("cookie:{name}")),
+                _ => None,
+            },
+            hash_seed: Some(c.balance.seed),
         },
         limits: RawLimits {
             max_uri_length: Some(c.limits.max_uri_length),

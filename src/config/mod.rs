@@ -26,6 +26,7 @@ pub struct Config {
     pub upstream: UpstreamPool,
     pub dns: DnsConfig,
     pub limits: Limits,
+    pub balance: Balance,
     pub listeners: Vec<ListenerConfig>,
     pub sites: Vec<SiteConfig>,
 }
@@ -99,6 +100,30 @@ pub struct ListenerConfig {
     pub deny_status: http::StatusCode,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub hsts: Option<http::HeaderValue>,
+}
+
+/// How a backend is chosen for a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    /// Power of two choices on requests in flight.
+    LeastRequests,
+    Random,
+    /// Rendezvous hashing on a key; requests without the key fall back to round robin.
+    Hash(HashKey),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    SourceIp,
+    Header(http::HeaderName),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Balance {
+    pub algorithm: Algorithm,
+    pub seed: u64,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -70,6 +70,8 @@ pub struct RawConfig {
     pub dns: RawDns,
     #[serde(default)]
     pub limits: RawLimits,
+    #[serde(default)]
+    pub balance: RawBalance,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "site")]
@@ -143,6 +145,16 @@ pub struct RawListener {
     pub trusted_proxies: Option<Vec<String>>,
     /// Strict-Transport-Security value added to responses on a TLS listener.
     pub hsts: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawBalance {
+    /// `round_robin`, `least_requests`, `random` or `hash`.
+    pub algorithm: Option<String>,
+    /// With `hash`: `source_ip`, `header:<name>` or `cookie:<name>`.
+    pub hash_key: Option<String>,
+    /// Replicas that must agree on where a key goes share this (and the backend set).
+    pub hash_seed: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

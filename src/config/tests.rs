@@ -234,3 +234,33 @@ fn dns_settings_are_checked() {
     assert_eq!(ns[0].to_string(), "10.96.0.10:53");
     assert_eq!(ns[1].to_string(), "127.0.0.1:8600");
 }
+
+#[test]
+fn balance_settings_are_checked() {
+    let ok =
+        |extra: &str| check(&format!("{MINIMAL}[balance]\n{extra}")).map(|c| c.balance.algorithm);
+    assert_eq!(
+        ok("algorithm = \"least_requests\"").unwrap(),
+        Algorithm::LeastRequests
+    );
+    assert_eq!(
+        ok("algorithm = \"hash\"\nhash_key = \"header:X-Tenant\"").unwrap(),
+        Algorithm::Hash(HashKey::Header(http::HeaderName::from_static("x-tenant")))
+    );
+    assert_eq!(
+        ok("algorithm = \"hash\"\nhash_key = \"cookie:KC_RESTART\"").unwrap(),
+        Algorithm::Hash(HashKey::Cookie("KC_RESTART".into()))
+    );
+    for (bad, key) in [
+        ("algorithm = \"fastest\"", "balance.algorithm"),
+        ("algorithm = \"hash\"", "balance.hash_key"),
+        (
+            "algorithm = \"hash\"\nhash_key = \"uri\"",
+            "balance.hash_key",
+        ),
+        ("hash_key = \"source_ip\"", "balance.hash_key"),
+    ] {
+        let err = ok(bad).unwrap_err();
+        assert!(keys(&err).contains(&key), "{bad}: {err}");
+    }
+}

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use super::raw::{self, RawConfig};
 use super::{
-    resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, HttpsRedirect,
-    IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, SiteConfig, Timeouts, UpstreamPool,
+    resolve_path, AdminConfig, Algorithm, BackendSource, Balance, Config, ConfigIssue, DnsConfig,
+    HashKey, HttpsRedirect, IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, SiteConfig,
+    Timeouts, UpstreamPool,
 };
 use crate::paths::{PathPolicy, Prefix};
 use crate::tls::{self, CertificateSet, UpstreamTls};
@@ -207,6 +208,7 @@ pub(super) fn validate(
     };
     let dns = dns(&mut c, &raw.dns);
     let limits = limits(&mut c, &raw.limits);
+    let balance = balance(&mut c, &raw.balance);
 
     if raw.listeners.is_empty() {
         c.issue("listener", "at least one [[listener]] is required");
@@ -262,6 +264,7 @@ pub(super) fn validate(
             upstream,
             dns,
             limits,
+            balance,
             listeners,
             sites,
         })
@@ -400,6 +403,55 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         deny_status,
         trusted_proxies,
         hsts,
+    }
+}
+
+fn balance(c: &mut Checker<'_>, b: &raw::RawBalance) -> Balance {
+    let key = b.hash_key.as_deref().map(|k| match k.split_once(':') {
+        None if k == "source_ip" => Some(HashKey::SourceIp),
+        Some(("header", name)) => match http::HeaderName::from_bytes(name.trim().as_bytes()) {
+            Ok(h) => Some(HashKey::Header(h)),
+            Err(_) => {
+                c.issue("balance.hash_key", format!("`{name}` is not a header name"));
+                None
+            }
+        },
+        Some(("cookie", name)) if !name.trim().is_empty() => {
+            Some(HashKey::Cookie(name.trim().to_string()))
+        }
+        _ => {
+            c.issue(
+                "balance.hash_key",
+                format!("`{k}` is not one of: source_ip, header:<name>, cookie:<name>"),
+            );
+            None
+        }
+    });
+    let algorithm = match (b.algorithm.as_deref(), key) {
+        (None | Some("round_robin"), None) => Algorithm::RoundRobin,
+        (Some("least_requests"), None) => Algorithm::LeastRequests,
+        (Some("random"), None) => Algorithm::Random,
+        (Some("hash"), Some(Some(key))) => Algorithm::Hash(key),
+        (Some("hash"), Some(None)) => Algorithm::RoundRobin, // reported above
+        (Some("hash"), None) => {
+            c.issue("balance.hash_key", "is required with algorithm = \"hash\"");
+            Algorithm::RoundRobin
+        }
+        (Some("round_robin" | "least_requests" | "random") | None, Some(_)) => {
+            c.issue("balance.hash_key", "is only used with algorithm = \"hash\"");
+            Algorithm::RoundRobin
+        }
+        (Some(other), _) => {
+            c.issue(
+                "balance.algorithm",
+                format!("`{other}` is not one of: round_robin, least_requests, random, hash"),
+            );
+            Algorithm::RoundRobin
+        }
+    };
+    Balance {
+        algorithm,
+        seed: b.hash_seed.unwrap_or(0),
     }
 }
 
