@@ -521,3 +521,94 @@ async fn http2_header_list_limit_answers_431_to_that_stream_only() {
     assert_eq!(read(send.send_request(req).await.unwrap()).await.0, 200);
     assert!(node.seen().iter().all(|t| t == "/realms/x"));
 }
+
+#[tokio::test]
+async fn http2_concurrent_streams_are_capped() {
+    let mut gate = GateBackend::start().await;
+    let proxy = Harness::start(&[gate.addr], "[limits]\nh2_max_concurrent_streams = 2\n").await;
+    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    // One exchange first, so the client has the server's SETTINGS (and its limit) in hand;
+    // streams opened before that are refused with REFUSED_STREAM instead, also correct.
+    let warm = {
+        let mut send = send.clone();
+        tokio::spawn(async move {
+            let req = http::Request::get("https://default.test/warm")
+                .body(empty())
+                .unwrap();
+            send.send_request(req).await.unwrap().status()
+        })
+    };
+    assert_eq!(gate.wait_arrival().await, "/warm");
+    gate.release(1);
+    assert_eq!(warm.await.unwrap(), 200);
+    send.ready().await.unwrap();
+    let mut requests = Vec::new();
+    for i in 0..3 {
+        let mut send = send.clone();
+        requests.push(tokio::spawn(async move {
+            let req = http::Request::get(format!("https://default.test/s{i}"))
+                .body(empty())
+                .unwrap();
+            send.send_request(req).await.unwrap().status()
+        }));
+    }
+    // Two streams reach the backend; the third waits for the server's limit to allow it.
+    gate.wait_arrival().await;
+    gate.wait_arrival().await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        gate.arrived.try_recv().is_err(),
+        "a third stream was opened beyond the limit of 2"
+    );
+    gate.release(1);
+    gate.wait_arrival().await;
+    gate.release(2);
+    for r in requests {
+        assert_eq!(r.await.unwrap(), 200);
+    }
+}
+
+#[tokio::test]
+async fn a_rapid_reset_flood_costs_the_backend_nothing_and_others_are_served() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let proxy = Harness::start(&[node.addr], "").await;
+    // A raw HTTP/2 client that opens streams and resets each at once (CVE-2023-44487).
+    let tls = proxy.tls("default.test", &[b"h2"]).await;
+    let (mut client, connection) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    let mut sent = 0;
+    for i in 0..2_000 {
+        let Ok(ready) = client.clone().ready().await else {
+            break;
+        };
+        client = ready;
+        let req = http::Request::get(format!("https://default.test/flood{i}"))
+            .body(())
+            .unwrap();
+        match client.send_request(req, false) {
+            Ok((_response, mut stream)) => {
+                stream.send_reset(h2::Reason::CANCEL);
+                sent += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    assert_eq!(sent, 2_000);
+    // The harm of the attack is amplification: each reset stream costing backend work. Here a
+    // reset cancels the stream before anything is forwarded.
+    drop(client);
+    let _ = tokio::time::timeout(PATIENCE, driver).await;
+    let reached = node
+        .seen()
+        .iter()
+        .filter(|t| t.starts_with("/flood"))
+        .count();
+    assert!(
+        reached <= 20,
+        "{reached} of {sent} reset streams reached the backend"
+    );
+    // Everyone else is served.
+    assert_eq!(get_plain(proxy.plain_addr(), "/realms/x").await.0, 200);
+}
