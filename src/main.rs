@@ -52,7 +52,19 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are not errors; anything else on the command line is a usage
+        // error, with the same exit code as a bad config.
+        Err(e) if !e.use_stderr() => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     match (cli.command, cli.config) {
         (Some(Command::CheckConfig { file }), _) => match Config::load(&file) {
             Ok(config) => {

@@ -119,13 +119,13 @@ impl Metrics {
         let connection_errors = counter(
             &registry,
             "sessiongate_connection_errors_total",
-            "Client connections that ended in error, by listener and kind (tls_handshake, tls_handshake_timeout, http, accept).",
+            "Client connections that ended in error or were refused, by listener and kind (tls_handshake, tls_handshake_timeout, http, accept, per_ip_limit).",
             &["listener", "kind"],
         );
         let upstream_errors = counter(
             &registry,
             "sessiongate_upstream_errors_total",
-            "Failed exchanges with backends, by backend and kind (connect_refused, connect_timeout, tls, resolve, connect, response_timeout, protocol).",
+            "Failed exchanges with backends, by backend and kind (connect_refused, connect_timeout, tls, resolve, connect, response_timeout, protocol, client_body).",
             &["backend", "kind"],
         );
         let backends = gauge(

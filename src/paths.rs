@@ -176,10 +176,10 @@ impl Prefix {
     }
 }
 
-/// How a segment is compared: fully decoded, cut at `;`, lower case.
-fn segment_name(segment: &str) -> String {
-    let mut bytes = Vec::with_capacity(segment.len());
-    let raw = segment.as_bytes();
+/// Every valid percent-escape decoded; anything else kept as it is.
+fn decode_all(text: &str) -> Vec<u8> {
+    let raw = text.as_bytes();
+    let mut bytes = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
         match (
@@ -197,6 +197,12 @@ fn segment_name(segment: &str) -> String {
             }
         }
     }
+    bytes
+}
+
+/// How a segment is compared: fully decoded, cut at `;`, lower case.
+fn segment_name(segment: &str) -> String {
+    let bytes = decode_all(segment);
     let name = bytes.split(|b| *b == b';').next().unwrap_or_default();
     String::from_utf8_lossy(name).to_lowercase()
 }
@@ -265,25 +271,7 @@ impl PathPolicy {
 /// decode less and compare case-sensitively, so a path that stays clear of the policy under
 /// this reading stays clear under theirs.
 pub fn lenient_segments(path: &str) -> Vec<String> {
-    let bytes = path.as_bytes();
-    let mut decoded = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                decoded.push(hi << 4 | lo);
-                i += 3;
-            }
-            (b, _, _) => {
-                decoded.push(b);
-                i += 1;
-            }
-        }
-    }
+    let decoded = decode_all(path);
     let text = String::from_utf8_lossy(&decoded).to_lowercase();
     let mut out: Vec<String> = Vec::new();
     for segment in text.split(['/', '\\']) {

@@ -344,3 +344,15 @@ async fn a_name_with_one_address_is_called_out_as_a_likely_clusterip_service() {
     let changed = proc_.wait_for_log(|v| v["message"] == "backends changed");
     assert_eq!(changed["members"], "[\"127.0.0.1:8080\"]");
 }
+
+#[test]
+fn command_line_errors_exit_64_and_help_exits_0() {
+    let out = sessiongate().args(["--no-such-flag"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = sessiongate().output().unwrap();
+    assert_eq!(out.status.code(), Some(64), "no config and no command");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sessiongate demo"));
+    let out = sessiongate().arg("--help").output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("check-config"));
+}
