@@ -64,7 +64,7 @@ listen = "127.0.0.1:$p_sg"
 [[site]]
 backends = { static = ["127.0.0.1:$b1", "127.0.0.1:$b2", "127.0.0.1:$b3"] }
 CONF
-TOKIO_WORKER_THREADS=1 taskset -c 0 ./target/release/sessiongate --config "$work/sessiongate.toml" & pids+=($!)
+taskset -c 0 ./target/release/sessiongate --threads 1 --config "$work/sessiongate.toml" & pids+=($!)
 sg_pid=$!
 
 cat > "$work/nginx.conf" <<CONF

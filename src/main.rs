@@ -23,6 +23,10 @@ struct Cli {
     /// Config file (TOML) to run with.
     #[arg(short, long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Worker threads; default: one per CPU. 1 runs everything on a single-threaded runtime
+    /// (sidecars, small VMs, benchmarks pinned to one core).
+    #[arg(long, value_name = "N", global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -65,6 +69,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
+    let threads = cli.threads;
     match (cli.command, cli.config) {
         (Some(Command::CheckConfig { file }), _) => match Config::load(&file) {
             Ok(config) => {
@@ -87,7 +92,7 @@ fn main() -> ExitCode {
             _,
         ) => {
             logging::init(LogFormat::Human, "info");
-            runtime().block_on(run_demo(DemoOptions {
+            runtime(threads).block_on(run_demo(DemoOptions {
                 https,
                 http,
                 admin,
@@ -97,7 +102,7 @@ fn main() -> ExitCode {
         (None, Some(path)) => match Config::load(&path) {
             Ok(config) => {
                 logging::init(config.log.format, &config.log.level);
-                runtime().block_on(run(config))
+                runtime(threads).block_on(run(config))
             }
             Err(e) => {
                 eprintln!("{e}");
@@ -111,8 +116,19 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+fn runtime(threads: Option<u16>) -> tokio::runtime::Runtime {
+    let mut builder = match threads {
+        // One thread needs no cross-thread wake-ups or work stealing. Whether that saves CPU
+        // on this machine is not settled yet (BENCHMARKS.md, "Runtime experiment").
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(usize::from(n));
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder
         .enable_all()
         .thread_name("sessiongate")
         .build()

@@ -159,6 +159,10 @@ struct Process {
 impl Process {
     /// `site` is the body of the one `[[site]]`; `extra` follows it.
     fn start(dir: &Path, site: &str, extra: &str) -> Process {
+        Process::start_with(dir, site, extra, &[])
+    }
+
+    fn start_with(dir: &Path, site: &str, extra: &str, args: &[&str]) -> Process {
         let file = dir.join("proc.toml");
         std::fs::write(
             &file,
@@ -170,6 +174,7 @@ impl Process {
         )
         .unwrap();
         let mut child = sessiongate()
+            .args(args)
             .args(["--config", file.to_str().unwrap()])
             .env_remove("RUST_LOG")
             .stderr(Stdio::piped())
@@ -355,4 +360,29 @@ fn command_line_errors_exit_64_and_help_exits_0() {
     let out = sessiongate().arg("--help").output().unwrap();
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("check-config"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_threaded_runtime_serves_and_drains() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let dir = temp_dir("threads1");
+    let site = format!("backends = {{ static = [\"{}\"] }}", node.addr);
+    let mut proc_ = tokio::task::spawn_blocking(move || {
+        Process::start_with(&dir, &site, "", &["--threads", "1"])
+    })
+    .await
+    .unwrap();
+    assert_eq!(answering_nodes(proc_.plain, 5).await, vec!["node-1"; 5]);
+    let pid = proc_.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let code = tokio::task::spawn_blocking(move || proc_.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(code.code(), Some(0));
 }
