@@ -217,6 +217,19 @@ impl Process {
         }
     }
 
+    /// Sends SIGTERM and waits for the exit code.
+    async fn terminate(mut self) -> Option<i32> {
+        let pid = self.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        tokio::task::spawn_blocking(move || self.child.wait().unwrap().code())
+            .await
+            .unwrap()
+    }
+
     /// Peak and current resident memory, in KiB, from the kernel's own accounting.
     fn memory_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -248,7 +261,7 @@ async fn large_bodies_stream_through_with_flat_memory() {
         .await
         .unwrap();
     let dir = temp_dir("stream");
-    let mut proc_ = Process::start(
+    let proc_ = Process::start(
         &dir,
         &format!("backends = {{ static = [\"{}\"] }}", node.addr),
         // The default (10 MiB) would answer this upload with 413.
@@ -301,20 +314,10 @@ async fn large_bodies_stream_through_with_flat_memory() {
         2 * SIZE / MIB
     );
 
-    // SIGTERM: drains and exits 0.
-    let pid = proc_.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let code = tokio::task::spawn_blocking(move || proc_.child.wait().unwrap())
-        .await
-        .unwrap();
     assert_eq!(
-        code.code(),
+        proc_.terminate().await,
         Some(0),
-        "SIGTERM ends the proxy with exit 0 after draining"
+        "SIGTERM drains and exits 0"
     );
 }
 
@@ -369,20 +372,11 @@ async fn a_single_threaded_runtime_serves_and_drains() {
         .unwrap();
     let dir = temp_dir("threads1");
     let site = format!("backends = {{ static = [\"{}\"] }}", node.addr);
-    let mut proc_ = tokio::task::spawn_blocking(move || {
+    let proc_ = tokio::task::spawn_blocking(move || {
         Process::start_with(&dir, &site, "", &["--threads", "1"])
     })
     .await
     .unwrap();
     assert_eq!(answering_nodes(proc_.plain, 5).await, vec!["node-1"; 5]);
-    let pid = proc_.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let code = tokio::task::spawn_blocking(move || proc_.child.wait().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(code.code(), Some(0));
+    assert_eq!(proc_.terminate().await, Some(0));
 }
