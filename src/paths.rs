@@ -146,11 +146,7 @@ impl Prefix {
         let canonical = canonicalize(text)?;
         Ok(Prefix {
             text: text.to_string(),
-            segments: canonical
-                .split('/')
-                .filter(|s| !s.is_empty())
-                .map(segment_name)
-                .collect(),
+            segments: names(&canonical).map(|n| n.to_lowercase()).collect(),
         })
     }
 
@@ -159,8 +155,13 @@ impl Prefix {
     }
 
     /// `/metrics` covers `/metrics`, `/metrics/` and `/metrics/x`, not `/metricsx`.
-    fn covers(&self, path: &[String]) -> bool {
-        path.len() >= self.segments.len() && self.segments.iter().zip(path).all(|(a, b)| a == b)
+    fn covers<'a>(&self, mut path: impl Iterator<Item = Cow<'a, str>>) -> bool {
+        // Prefix segments are lower case; ASCII folding of the path's names is exact here,
+        // since `segment_name` lower-cases (fully) whatever is not plain ASCII.
+        self.segments.iter().all(|want| {
+            path.next()
+                .is_some_and(|name| want.eq_ignore_ascii_case(&name))
+        })
     }
 
     fn under(&self, base: &Prefix) -> Prefix {
@@ -201,10 +202,24 @@ fn decode_all(text: &str) -> Vec<u8> {
 }
 
 /// How a segment is compared: fully decoded, cut at `;`, lower case.
-fn segment_name(segment: &str) -> String {
+/// Borrowed for a plain ASCII segment without escapes (the common case: no allocation on the
+/// request path); such a name is compared with ASCII case folding. Anything else is decoded and
+/// lower-cased in full.
+fn segment_name(segment: &str) -> Cow<'_, str> {
+    if segment.is_ascii() && !segment.contains('%') {
+        return Cow::Borrowed(segment.split(';').next().unwrap_or_default());
+    }
     let bytes = decode_all(segment);
     let name = bytes.split(|b| *b == b';').next().unwrap_or_default();
-    String::from_utf8_lossy(name).to_lowercase()
+    Cow::Owned(String::from_utf8_lossy(name).to_lowercase())
+}
+
+/// The names of a canonical path's segments, as the policy compares them.
+fn names(canonical: &str) -> impl Iterator<Item = Cow<'_, str>> {
+    canonical
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(segment_name)
 }
 
 /// The paths a listener refuses, matched on canonical paths.
@@ -247,21 +262,24 @@ impl PathPolicy {
 
     /// Is this canonical path refused?
     pub fn denies(&self, canonical: &str) -> bool {
-        let path: Vec<String> = canonical
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .map(segment_name)
-            .collect();
-        self.denies_segments(&path)
+        self.denies_by(|| names(canonical))
     }
 
+    /// For the lenient model's segments, already lower case.
     fn denies_segments(&self, path: &[String]) -> bool {
-        if self.deny.iter().any(|p| p.covers(path)) {
+        self.denies_by(|| path.iter().map(|s| Cow::Borrowed(s.as_str())))
+    }
+
+    fn denies_by<'a, I>(&self, path: impl Fn() -> I) -> bool
+    where
+        I: Iterator<Item = Cow<'a, str>>,
+    {
+        if self.deny.iter().any(|p| p.covers(path())) {
             return true;
         }
         match &self.allow {
             None => false,
-            Some(allow) => !allow.iter().any(|p| p.covers(path)),
+            Some(allow) => !allow.iter().any(|p| p.covers(path())),
         }
     }
 }
