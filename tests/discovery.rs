@@ -20,6 +20,15 @@ fn dns_settings(dns: &DnsServer, extra: &str) -> String {
     )
 }
 
+/// A proxy whose site is the headless service `NAME` on `port`, resolved through `dns`.
+async fn headless_proxy(dns: &DnsServer, port: u16, extra: &str) -> Harness {
+    Harness::start_site(
+        &format!("{{ dns = \"{NAME}\", port = {port} }}"),
+        &dns_settings(dns, extra),
+    )
+    .await
+}
+
 async fn dns() -> DnsServer {
     DnsServer::start(localhost()).await.unwrap()
 }
@@ -38,11 +47,7 @@ async fn scale_up_new_pods_receive_traffic_and_ttl_ceiling_applies() {
     let (nodes, port) = nodes_on_one_port(3).await;
     // A TTL of an hour: only the refresh ceiling (200ms) lets the change be seen.
     dns.set_ips(NAME, &ips(&nodes[..2]), 3600);
-    let proxy = Harness::start_site(
-        &format!("{{ dns = \"{NAME}\", port = {port} }}"),
-        &dns_settings(&dns, ""),
-    )
-    .await;
+    let proxy = headless_proxy(&dns, port, "").await;
 
     let seen: BTreeSet<_> = answering_nodes(proxy.plain_addr(), 10)
         .await
@@ -84,11 +89,7 @@ async fn scale_down_drains_a_pod_and_its_request_in_flight_completes() {
     let port = node.addr.port();
     let mut gate = GateBackend::start_on(SocketAddr::from(([127, 0, 0, 3], port))).await;
     dns.set_ips(NAME, &[node.addr.ip(), gate.addr.ip()], 3600);
-    let proxy = Harness::start_site(
-        &format!("{{ dns = \"{NAME}\", port = {port} }}"),
-        &dns_settings(&dns, ""),
-    )
-    .await;
+    let proxy = headless_proxy(&dns, port, "").await;
 
     // Round robin: of two requests, one is held by the gate.
     let plain = proxy.plain_addr();
@@ -136,11 +137,7 @@ async fn servfail_and_timeouts_keep_the_last_known_good_set() {
     let dns = dns().await;
     let (nodes, port) = nodes_on_one_port(2).await;
     dns.set_ips(NAME, &ips(&nodes), 3600);
-    let proxy = Harness::start_site(
-        &format!("{{ dns = \"{NAME}\", port = {port} }}"),
-        &dns_settings(&dns, ""),
-    )
-    .await;
+    let proxy = headless_proxy(&dns, port, "").await;
     assert_eq!(
         answering_nodes(proxy.plain_addr(), 4)
             .await
@@ -194,11 +191,7 @@ async fn nxdomain_holds_the_set_then_empties_it() {
     let dns = dns().await;
     let (nodes, port) = nodes_on_one_port(2).await;
     dns.set_ips(NAME, &ips(&nodes), 3600);
-    let proxy = Harness::start_site(
-        &format!("{{ dns = \"{NAME}\", port = {port} }}"),
-        &dns_settings(&dns, "empty_hold = \"2s\"\n"),
-    )
-    .await;
+    let proxy = headless_proxy(&dns, port, "empty_hold = \"2s\"\n").await;
     assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
 
     dns.remove(NAME);
@@ -299,11 +292,7 @@ async fn aaaa_records_on_ipv6_loopback() {
         .await
         .unwrap();
     dns.set_ips(NAME, &["::1".parse().unwrap()], 3600);
-    let proxy = Harness::start_site(
-        &format!("{{ dns = \"{NAME}\", port = {} }}", node.addr.port()),
-        &dns_settings(&dns, ""),
-    )
-    .await;
+    let proxy = headless_proxy(&dns, node.addr.port(), "").await;
     assert_eq!(
         answering_nodes(proxy.plain_addr(), 2).await,
         vec!["node-v6", "node-v6"]
@@ -320,11 +309,7 @@ async fn before_the_first_resolution_the_proxy_is_not_ready() {
     let dns = dns().await;
     let (nodes, port) = nodes_on_one_port(1).await;
     // The name does not exist yet (the StatefulSet's pods are not ready).
-    let proxy = Harness::start_site(
-        &format!("{{ dns = \"{NAME}\", port = {port} }}"),
-        &dns_settings(&dns, ""),
-    )
-    .await;
+    let proxy = headless_proxy(&dns, port, "").await;
     assert_eq!(get_plain(proxy.server.admin_addr(), "/ready").await.0, 503);
     let (status, headers, _) = get_plain(proxy.plain_addr(), "/").await;
     assert_eq!(status, 503);
@@ -346,11 +331,7 @@ async fn large_answers_fall_back_to_tcp() {
         .map(|i| IpAddr::from([127, 1, (i / 250) as u8, (i % 250) as u8 + 1]))
         .collect();
     dns.set_ips(NAME, &many, 3600);
-    let proxy = Harness::start_site(
-        &format!("{{ dns = \"{NAME}\", port = 9 }}"),
-        &dns_settings(&dns, ""),
-    )
-    .await;
+    let proxy = headless_proxy(&dns, 9, "").await;
     eventually("all 200 backends known", || async {
         metrics_value(
             &proxy,
