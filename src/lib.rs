@@ -264,25 +264,17 @@ async fn start_discovery(
             let _ = done.send(());
             task.run(policy, next, shutdown).await;
         });
-        first.push((
-            site.name.clone(),
-            site.backends.dns_name().unwrap_or_default().to_string(),
-            first_done,
-        ));
+        first.push((index, site, first_done));
     }
     // A lookup is bounded by timeout x attempts per query; SRV adds one per target.
     let patience = config.dns.timeout * (config.dns.attempts as u32) * 4 + Duration::from_secs(1);
     let deadline = tokio::time::Instant::now() + patience;
-    for (site, name, done) in first {
+    for (index, site, done) in first {
         let _ = tokio::time::timeout_at(deadline, done).await;
-        let index = config
-            .sites
-            .iter()
-            .position(|s| s.name == site)
-            .unwrap_or(0);
         if !snapshot.load().sites[index].has_backends() {
             tracing::error!(
-                %site, %name,
+                site = %site.name,
+                name = %site.backends.dns_name().unwrap_or_default(),
                 "no backends found for the site at startup; answering 503 and reporting not \
                  ready until the name resolves"
             );
