@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::raw::*;
-use super::{Algorithm, BackendSource, Config, HashKey, IpFamily, LogFormat};
+use super::{Algorithm, BackendSource, Config, HashKey, IpFamily, LogFormat, StickyMode};
 
 fn dur(d: Duration) -> Option<String> {
     Some(humantime::format_duration(d).to_string())
@@ -36,6 +36,7 @@ pub(super) fn render(c: &Config) -> String {
             pool_idle_timeout: dur(c.upstream.idle_timeout),
             pool_max_idle_per_backend: Some(c.upstream.max_idle_per_backend),
             drain_timeout: dur(c.upstream.drain_timeout),
+            retries: Some(c.upstream.retries),
         },
         balance: RawBalance {
             algorithm: Some(
@@ -54,6 +55,7 @@ pub(super) fn render(c: &Config) -> String {
                 _ => None,
             },
             hash_seed: Some(c.balance.seed),
+            sticky: c.balance.sticky.as_ref().map(sticky),
         },
         limits: RawLimits {
             max_uri_length: Some(c.limits.max_uri_length),
@@ -143,6 +145,21 @@ pub(super) fn render(c: &Config) -> String {
                     ca: t.ca_path.as_ref().map(|p| p.display().to_string()),
                     server_name: t.server_name.clone(),
                 }),
+                health: s.health.as_ref().map(|h| RawHealth {
+                    path: Some(h.path.clone()),
+                    port: h.port,
+                    interval: dur(h.interval),
+                    timeout: dur(h.timeout),
+                    rise: Some(h.rise),
+                    fall: Some(h.fall),
+                    expect_status: Some(format!("{}-{}", h.expect_status.0, h.expect_status.1)),
+                    expect_json_up: Some(h.expect_json_up),
+                }),
+                outlier: Some(RawOutlier {
+                    consecutive_failures: Some(s.outlier.consecutive_failures),
+                    base_ejection: dur(s.outlier.base_ejection),
+                    max_ejection: dur(s.outlier.max_ejection),
+                }),
             })
             .collect(),
     };
@@ -163,4 +180,36 @@ pub(super) fn render(c: &Config) -> String {
         }
     }
     out
+}
+
+fn sticky(mode: &StickyMode) -> RawSticky {
+    match mode {
+        StickyMode::Cookie {
+            name, secret_file, ..
+        } => RawSticky {
+            mode: Some("cookie".into()),
+            cookie: Some(name.clone()),
+            // The key itself is never printed.
+            secret: secret_file
+                .is_none()
+                .then(|| "(set in the config file; not shown)".into()),
+            secret_file: secret_file.as_ref().map(|p| p.display().to_string()),
+            ..Default::default()
+        },
+        StickyMode::Route {
+            cookie,
+            routes,
+            learn,
+        } => RawSticky {
+            mode: Some("route".into()),
+            route_cookie: Some(cookie.clone()),
+            routes: Some(routes.clone()),
+            learn_routes: Some(*learn),
+            ..Default::default()
+        },
+        StickyMode::SourceIp => RawSticky {
+            mode: Some("source_ip".into()),
+            ..Default::default()
+        },
+    }
 }

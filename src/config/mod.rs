@@ -3,6 +3,7 @@
 //! operator fixes a file in one pass. Certificates are loaded during validation: a config whose
 //! files are missing or unreadable is an invalid config, not a runtime surprise.
 
+mod balancing;
 mod effective;
 pub mod raw;
 mod validate;
@@ -64,6 +65,8 @@ pub struct UpstreamPool {
     pub idle_timeout: Duration,
     pub max_idle_per_backend: usize,
     pub drain_timeout: Duration,
+    /// Further backends a failed request may be tried on (see `proxy.rs` for which failures).
+    pub retries: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,8 +125,60 @@ pub enum HashKey {
 
 #[derive(Debug, Clone)]
 pub struct Balance {
+    /// How a backend is chosen for a request that is not (yet) sticky to one.
     pub algorithm: Algorithm,
     pub seed: u64,
+    /// Keeps a session on its backend; `None` (the default) balances every request afresh.
+    pub sticky: Option<StickyMode>,
+}
+
+/// How a request names the backend holding its session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StickyMode {
+    /// The proxy's own cookie, `<nonce>.<tag>`, the tag an HMAC of the backend's identity.
+    Cookie {
+        name: String,
+        secret: Vec<u8>,
+        /// Where the secret was read from, if a file (shown by check-config instead of it).
+        secret_file: Option<PathBuf>,
+    },
+    /// The route the backend appends to its own session cookie (`AUTH_SESSION_ID=<id>.<route>`).
+    Route {
+        cookie: String,
+        /// Route → backend id, for backends whose route is not the first label of their name.
+        routes: std::collections::BTreeMap<String, String>,
+        /// Learn routes from the backends' Set-Cookie headers.
+        learn: bool,
+    },
+    /// Rendezvous hash of the client address.
+    SourceIp,
+}
+
+/// Active health checks of one site's backends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub path: String,
+    /// Probe this port instead of the traffic port (Keycloak's management port 9000).
+    pub port: Option<u16>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive passes that bring a down backend up, failures that take an up one down.
+    pub rise: u32,
+    pub fall: u32,
+    /// Inclusive range of statuses that pass.
+    pub expect_status: (u16, u16),
+    /// The body must be JSON whose `status` is `UP` (Keycloak's /health/ready).
+    pub expect_json_up: bool,
+}
+
+/// Passive health: a backend failing this many requests in a row is ejected for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outlier {
+    /// 0 turns passive ejection off.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each ejection in a row doubles it, up to `max_ejection`.
+    pub base_ejection: Duration,
+    pub max_ejection: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +205,8 @@ pub struct SiteConfig {
     pub name: String,
     pub backends: BackendSource,
     pub tls: Option<UpstreamTls>,
+    pub health: Option<HealthCheck>,
+    pub outlier: Outlier,
 }
 
 #[derive(Debug, Clone)]

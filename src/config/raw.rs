@@ -26,6 +26,21 @@ pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "30s";
 pub const DEFAULT_POOL_MAX_IDLE_PER_BACKEND: usize = 128;
 /// How long a backend that left the set stays known as draining (its sessions may finish).
 pub const DEFAULT_DRAIN_TIMEOUT: &str = "5m";
+/// Further backends a failed request may try: enough to step over two dead nodes in a rollout.
+pub const DEFAULT_RETRIES: u32 = 2;
+pub const DEFAULT_STICKY_COOKIE: &str = "SG_NODE";
+/// Keycloak's session cookie: `<session id>.<route>`.
+pub const DEFAULT_ROUTE_COOKIE: &str = "AUTH_SESSION_ID";
+pub const DEFAULT_HEALTH_INTERVAL: &str = "5s";
+pub const DEFAULT_HEALTH_TIMEOUT: &str = "2s";
+/// HAProxy's defaults: two passes to come up, three failures to go down.
+pub const DEFAULT_HEALTH_RISE: u32 = 2;
+pub const DEFAULT_HEALTH_FALL: u32 = 3;
+pub const DEFAULT_HEALTH_STATUS: &str = "200-399";
+/// Envoy's outlier detection default (consecutive 5xx, connect failures counted as 5xx).
+pub const DEFAULT_OUTLIER_FAILURES: u32 = 5;
+pub const DEFAULT_OUTLIER_BASE_EJECTION: &str = "10s";
+pub const DEFAULT_OUTLIER_MAX_EJECTION: &str = "5m";
 /// Keycloak serves these on the public port in many deployments; they must stay internal.
 pub const DEFAULT_DENY_PATHS: [&str; 2] = ["/metrics", "/health"];
 pub const DEFAULT_DENY_STATUS: u16 = 404;
@@ -108,6 +123,7 @@ pub struct RawUpstream {
     pub pool_idle_timeout: Option<String>,
     pub pool_max_idle_per_backend: Option<usize>,
     pub drain_timeout: Option<String>,
+    pub retries: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -155,6 +171,45 @@ pub struct RawBalance {
     pub hash_key: Option<String>,
     /// Replicas that must agree on where a key goes share this (and the backend set).
     pub hash_seed: Option<u64>,
+    /// Present: requests keep to the backend holding their session.
+    pub sticky: Option<RawSticky>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawSticky {
+    /// `cookie`, `route` or `source_ip`.
+    pub mode: Option<String>,
+    /// cookie: the name of the proxy's cookie.
+    pub cookie: Option<String>,
+    /// cookie: the key of the cookie's HMAC; replicas share it. Or `secret_file`.
+    pub secret: Option<String>,
+    pub secret_file: Option<String>,
+    /// route: the backend's session cookie, whose value ends in `.<route>`.
+    pub route_cookie: Option<String>,
+    /// route: route → backend id, where the route is not the first label of the backend's name.
+    pub routes: Option<std::collections::BTreeMap<String, String>>,
+    /// route: learn routes from the backends' Set-Cookie headers.
+    pub learn_routes: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawHealth {
+    pub path: Option<String>,
+    pub port: Option<u16>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    /// `200` or a range like `200-399`.
+    pub expect_status: Option<String>,
+    pub expect_json_up: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -194,6 +249,9 @@ pub struct RawSite {
     pub backends: Option<RawBackends>,
     /// TLS to the backends (re-encryption); absent means plain HTTP.
     pub tls: Option<RawUpstreamTls>,
+    /// Active health checks; absent: none (passive ejection still applies).
+    pub health: Option<RawHealth>,
+    pub outlier: Option<RawOutlier>,
 }
 
 /// Exactly one of `static`, `dns` (with `port`) or `srv`.

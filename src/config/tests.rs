@@ -264,3 +264,95 @@ fn balance_settings_are_checked() {
         assert!(keys(&err).contains(&key), "{bad}: {err}");
     }
 }
+
+#[test]
+fn sticky_settings_are_checked_and_the_secret_never_printed() {
+    let sticky = |extra: &str| check(&format!("{MINIMAL}[balance.sticky]\n{extra}"));
+    let c = sticky("mode = \"cookie\"\nsecret = \"0123456789abcdef-secret\"").unwrap();
+    assert!(matches!(
+        &c.balance.sticky,
+        Some(StickyMode::Cookie { name, .. }) if name == raw::DEFAULT_STICKY_COOKIE
+    ));
+    let effective = c.to_effective_toml();
+    assert!(
+        !effective.contains("0123456789abcdef-secret"),
+        "{effective}"
+    );
+
+    let c = sticky("mode = \"route\"\nroutes = { node-a = \"10.0.0.1:8080\" }").unwrap();
+    assert!(matches!(
+        &c.balance.sticky,
+        Some(StickyMode::Route { cookie, learn: true, .. }) if cookie == "AUTH_SESSION_ID"
+    ));
+    assert_eq!(
+        sticky("mode = \"source_ip\"").unwrap().balance.sticky,
+        Some(StickyMode::SourceIp)
+    );
+    for (bad, key) in [
+        ("", "balance.sticky.mode"),
+        ("mode = \"ip_hash\"", "balance.sticky.mode"),
+        ("mode = \"cookie\"", "balance.sticky.secret"),
+        (
+            "mode = \"cookie\"\nsecret = \"short\"",
+            "balance.sticky.secret",
+        ),
+        (
+            "mode = \"cookie\"\nsecret_file = \"missing.key\"",
+            "balance.sticky.secret_file",
+        ),
+        (
+            "mode = \"cookie\"\nsecret = \"0123456789abcdef\"\ncookie = \"a b\"",
+            "balance.sticky.cookie",
+        ),
+        (
+            "mode = \"source_ip\"\nsecret = \"x\"",
+            "balance.sticky.secret",
+        ),
+        (
+            "mode = \"cookie\"\nsecret = \"0123456789abcdef\"\nroute_cookie = \"A\"",
+            "balance.sticky.route_cookie",
+        ),
+        (
+            "mode = \"route\"\nroutes = { a = \"no-port\" }",
+            "balance.sticky.routes.a",
+        ),
+    ] {
+        let err = sticky(bad).unwrap_err();
+        assert!(keys(&err).contains(&key), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn health_and_outlier_settings_are_checked() {
+    let site = |extra: &str| check(&format!("{MINIMAL}{extra}"));
+    let c = site("[site.health]\npath = \"/health/ready\"\nport = 9000\nexpect_json_up = true\n")
+        .unwrap();
+    let h = c.sites[0].health.as_ref().unwrap();
+    assert_eq!((h.rise, h.fall, h.expect_status), (2, 3, (200, 399)));
+    assert_eq!(h.port, Some(9000));
+    assert_eq!(c.sites[0].outlier.consecutive_failures, 5);
+    assert_eq!(c.upstream.retries, 2);
+    for (bad, key) in [
+        ("[site.health]\npath = \"health\"", "site[0].health.path"),
+        ("[site.health]\nrise = 0", "site[0].health.rise"),
+        (
+            "[site.health]\nexpect_status = \"2xx\"",
+            "site[0].health.expect_status",
+        ),
+        (
+            "[site.health]\nexpect_status = \"399-200\"",
+            "site[0].health.expect_status",
+        ),
+        (
+            "[site.health]\ninterval = \"1s\"\ntimeout = \"2s\"",
+            "site[0].health.timeout",
+        ),
+        (
+            "[site.outlier]\nbase_ejection = \"1m\"\nmax_ejection = \"10s\"",
+            "site[0].outlier.max_ejection",
+        ),
+    ] {
+        let err = site(bad).unwrap_err();
+        assert!(keys(&err).contains(&key), "{bad}: {err}");
+    }
+}

@@ -6,29 +6,29 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use super::balancing;
 use super::raw::{self, RawConfig};
 use super::{
-    resolve_path, AdminConfig, Algorithm, BackendSource, Balance, Config, ConfigIssue, DnsConfig,
-    HashKey, HttpsRedirect, IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, SiteConfig,
-    Timeouts, UpstreamPool,
+    resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, HttpsRedirect,
+    IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, SiteConfig, Timeouts, UpstreamPool,
 };
 use crate::paths::{PathPolicy, Prefix};
 use crate::tls::{self, CertificateSet, UpstreamTls};
 
-struct Checker<'a> {
-    base: &'a Path,
-    issues: Vec<ConfigIssue>,
+pub(super) struct Checker<'a> {
+    pub(super) base: &'a Path,
+    pub(super) issues: Vec<ConfigIssue>,
 }
 
 impl Checker<'_> {
-    fn issue(&mut self, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn issue(&mut self, key: impl Into<String>, message: impl Into<String>) {
         self.issues.push(ConfigIssue {
             key: key.into(),
             message: message.into(),
         });
     }
 
-    fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
+    pub(super) fn duration(&mut self, key: &str, value: Option<&str>, default: &str) -> Duration {
         let text = value.unwrap_or(default);
         match humantime::parse_duration(text) {
             Ok(d) if d.is_zero() => {
@@ -48,7 +48,7 @@ impl Checker<'_> {
 
     /// A byte size: `16384`, `32KiB`, `10MiB`, `1GiB` (also `k`/`m`/`g` and `KB`/`MB`/`GB`,
     /// read as binary multiples, as nginx does).
-    fn size(&mut self, key: &str, value: Option<&str>, default: &str) -> u64 {
+    pub(super) fn size(&mut self, key: &str, value: Option<&str>, default: &str) -> u64 {
         let text = value.unwrap_or(default).trim();
         let split = text
             .find(|c: char| !c.is_ascii_digit())
@@ -73,7 +73,7 @@ impl Checker<'_> {
         }
     }
 
-    fn socket_addr(&mut self, key: &str, value: Option<&str>) -> SocketAddr {
+    pub(super) fn socket_addr(&mut self, key: &str, value: Option<&str>) -> SocketAddr {
         let fallback = SocketAddr::from(([127, 0, 0, 1], 0));
         match value {
             None => {
@@ -93,7 +93,7 @@ impl Checker<'_> {
         }
     }
 
-    fn required<'v>(&mut self, key: &str, value: &'v Option<String>) -> Option<&'v str> {
+    pub(super) fn required<'v>(&mut self, key: &str, value: &'v Option<String>) -> Option<&'v str> {
         match value.as_deref() {
             Some(v) if !v.trim().is_empty() => Some(v),
             Some(_) => {
@@ -205,10 +205,11 @@ pub(super) fn validate(
             raw.upstream.drain_timeout.as_deref(),
             raw::DEFAULT_DRAIN_TIMEOUT,
         ),
+        retries: raw.upstream.retries.unwrap_or(raw::DEFAULT_RETRIES),
     };
     let dns = dns(&mut c, &raw.dns);
     let limits = limits(&mut c, &raw.limits);
-    let balance = balance(&mut c, &raw.balance);
+    let balance = balancing::balance(&mut c, &raw.balance);
 
     if raw.listeners.is_empty() {
         c.issue("listener", "at least one [[listener]] is required");
@@ -406,55 +407,6 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
     }
 }
 
-fn balance(c: &mut Checker<'_>, b: &raw::RawBalance) -> Balance {
-    let key = b.hash_key.as_deref().map(|k| match k.split_once(':') {
-        None if k == "source_ip" => Some(HashKey::SourceIp),
-        Some(("header", name)) => match http::HeaderName::from_bytes(name.trim().as_bytes()) {
-            Ok(h) => Some(HashKey::Header(h)),
-            Err(_) => {
-                c.issue("balance.hash_key", format!("`{name}` is not a header name"));
-                None
-            }
-        },
-        Some(("cookie", name)) if !name.trim().is_empty() => {
-            Some(HashKey::Cookie(name.trim().to_string()))
-        }
-        _ => {
-            c.issue(
-                "balance.hash_key",
-                format!("`{k}` is not one of: source_ip, header:<name>, cookie:<name>"),
-            );
-            None
-        }
-    });
-    let algorithm = match (b.algorithm.as_deref(), key) {
-        (None | Some("round_robin"), None) => Algorithm::RoundRobin,
-        (Some("least_requests"), None) => Algorithm::LeastRequests,
-        (Some("random"), None) => Algorithm::Random,
-        (Some("hash"), Some(Some(key))) => Algorithm::Hash(key),
-        (Some("hash"), Some(None)) => Algorithm::RoundRobin, // reported above
-        (Some("hash"), None) => {
-            c.issue("balance.hash_key", "is required with algorithm = \"hash\"");
-            Algorithm::RoundRobin
-        }
-        (Some("round_robin" | "least_requests" | "random") | None, Some(_)) => {
-            c.issue("balance.hash_key", "is only used with algorithm = \"hash\"");
-            Algorithm::RoundRobin
-        }
-        (Some(other), _) => {
-            c.issue(
-                "balance.algorithm",
-                format!("`{other}` is not one of: round_robin, least_requests, random, hash"),
-            );
-            Algorithm::RoundRobin
-        }
-    };
-    Balance {
-        algorithm,
-        seed: b.hash_seed.unwrap_or(0),
-    }
-}
-
 fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Limits {
     let max_header_size = c.size(
         "limits.max_header_size",
@@ -567,10 +519,17 @@ fn site(c: &mut Checker<'_>, i: usize, s: &raw::RawSite) -> SiteConfig {
             }
         }
     });
+    let health = s
+        .health
+        .as_ref()
+        .map(|h| balancing::health(c, &format!("{key}.health"), h));
+    let outlier = balancing::outlier(c, &format!("{key}.outlier"), s.outlier.as_ref());
     SiteConfig {
         name,
         backends,
         tls,
+        health,
+        outlier,
     }
 }
 
