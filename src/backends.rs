@@ -11,8 +11,10 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
-use crate::balance::{self, RoundRobin};
-use crate::config::{Algorithm, BackendSource, Balance, Config, SiteConfig};
+use crate::balance::RoundRobin;
+use crate::config::{BackendSource, Config, Outlier, SiteConfig};
+use crate::health::Health;
+use crate::sticky::Sticky;
 use crate::upstream::UpstreamClient;
 
 /// One backend node.
@@ -27,6 +29,11 @@ pub struct Backend {
     pub priority: u16,
     /// SRV weight within its priority; 1 for other sources.
     pub weight: u16,
+    /// Sticky cookie tag (a keyed hash of `id`); 0 when the site has no cookie stickiness.
+    pub tag: u64,
+    /// The route its session cookies carry (route stickiness), when known up front.
+    pub route: Option<String>,
+    pub health: Health,
     /// Requests sent to it whose response body has not ended yet.
     in_flight: AtomicUsize,
 }
@@ -86,6 +93,9 @@ pub struct Site {
     pub client: UpstreamClient,
     /// Shared across snapshots of the same site, so rotation continues through changes.
     pub rotation: Arc<RoundRobin>,
+    /// Shared across snapshots too (learned routes live in it).
+    pub sticky: Option<Arc<Sticky>>,
+    pub outlier: Outlier,
 }
 
 /// What a new member list changed.
@@ -102,27 +112,6 @@ impl Change {
 }
 
 impl Site {
-    /// A backend for a new request; `key` is the request's hash key, when the algorithm has one.
-    pub fn pick(&self, balance: &Balance, key: Option<&[u8]>) -> Option<&Arc<Backend>> {
-        let set = if self.backends.is_empty() {
-            &self.backups
-        } else {
-            &self.backends
-        };
-        match (&balance.algorithm, key) {
-            (Algorithm::LeastRequests, _) => {
-                balance::p2c(set, balance::random_u64(), |b| b.in_flight())
-            }
-            (Algorithm::Random, _) => balance::random(set, balance::random_u64()),
-            (Algorithm::Hash(_), Some(key)) => {
-                balance::rendezvous(set, key, balance.seed, |b| &b.id)
-            }
-            (Algorithm::RoundRobin, _) | (Algorithm::Hash(_), None) => {
-                self.rotation.pick_weighted(set, |b| b.weight)
-            }
-        }
-    }
-
     /// Anything to send new requests to?
     pub fn has_backends(&self) -> bool {
         !self.backends.is_empty() || !self.backups.is_empty()
@@ -160,7 +149,7 @@ impl Site {
                     {
                         Some(Arc::clone(b))
                     }
-                    _ => backend(m),
+                    _ => backend(m, self.sticky.as_deref()),
                 }
             })
             .collect();
@@ -189,18 +178,23 @@ impl Site {
             draining,
             client: self.client.clone(),
             rotation: self.rotation.clone(),
+            sticky: self.sticky.clone(),
+            outlier: self.outlier,
         };
         (site, change)
     }
 }
 
-fn backend(m: &Member) -> Option<Arc<Backend>> {
+fn backend(m: &Member, sticky: Option<&Sticky>) -> Option<Arc<Backend>> {
     let authority = m.address.parse::<Authority>().ok()?;
     Some(Arc::new(Backend {
         id: m.id.clone(),
         authority,
         priority: m.priority,
         weight: m.weight,
+        tag: sticky.map_or(0, |s| s.tag(&m.id)),
+        route: sticky.and_then(|s| s.route_of(&m.id)),
+        health: Health::default(),
         in_flight: AtomicUsize::new(0),
     }))
 }
@@ -268,6 +262,12 @@ fn site(config: &Config, s: &SiteConfig) -> Site {
         draining: Vec::new(),
         client: UpstreamClient::new(s.tls.clone(), &config.timeouts, &config.upstream),
         rotation: Arc::new(RoundRobin::default()),
+        sticky: config
+            .balance
+            .sticky
+            .as_ref()
+            .map(|mode| Arc::new(Sticky::new(mode, config.balance.seed))),
+        outlier: s.outlier,
     };
     match &s.backends {
         BackendSource::Static(list) => {
@@ -283,44 +283,46 @@ fn site(config: &Config, s: &SiteConfig) -> Site {
     }
 }
 
+/// An empty site for unit tests.
+#[cfg(test)]
+pub(crate) fn test_site() -> Site {
+    use crate::config::{Timeouts, UpstreamPool};
+    let t = Duration::from_secs(1);
+    Site {
+        name: "s".into(),
+        backends: Vec::new(),
+        backups: Vec::new(),
+        draining: Vec::new(),
+        client: UpstreamClient::new(
+            None,
+            &Timeouts {
+                tls_handshake: t,
+                request_header: t,
+                idle: t,
+                upstream_connect: t,
+                upstream_response: t,
+                shutdown_drain: t,
+            },
+            &UpstreamPool {
+                idle_timeout: t,
+                max_idle_per_backend: 1,
+                drain_timeout: t,
+                retries: 0,
+            },
+        ),
+        rotation: Arc::new(RoundRobin::default()),
+        sticky: None,
+        outlier: Outlier {
+            consecutive_failures: 0,
+            base_ejection: t,
+            max_ejection: t,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Timeouts, UpstreamPool};
-
-    fn site() -> Site {
-        let t = Duration::from_secs(1);
-        Site {
-            name: "s".into(),
-            backends: Vec::new(),
-            backups: Vec::new(),
-            draining: Vec::new(),
-            client: UpstreamClient::new(
-                None,
-                &Timeouts {
-                    tls_handshake: t,
-                    request_header: t,
-                    idle: t,
-                    upstream_connect: t,
-                    upstream_response: t,
-                    shutdown_drain: t,
-                },
-                &UpstreamPool {
-                    idle_timeout: t,
-                    max_idle_per_backend: 1,
-                    drain_timeout: t,
-                },
-            ),
-            rotation: Arc::new(RoundRobin::default()),
-        }
-    }
-
-    fn rr() -> Balance {
-        Balance {
-            algorithm: Algorithm::RoundRobin,
-            seed: 0,
-        }
-    }
 
     fn m(id: &str, priority: u16) -> Member {
         Member {
@@ -335,7 +337,7 @@ mod tests {
     async fn members_that_stay_keep_their_backend_and_leavers_drain() {
         let now = Instant::now();
         let drain = Duration::from_secs(60);
-        let (s1, c1) = site().successor(&[m("a", 0), m("bb", 0)], now, drain);
+        let (s1, c1) = test_site().successor(&[m("a", 0), m("bb", 0)], now, drain);
         assert_eq!(c1.joined, vec!["a", "bb"]);
         let a = s1.backends[0].clone();
 
@@ -362,25 +364,5 @@ mod tests {
         let (s4, _) = s3.successor(&[m("a", 0)], now, drain);
         let (s5, _) = s4.successor(&[m("a", 0)], now + drain + Duration::from_secs(1), drain);
         assert!(s5.draining.is_empty());
-    }
-
-    #[tokio::test]
-    async fn worse_priorities_are_backups() {
-        let (s, _) = site().successor(
-            &[m("a", 10), m("b", 10), m("c", 20)],
-            Instant::now(),
-            Duration::ZERO,
-        );
-        assert_eq!(s.backends.len(), 2);
-        assert_eq!(s.backups.len(), 1);
-        for _ in 0..10 {
-            assert_ne!(s.pick(&rr(), None).unwrap().id, "c");
-        }
-        let (s, _) = s.successor(&[m("c", 20)], Instant::now(), Duration::ZERO);
-        assert_eq!(
-            s.pick(&rr(), None).unwrap().id,
-            "c",
-            "the backup serves when nothing better is left"
-        );
     }
 }

@@ -78,18 +78,25 @@ pub fn stable_hash(seed: u64, parts: &[&[u8]]) -> u64 {
 
 /// Rendezvous hashing: the item whose `id` scores highest with `key`. Adding an item moves only
 /// the keys it now wins (about 1/(N+1) of them); removing one moves only the keys it held.
-pub fn rendezvous<'a, T>(
-    items: &'a [T],
+pub fn rendezvous<'a, T: 'a>(
+    items: impl IntoIterator<Item = &'a T>,
     key: &[u8],
     seed: u64,
     id: impl Fn(&T) -> &str,
 ) -> Option<&'a T> {
-    items.iter().max_by_key(|item| {
-        (
-            stable_hash(seed, &[key, id(item).as_bytes()]),
-            id(item).to_string(),
-        )
-    })
+    let mut best: Option<(u64, &'a T)> = None;
+    for item in items {
+        let score = stable_hash(seed, &[key, id(item).as_bytes()]);
+        // Ties (as good as impossible with 64 bits) go to the greater id, so order never matters.
+        let wins = match best {
+            None => true,
+            Some((s, b)) => (score, id(item)) > (s, id(b)),
+        };
+        if wins {
+            best = Some((score, item));
+        }
+    }
+    best.map(|(_, item)| item)
 }
 
 /// Power of two choices: of two distinct items drawn with `random`, the one with less `load`.

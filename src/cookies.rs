@@ -36,9 +36,72 @@ pub fn find_in_bytes<'a>(line: &'a [u8], name: &str) -> Option<&'a str> {
     })
 }
 
+/// Removes every cookie called `name` from the request, and joins what is left into one
+/// `Cookie` line: HTTP/2 clients send one header per cookie, which an HTTP/1.1 backend must
+/// receive joined with `; ` (RFC 9113 §8.2.3). Does nothing when there is nothing to change.
+pub fn remove(headers: &mut HeaderMap, name: &str) {
+    let lines = headers.get_all(COOKIE);
+    let mut iter = lines.iter();
+    let several = iter.next().is_some() && iter.next().is_some();
+    if !several && find(headers, name).is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for line in headers.get_all(COOKIE) {
+        for pair in line.as_bytes().split(|b| *b == b';') {
+            let n = pair.split(|b| *b == b'=').next().unwrap_or_default();
+            if n.trim_ascii() == name.as_bytes() || pair.trim_ascii().is_empty() {
+                continue;
+            }
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(pair.trim_ascii());
+        }
+    }
+    headers.remove(COOKIE);
+    if let Ok(line) = http::HeaderValue::from_bytes(&joined) {
+        if !joined.is_empty() {
+            headers.insert(COOKIE, line);
+        }
+    }
+}
+
+/// The value a `Set-Cookie` line gives cookie `name`, if it sets that cookie.
+pub fn set_by<'a>(line: &'a [u8], name: &str) -> Option<&'a str> {
+    let first = line.split(|b| *b == b';').next()?;
+    find_in_bytes(first, name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn removes_one_cookie_and_joins_the_rest() {
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, "a=1; SG_NODE=x.y".parse().unwrap());
+        h.append(COOKIE, "SG_NODE=z".parse().unwrap());
+        h.append(COOKIE, "b=2".parse().unwrap());
+        remove(&mut h, "SG_NODE");
+        let lines: Vec<_> = h.get_all(COOKIE).iter().collect();
+        assert_eq!(lines, ["a=1; b=2"]);
+
+        let mut only = HeaderMap::new();
+        only.insert(COOKIE, "SG_NODE=1".parse().unwrap());
+        remove(&mut only, "SG_NODE");
+        assert!(only.get(COOKIE).is_none(), "no empty Cookie header is left");
+
+        let mut untouched = HeaderMap::new();
+        untouched.insert(COOKIE, "a=1;b=2".parse().unwrap());
+        remove(&mut untouched, "SG_NODE");
+        assert_eq!(
+            untouched[COOKIE], "a=1;b=2",
+            "left as sent when nothing changes"
+        );
+        assert_eq!(set_by(b"SG_NODE=v; Path=/; HttpOnly", "SG_NODE"), Some("v"));
+        assert_eq!(set_by(b"other=v; SG_NODE=w", "SG_NODE"), None);
+    }
 
     #[test]
     fn finds_cookies_the_way_servers_read_them() {

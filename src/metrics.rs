@@ -29,6 +29,11 @@ pub struct Metrics {
     pub dns_stale: IntGaugeVec,
     pub certificate_expiry: IntGaugeVec,
     pub ready: IntGauge,
+    pub sticky: IntCounterVec,
+    pub retries: IntCounterVec,
+    pub backend_up: IntGaugeVec,
+    pub ejections: IntCounterVec,
+    pub health_checks: IntCounterVec,
 }
 
 /// Handles for one listener, resolved once so the request path does not hash label sets.
@@ -158,6 +163,36 @@ impl Metrics {
             "Expiry (notAfter) of each served certificate, as a Unix timestamp.",
             &["listener", "certificate"],
         );
+        let sticky = counter(
+            &registry,
+            "sessiongate_sticky_total",
+            "Sticky decisions by site and outcome: hit (the session's backend), miss (no usable sticky cookie, route or address: balanced and pinned), repin (the session's backend was gone or unavailable: moved to its deterministic replacement).",
+            &["site", "outcome"],
+        );
+        let retries = counter(
+            &registry,
+            "sessiongate_upstream_retries_total",
+            "Requests sent again to another backend after a failed attempt, by site and the failure kind.",
+            &["site", "kind"],
+        );
+        let backend_up = gauge(
+            &registry,
+            "sessiongate_backend_up",
+            "1 while a backend passes its active health checks, 0 while it fails them (sites with [site.health] only).",
+            &["site", "backend"],
+        );
+        let ejections = counter(
+            &registry,
+            "sessiongate_backend_ejections_total",
+            "Times a backend was ejected for failing requests in a row (passive health).",
+            &["site", "backend"],
+        );
+        let health_checks = counter(
+            &registry,
+            "sessiongate_health_checks_total",
+            "Active health probes by site and result (pass, fail).",
+            &["site", "result"],
+        );
         let ready = IntGauge::new(
             "sessiongate_ready",
             "1 while the proxy accepts traffic, 0 while starting or draining.",
@@ -180,6 +215,11 @@ impl Metrics {
             dns_stale,
             certificate_expiry,
             ready,
+            sticky,
+            retries,
+            backend_up,
+            ejections,
+            health_checks,
         }
     }
 

@@ -1,0 +1,143 @@
+//! Whether a backend should get requests: active checks (`active.rs`) set `up`; passive
+//! ejection follows the requests themselves. Both live in atomics on the [`Backend`], which
+//! keeps its identity across snapshots, so the request path reads health without locks.
+//!
+//! [`Backend`]: crate::backends::Backend
+
+pub mod active;
+pub mod probe;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::config::Outlier;
+
+/// Milliseconds on a process-wide monotonic clock (never 0, so 0 can mean "not ejected").
+pub fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+#[derive(Debug)]
+pub struct Health {
+    /// The active checks' verdict; up until they say otherwise.
+    up: AtomicBool,
+    /// Requests failed in a row (connection failures and 5xx other than 503).
+    failures: AtomicU32,
+    /// Ejections in a row: each doubles the next one.
+    ejections: AtomicU32,
+    /// Ejected until this `now_ms()`; 0 when not ejected.
+    ejected_until: AtomicU64,
+}
+
+impl Default for Health {
+    fn default() -> Health {
+        Health {
+            up: AtomicBool::new(true),
+            failures: AtomicU32::new(0),
+            ejections: AtomicU32::new(0),
+            ejected_until: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Health {
+    pub fn available(&self, now: u64) -> bool {
+        self.up.load(Ordering::Relaxed) && self.ejected_until.load(Ordering::Relaxed) <= now
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn is_ejected(&self, now: u64) -> bool {
+        self.ejected_until.load(Ordering::Relaxed) > now
+    }
+
+    /// Sets the active checks' verdict; true when it changed.
+    pub fn set_up(&self, up: bool) -> bool {
+        self.up.swap(up, Ordering::Relaxed) != up
+    }
+
+    /// A request got an answer that is not a failure (a 503 counts here: a backend shedding
+    /// load is busy, not dead, and ejecting it would only push its load onto the others).
+    pub fn succeeded(&self) {
+        if self.failures.load(Ordering::Relaxed) != 0 {
+            self.failures.store(0, Ordering::Relaxed);
+        }
+        if self.ejections.load(Ordering::Relaxed) != 0
+            && self.ejected_until.load(Ordering::Relaxed) <= now_ms()
+        {
+            self.ejections.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// A request failed on this backend; returns how long it is now ejected for, if this
+    /// failure ejected it.
+    pub fn failed(&self, outlier: &Outlier) -> Option<Duration> {
+        if outlier.consecutive_failures == 0 {
+            return None;
+        }
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = now_ms();
+        if failures < outlier.consecutive_failures || self.is_ejected(now) {
+            return None;
+        }
+        self.failures.store(0, Ordering::Relaxed);
+        let n = self.ejections.fetch_add(1, Ordering::Relaxed).min(16);
+        let length = outlier
+            .base_ejection
+            .saturating_mul(1 << n)
+            .min(outlier.max_ejection);
+        self.ejected_until
+            .store(now + length.as_millis() as u64, Ordering::Relaxed);
+        Some(length)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ejection_backs_off_and_resets() {
+        let outlier = Outlier {
+            consecutive_failures: 2,
+            base_ejection: Duration::from_millis(1),
+            max_ejection: Duration::from_millis(3),
+        };
+        let h = Health::default();
+        assert!(h.available(now_ms()));
+        assert_eq!(h.failed(&outlier), None);
+        assert_eq!(h.failed(&outlier), Some(Duration::from_millis(1)));
+        assert!(!h.available(now_ms()));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(h.available(now_ms()), "the ejection ends by itself");
+        h.failed(&outlier);
+        assert_eq!(
+            h.failed(&outlier),
+            Some(Duration::from_millis(2)),
+            "doubled"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+        h.failed(&outlier);
+        assert_eq!(h.failed(&outlier), Some(Duration::from_millis(3)), "capped");
+        std::thread::sleep(Duration::from_millis(5));
+        h.succeeded();
+        h.failed(&outlier);
+        assert_eq!(
+            h.failed(&outlier),
+            Some(Duration::from_millis(1)),
+            "reset by a success"
+        );
+
+        let other = Health::default();
+        other.failed(&outlier);
+        other.succeeded();
+        assert_eq!(other.failed(&outlier), None, "failures must be consecutive");
+        assert!(other.set_up(false));
+        assert!(!other.available(now_ms()));
+        assert!(!other.set_up(false), "no change");
+    }
+}
