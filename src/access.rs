@@ -44,6 +44,10 @@ impl RequestRecord {
         }
     }
 
+    pub fn listener(&self) -> &crate::connection::ListenerContext {
+        &self.conn.listener
+    }
+
     pub fn peer(&self) -> SocketAddr {
         self.conn.peer
     }

@@ -5,6 +5,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -207,5 +208,74 @@ impl Body for RequestBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// One attempt's view of the request body. If the attempt ends without the body ever being
+/// polled (the connection failed, or hyper never needed it), the body goes back into `slot`
+/// whole, so the request can be retried on another backend with nothing lost. Once polled, it
+/// is spent: part of it may be on the wire.
+pub struct AttemptBody {
+    inner: Option<RequestBody>,
+    polled: bool,
+    slot: Arc<Mutex<Option<RequestBody>>>,
+}
+
+/// Where an unpolled body comes back to.
+#[derive(Clone, Default)]
+pub struct Reclaim(Arc<Mutex<Option<RequestBody>>>);
+
+impl Reclaim {
+    pub fn attempt(&self, body: RequestBody) -> AttemptBody {
+        AttemptBody {
+            inner: Some(body),
+            polled: false,
+            slot: self.0.clone(),
+        }
+    }
+
+    /// The body back, if the attempt never touched it.
+    pub fn take(&self) -> Option<RequestBody> {
+        self.0.lock().ok()?.take()
+    }
+}
+
+impl Body for AttemptBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        this.polled = true;
+        match this.inner.as_mut() {
+            Some(inner) => Pin::new(inner).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.inner {
+            Some(inner) => inner.is_end_stream(),
+            None => true,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), RequestBody::size_hint)
+    }
+}
+
+impl Drop for AttemptBody {
+    fn drop(&mut self) {
+        if !self.polled {
+            if let (Some(body), Ok(mut slot)) = (self.inner.take(), self.slot.lock()) {
+                *slot = Some(body);
+            }
+        }
     }
 }

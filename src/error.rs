@@ -57,7 +57,7 @@ impl ProxyError {
                 UpstreamError::Body(BodyError::TooSlow(_)) => StatusCode::REQUEST_TIMEOUT,
                 UpstreamError::Body(BodyError::Aborted) => StatusCode::BAD_REQUEST,
                 UpstreamError::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-                UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
+                UpstreamError::Closed(_) | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
                 UpstreamError::Connect(c) => match c {
                     ConnectError::Refused(_)
                     | ConnectError::Timeout(..)
@@ -116,7 +116,9 @@ impl ProxyError {
                 UpstreamError::Body(BodyError::Aborted) => "request body incomplete",
                 UpstreamError::ResponseTimeout(_) => "backend did not answer in time",
                 UpstreamError::Connect(_) => "backend unreachable",
-                UpstreamError::Protocol(_) => "backend connection failed",
+                UpstreamError::Closed(_) | UpstreamError::Protocol(_) => {
+                    "backend connection failed"
+                }
             },
         };
         let mut resp = local_response(self.status(), detail);

@@ -18,11 +18,14 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod headers;
+pub mod health;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod paths;
 pub mod proxy;
+pub mod select;
+pub mod sticky;
 pub mod tls;
 pub mod upstream;
 
@@ -123,11 +126,19 @@ impl Server {
             control_tasks.clone(),
         ));
 
+        start_health_checks(
+            &config,
+            &snapshot,
+            &metrics,
+            &control_shutdown,
+            &control_tasks,
+        );
+
         let proxy = Arc::new(proxy::Proxy::new(
             snapshot.clone(),
-            config.balance.clone(),
+            &config,
+            metrics.clone(),
             public_tasks.clone(),
-            config.log.access_log,
         ));
         let mut listeners = Vec::new();
         for (l, tcp) in bound {
@@ -281,6 +292,32 @@ async fn start_discovery(
         }
     }
     Ok(())
+}
+
+/// One active health check task per site that has `[site.health]`.
+fn start_health_checks(
+    config: &Config,
+    snapshot: &backends::SharedSnapshot,
+    metrics: &Arc<Metrics>,
+    shutdown: &CancellationToken,
+    tasks: &TaskTracker,
+) {
+    for (index, site) in config.sites.iter().enumerate() {
+        let Some(check) = &site.health else {
+            continue;
+        };
+        let checks = health::active::ActiveChecks {
+            index,
+            site: site.name.clone(),
+            prober: Arc::new(health::probe::Prober::new(site.tls.clone(), check.clone())),
+            interval: check.interval,
+            rise: check.rise,
+            fall: check.fall,
+            snapshot: snapshot.clone(),
+            metrics: metrics.clone(),
+        };
+        tasks.spawn(checks.run(shutdown.clone()));
+    }
 }
 
 fn local_addr(listener: &tokio::net::TcpListener, configured: SocketAddr) -> SocketAddr {

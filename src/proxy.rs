@@ -14,18 +14,25 @@ use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
 use crate::access::RequestRecord;
-use crate::backends::{Backend, InFlight, SharedSnapshot};
-use crate::body::{BodyLimits, ProxyBody, RequestBody};
-use crate::config::{Algorithm, Balance, HashKey, HttpsRedirect};
+use crate::backends::{Backend, InFlight, SharedSnapshot, Site};
+use crate::balance;
+use crate::body::{BodyLimits, ProxyBody, Reclaim, RequestBody};
+use crate::config::{Algorithm, Balance, Config, HashKey, HttpsRedirect};
 use crate::connection::{ConnContext, ListenerContext};
 use crate::cookies;
 use crate::error::{local_response, ProxyError};
 use crate::headers::{self, ForwardedFor};
+use crate::metrics::Metrics;
 use crate::paths;
+use crate::select::{Outcome, Selection};
+use crate::sticky::{SessionKey, Sticky};
+use crate::upstream::UpstreamError;
 
 pub struct Proxy {
     snapshot: SharedSnapshot,
     balance: Balance,
+    retries: u32,
+    metrics: Arc<Metrics>,
     /// Upgraded (WebSocket) tunnels outlive their request; tracked so shutdown waits for them.
     tunnels: TaskTracker,
     access_log: bool,
@@ -34,15 +41,17 @@ pub struct Proxy {
 impl Proxy {
     pub fn new(
         snapshot: SharedSnapshot,
-        balance: Balance,
+        config: &Config,
+        metrics: Arc<Metrics>,
         tunnels: TaskTracker,
-        access_log: bool,
     ) -> Proxy {
         Proxy {
             snapshot,
-            balance,
+            balance: config.balance.clone(),
+            retries: config.upstream.retries,
+            metrics,
+            access_log: config.log.access_log,
             tunnels,
-            access_log,
         }
     }
 
@@ -98,15 +107,11 @@ impl Proxy {
 
         let snapshot = self.snapshot.load();
         let site = snapshot.active_site().ok_or(ProxyError::NoSite)?;
+        let sticky = site.sticky.as_deref();
+        let session = sticky.map_or(SessionKey::Unpinned, |s| {
+            s.read(req.headers(), conn.peer.ip())
+        });
         let key = hash_key(&self.balance.algorithm, &req, conn);
-        let backend = site
-            .pick(&self.balance, key.as_deref())
-            .ok_or_else(|| ProxyError::NoBackend(site.name.clone()))?;
-        let backend = record
-            .backend
-            .insert(InFlight::new(backend.clone()))
-            .backend()
-            .clone();
 
         // Only HTTP/1.1 has Upgrade; HTTP/2 clients never reach this.
         let client_upgrade = (req.version() == Version::HTTP_11
@@ -114,6 +119,10 @@ impl Proxy {
         .then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        if let Some(own) = sticky.and_then(Sticky::own_cookie) {
+            // The proxy's cookie is for the proxy; backends never see it.
+            cookies::remove(&mut parts.headers, own);
+        }
         let host_value = HeaderValue::from_str(host.as_str()).map_err(|_| ProxyError::BadHost)?;
         headers::set_forwarded(
             &mut parts.headers,
@@ -127,20 +136,30 @@ impl Proxy {
         );
         // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs it as Host.
         parts.headers.insert(header::HOST, host_value);
-        parts.uri = backend_uri(site.client.scheme(), &backend, target);
-        parts.version = Version::HTTP_11;
+        parts.uri = Uri::from(target);
 
-        let mut resp = site
-            .client
-            .send(Request::from_parts(parts, RequestBody::new(body, limits)))
-            .await
-            .map_err(|error| {
-                listener.upstream_error(&backend.id, error.kind());
-                ProxyError::Upstream {
-                    backend: backend.id.clone(),
-                    error,
-                }
-            })?;
+        let (mut resp, selection) = self
+            .forward(site, &session, key.as_deref(), parts, body, &limits, record)
+            .await?;
+        let backend = selection.backend;
+        if let Some(sticky) = sticky {
+            self.metrics
+                .sticky
+                .with_label_values(&[&site.name, selection.outcome.label()])
+                .inc();
+            let nonce = match (&session, selection.outcome) {
+                (_, Outcome::Hit) => None,
+                // A re-pin keeps the session's nonce: its replacement stays the same.
+                (SessionKey::Cookie { nonce, .. }, Outcome::Repinned) => Some(*nonce),
+                _ => Some(balance::random_u64()),
+            };
+            if let Some(cookie) =
+                nonce.and_then(|n| sticky.set_cookie(n, backend.tag, listener.tls))
+            {
+                resp.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            sticky.learn(resp.headers(), &backend.id, backend.route.as_deref());
+        }
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if let (true, Some(client)) = (switching, client_upgrade) {
@@ -152,6 +171,112 @@ impl Proxy {
         parts.version = Version::HTTP_11;
         Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
     }
+}
+
+impl Proxy {
+    /// Sends the request to the site, trying further backends when an attempt fails in a way
+    /// that is safe to retry: the connection could not be made (nothing was sent, so any
+    /// method), or, for idempotent methods, it closed before a response head. Never once the
+    /// body has been read from the client (it could not be sent again) and never after a
+    /// response started. Each outcome feeds the backend's passive health.
+    #[allow(clippy::too_many_arguments)]
+    async fn forward(
+        &self,
+        site: &Site,
+        session: &SessionKey,
+        hash_key: Option<&[u8]>,
+        mut parts: http::request::Parts,
+        body: Incoming,
+        limits: &BodyLimits,
+        record: &mut RequestRecord,
+    ) -> Result<(Response<Incoming>, Selection), ProxyError> {
+        let idempotent = is_idempotent(&parts.method);
+        let reclaim = Reclaim::default();
+        let mut body = Some(RequestBody::new(body, *limits));
+        let mut tried: Vec<Arc<Backend>> = Vec::new();
+        loop {
+            let selection = site
+                .select(&self.balance, session, hash_key, &tried)
+                .ok_or_else(|| ProxyError::NoBackend(site.name.clone()))?;
+            let backend = selection.backend.clone();
+            record.backend = Some(InFlight::new(backend.clone()));
+            // Whether another attempt could follow this one; if not, the head is moved, not
+            // copied.
+            let last = tried.len() >= self.retries as usize
+                || site.members().nth(tried.len() + 1).is_none();
+            let mut req = Request::new(reclaim.attempt(body.take().unwrap_or_else(|| {
+                unreachable!("every attempt after the first has its body back")
+            })));
+            *req.method_mut() = parts.method.clone();
+            *req.uri_mut() = backend_uri(site.client.scheme(), &backend, &parts.uri);
+            *req.version_mut() = Version::HTTP_11;
+            *req.headers_mut() = if last {
+                std::mem::take(&mut parts.headers)
+            } else {
+                parts.headers.clone()
+            };
+            let error = match site.client.send(req).await {
+                Ok(resp) => {
+                    let status = resp.status();
+                    if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
+                        self.failed(site, &backend);
+                    } else {
+                        backend.health.succeeded();
+                    }
+                    return Ok((resp, selection));
+                }
+                Err(error) => error,
+            };
+            record.listener().upstream_error(&backend.id, error.kind());
+            if error.is_backend_failure() {
+                self.failed(site, &backend);
+            }
+            let retryable = match &error {
+                UpstreamError::Connect(_) => true,
+                UpstreamError::Closed(_) => idempotent,
+                _ => false,
+            };
+            if !last && retryable {
+                body = reclaim.take();
+            }
+            if body.is_none() {
+                return Err(ProxyError::Upstream {
+                    backend: backend.id.clone(),
+                    error,
+                });
+            }
+            tracing::debug!(site = %site.name, backend = %backend.id, %error, "retrying on another backend");
+            self.metrics
+                .retries
+                .with_label_values(&[&site.name, error.kind()])
+                .inc();
+            tried.push(backend);
+        }
+    }
+
+    fn failed(&self, site: &Site, backend: &Backend) {
+        if let Some(length) = backend.health.failed(&site.outlier) {
+            tracing::warn!(
+                site = %site.name,
+                backend = %backend.id,
+                failures = site.outlier.consecutive_failures,
+                ejected_for = ?length,
+                "backend ejected after failing requests in a row"
+            );
+            self.metrics
+                .ejections
+                .with_label_values(&[&site.name, &backend.id])
+                .inc();
+        }
+    }
+}
+
+/// Methods whose repetition has the same effect as one request (RFC 9110 §9.2.2).
+fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
 }
 
 /// The authority the client asked for: the absolute-form or HTTP/2 authority, else Host. Two
@@ -222,11 +347,17 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()
 }
 
-fn backend_uri(scheme: &http::uri::Scheme, backend: &Backend, target: PathAndQuery) -> Uri {
+/// The backend's URI for a request whose (checked, origin-form) target is `target`.
+fn backend_uri(scheme: &http::uri::Scheme, backend: &Backend, target: &Uri) -> Uri {
     let mut parts = http::uri::Parts::default();
     parts.scheme = Some(scheme.clone());
     parts.authority = Some(backend.authority.clone());
-    parts.path_and_query = Some(target);
+    parts.path_and_query = Some(
+        target
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+    );
     Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
 }
 

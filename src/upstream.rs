@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::body::{BodyError, RequestBody};
+use crate::body::{AttemptBody, BodyError};
 use crate::config::{Timeouts, UpstreamPool};
 use crate::tls::UpstreamTls;
 
@@ -29,6 +29,10 @@ pub enum UpstreamError {
     Connect(#[from] ConnectError),
     #[error("no response head within {0:?}")]
     ResponseTimeout(Duration),
+    /// The connection closed (or reset) before a response head: the request may or may not
+    /// have been processed.
+    #[error("connection closed before the response: {0}")]
+    Closed(String),
     #[error("{0}")]
     Protocol(String),
     /// The client's body, not the backend, failed the exchange.
@@ -37,10 +41,16 @@ pub enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// Whether the backend is to blame (counts toward passive ejection).
+    pub fn is_backend_failure(&self) -> bool {
+        !matches!(self, UpstreamError::Body(_))
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             UpstreamError::Connect(c) => c.kind(),
             UpstreamError::ResponseTimeout(_) => "response_timeout",
+            UpstreamError::Closed(_) => "closed",
             UpstreamError::Protocol(_) => "protocol",
             UpstreamError::Body(_) => "client_body",
         }
@@ -79,7 +89,7 @@ impl ConnectError {
 /// One site's client: a pool of kept-alive connections per backend address.
 #[derive(Clone)]
 pub struct UpstreamClient {
-    client: Client<Connector, RequestBody>,
+    client: Client<Connector, AttemptBody>,
     scheme: http::uri::Scheme,
     response_timeout: Duration,
 }
@@ -91,10 +101,7 @@ impl UpstreamClient {
         } else {
             http::uri::Scheme::HTTP
         };
-        let connector = Connector {
-            tls: tls.map(Arc::new),
-            connect_timeout: timeouts.upstream_connect,
-        };
+        let connector = Connector::new(tls, timeouts.upstream_connect);
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -118,7 +125,7 @@ impl UpstreamClient {
     /// most the response timeout. Bodies stream both ways: nothing here buffers them.
     pub async fn send(
         &self,
-        req: Request<RequestBody>,
+        req: Request<AttemptBody>,
     ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
         match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
             Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
@@ -140,6 +147,21 @@ fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
         }
         source = s.source();
     }
+    let closed = std::error::Error::source(&e)
+        .and_then(|s| s.downcast_ref::<hyper::Error>())
+        .is_some_and(|h| {
+            let reset = std::error::Error::source(h)
+                .and_then(|s| s.downcast_ref::<io::Error>())
+                .is_some_and(|io| {
+                    matches!(
+                        io.kind(),
+                        io::ErrorKind::ConnectionReset
+                            | io::ErrorKind::ConnectionAborted
+                            | io::ErrorKind::BrokenPipe
+                    )
+                });
+            h.is_incomplete_message() || h.is_canceled() || reset
+        });
     let mut text = e.to_string();
     let mut source = std::error::Error::source(&e);
     while let Some(s) = source {
@@ -147,13 +169,26 @@ fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
         text.push_str(&s.to_string());
         source = s.source();
     }
-    UpstreamError::Protocol(text)
+    if closed {
+        UpstreamError::Closed(text)
+    } else {
+        UpstreamError::Protocol(text)
+    }
 }
 
 #[derive(Clone)]
-struct Connector {
+pub(crate) struct Connector {
     tls: Option<Arc<UpstreamTls>>,
     connect_timeout: Duration,
+}
+
+impl Connector {
+    pub(crate) fn new(tls: Option<UpstreamTls>, connect_timeout: Duration) -> Connector {
+        Connector {
+            tls: tls.map(Arc::new),
+            connect_timeout,
+        }
+    }
 }
 
 impl tower_service::Service<Uri> for Connector {
@@ -227,7 +262,7 @@ async fn connect_any(host: &str, port: u16, authority: &str) -> Result<TcpStream
     Err(last)
 }
 
-enum MaybeTls {
+pub(crate) enum MaybeTls {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -291,7 +326,7 @@ impl AsyncWrite for MaybeTls {
 }
 
 /// A backend connection as hyper's client sees it.
-struct UpstreamIo(TokioIo<MaybeTls>);
+pub(crate) struct UpstreamIo(TokioIo<MaybeTls>);
 
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
