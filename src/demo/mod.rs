@@ -85,10 +85,25 @@ listen = "{http}"
 redirect_to_https = true
 https_port = {https_port}
 
+[balance]
+algorithm = "least_requests"
+
+# Keep each session on the node holding it: the nodes append their name to their session
+# cookie, AUTH_SESSION_ID=<id>.<node>, as Keycloak does; the SRV targets (keycloak-N.<service>)
+# give the route of each node. Delete this table to see sessions get lost.
+[balance.sticky]
+mode = "route"
+route_cookie = "AUTH_SESSION_ID"
+
 [[site]]
 name = "demo"
 # Discovered like a StatefulSet behind a headless service: one SRV record per pod.
 backends = { srv = "_http._tcp.{service}" }
+
+[site.health]
+path = "/health/ready"       # Keycloak serves it on its management port (add port = 9000)
+interval = "2s"
+expect_json_up = true
 
 [dns]
 nameservers = ["{dns}"]    # the demo's own DNS server; leave out to use /etc/resolv.conf
@@ -233,9 +248,11 @@ impl Demo {
              \x20 config:   {config}\n\n\
              Try (a session cookie jar, three requests):\n\
              \x20 for i in 1 2 3; do curl -sk -c /tmp/sg.jar -b /tmp/sg.jar https://localhost:{https_port}/; done\n\
-             Each node keeps its sessions in memory, like a Keycloak pod. Balancing is round robin, so\n\
-             the second request lands on another node, which does not know the session: the\n\
-             \"SESSION LOST\" you see is the problem session-aware balancing exists to solve.\n\
+             Each node keeps its sessions in memory, like a Keycloak pod, and names itself in the\n\
+             session cookie. Route stickiness keeps every request of the session on that node:\n\
+             \"welcome back ... request 2, 3\". Type `add` and repeat: the session stays put while\n\
+             new sessions (drop the jar) reach the new node. Delete [balance.sticky] from the\n\
+             config below to see \"SESSION LOST\", the problem this proxy exists to solve.\n\
              \x20 curl -sk --http2 https://localhost:{https_port}/echo   (headers as the node sees them)\n\n\
              Type `add` or `remove` and Enter to scale the cluster, and watch the proxy follow DNS.\n\
              Ctrl-C drains and stops.\n",

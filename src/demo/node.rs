@@ -11,13 +11,15 @@
 //! - `/bytes?n=N`: streams N bytes (64 KiB chunks) without holding them in memory.
 //! - `/upload`: reads the whole request body, answers with its length.
 //! - `/lb-check`: `UP`.
+//! - `/health/ready`: Keycloak's readiness body, `{"status": "UP"}` or (see `set_ready`) 503
+//!   with `{"status": "DOWN"}`.
 //! - `/stats`: `connections: N`, the TCP connections this node has accepted (pooling shows).
 //! - an `Upgrade` request: 101, then echoes every byte back (a WebSocket-style tunnel).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +57,7 @@ impl DemoNode {
                 name,
             )),
             connections: AtomicU64::new(0),
+            ready: AtomicBool::new(true),
             seen: Mutex::new(Vec::new()),
         });
         tokio::spawn(serve(listener, state.clone(), stop.clone()));
@@ -71,6 +74,16 @@ impl DemoNode {
         self.state.seen.lock().expect("seen lock").clone()
     }
 
+    /// What `/health/ready` answers: `{"status": "UP"}` (200) or `{"status": "DOWN"}` (503).
+    pub fn set_ready(&self, ready: bool) {
+        self.state.ready.store(ready, Ordering::Relaxed);
+    }
+
+    /// Sessions this node holds.
+    pub fn sessions(&self) -> usize {
+        self.state.sessions.lock().expect("session map").len()
+    }
+
     /// Stops accepting and closes open connections, like a pod being killed.
     pub fn stop(&self) {
         self.stop.cancel();
@@ -83,6 +96,7 @@ struct NodeState {
     sessions: Mutex<HashMap<String, u64>>,
     next_id: AtomicU64,
     connections: AtomicU64,
+    ready: AtomicBool,
     /// Every request target received, in order (what a filter in front must keep out).
     seen: Mutex<Vec<String>>,
 }
@@ -164,6 +178,16 @@ async fn handle(state: &NodeState, mut req: Request<Incoming>) -> Response<NodeB
                 text(StatusCode::OK, format!("{total}\n"))
             }
             "/lb-check" => text(StatusCode::OK, "UP".into()),
+            "/health/ready" => {
+                if state.ready.load(Ordering::Relaxed) {
+                    text(StatusCode::OK, r#"{"status": "UP", "checks": []}"#.into())
+                } else {
+                    text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        r#"{"status": "DOWN", "checks": []}"#.into(),
+                    )
+                }
+            }
             "/stats" => text(
                 StatusCode::OK,
                 format!(
