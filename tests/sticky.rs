@@ -484,3 +484,71 @@ async fn health_checks_move_sessions_off_a_failing_node_and_never_back() {
         assert_eq!(&v.node, node, "a re-pinned session does not flap back");
     }
 }
+
+#[tokio::test]
+async fn the_demo_keeps_a_session_on_its_node_through_a_scale_up() {
+    let any = localhost();
+    let mut demo = sessiongate::demo::start(sessiongate::demo::DemoOptions {
+        https: any,
+        http: any,
+        admin: any,
+        nodes: 2,
+    })
+    .await
+    .unwrap();
+    let https = demo.server.listener_addr("https").unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(demo.certificate()).unwrap();
+    for cert in rustls_pemfile_certs(&pem) {
+        roots.add(cert).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let config = std::sync::Arc::new(config);
+
+    // A browser over HTTP/2; its cookie jar holds the one session cookie.
+    let visit = |jar_value: Option<String>| {
+        let config = config.clone();
+        async move {
+            let mut send = h2(tls_connect(https, "localhost", config).await).await;
+            let mut req = http::Request::get(format!("https://localhost:{}/", https.port()));
+            if let Some(cookie) = jar_value {
+                req = req.header("cookie", cookie);
+            }
+            let resp = send.send_request(req.body(empty()).unwrap()).await.unwrap();
+            read(resp).await
+        }
+    };
+    let (status, headers, body) = visit(None).await;
+    assert_eq!(status, 200, "{body}");
+    let home = headers["x-node"].to_str().unwrap().to_string();
+    let cookie = headers["set-cookie"].to_str().unwrap();
+    let jar = Some(cookie.split(';').next().unwrap().to_string());
+
+    demo.add_node().await.unwrap();
+    let newest = demo.nodes.last().unwrap().name.clone();
+    eventually("new sessions reach the added node", || async {
+        let (_, headers, _) = visit(None).await;
+        headers["x-node"] == newest.as_str()
+    })
+    .await;
+    for _ in 0..10 {
+        let (status, headers, body) = visit(jar.clone()).await;
+        assert_eq!(status, 200);
+        assert!(body.contains("welcome back"), "{body}");
+        assert_eq!(headers["x-node"], home.as_str());
+    }
+    demo.server.shutdown().await;
+}
+
+/// The certificates in a PEM file.
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+        .map(|c| c.unwrap())
+        .collect()
+}

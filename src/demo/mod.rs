@@ -185,6 +185,31 @@ fn publish(dns: &DnsServer, nodes: &[DemoNode]) {
 }
 
 impl Demo {
+    /// Starts the next pod and publishes it in DNS, as a StatefulSet scaling up does.
+    pub async fn add_node(&mut self) -> Result<&DemoNode, DemoError> {
+        let node = start_node(self.nodes.len()).await?;
+        self.nodes.push(node);
+        publish(&self.dns, &self.nodes);
+        Ok(self.nodes.last().expect("just pushed"))
+    }
+
+    /// Takes the newest pod out of DNS (it keeps serving while it drains, as a pod in its
+    /// shutdown delay does); never the last one.
+    pub fn remove_node(&mut self) -> Option<DemoNode> {
+        if self.nodes.len() < 2 {
+            return None;
+        }
+        let node = self.nodes.pop()?;
+        self.dns.remove(&pod_name(&node));
+        publish(&self.dns, &self.nodes);
+        Some(node)
+    }
+
+    /// The demo's self-signed certificate (PEM), for clients that want to trust it.
+    pub fn certificate(&self) -> PathBuf {
+        self.dir.join("tls.crt")
+    }
+
     /// Scales the cluster from stdin until it closes: `add` starts a pod and publishes it,
     /// `remove` takes the newest pod out of DNS (it keeps serving while it drains, as a pod in
     /// its shutdown delay does).
@@ -193,27 +218,20 @@ impl Demo {
         let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
         while let Ok(Some(line)) = lines.next_line().await {
             match line.trim() {
-                "add" => match start_node(self.nodes.len()).await {
-                    Ok(node) => {
-                        println!(
-                            "started {} at {}; publishing it in DNS",
-                            node.name, node.addr
-                        );
-                        self.nodes.push(node);
-                        publish(&self.dns, &self.nodes);
-                    }
+                "add" => match self.add_node().await {
+                    Ok(node) => println!(
+                        "started {} at {}; published it in DNS",
+                        node.name, node.addr
+                    ),
                     Err(e) => println!("{e}"),
                 },
-                "remove" if self.nodes.len() > 1 => {
-                    let node = self.nodes.pop().expect("more than one node");
-                    self.dns.remove(&pod_name(&node));
-                    publish(&self.dns, &self.nodes);
-                    println!(
-                        "{} left DNS; it drains (still answering its requests in flight)",
+                "remove" => match self.remove_node() {
+                    Some(node) => println!(
+                        "{} left DNS; it drains (its sessions and requests in flight finish there)",
                         node.name
-                    );
-                }
-                "remove" => println!("keeping the last node"),
+                    ),
+                    None => println!("keeping the last node"),
+                },
                 "" => {}
                 other => println!("unknown command `{other}`: type add or remove"),
             }
