@@ -31,6 +31,27 @@ pub struct Admin {
 }
 
 impl Admin {
+    /// Values read from the routing state when scraped, rather than kept up to date on the
+    /// request path.
+    fn observe_backends(&self) {
+        let gauge = &self.metrics.backend_in_flight;
+        gauge.reset();
+        for site in &self.snapshot.load().sites {
+            let draining = site.draining.iter().map(|d| &d.backend);
+            for backend in site.members().chain(draining) {
+                gauge
+                    .with_label_values(&[site.name.as_str(), backend.id.as_str()])
+                    .set(backend.in_flight() as i64);
+            }
+            if let Some(admission) = &site.admission {
+                self.metrics
+                    .queue_depth
+                    .with_label_values(&[site.name.as_str()])
+                    .set(admission.depth() as i64);
+            }
+        }
+    }
+
     fn handle(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut resp = local_response(StatusCode::METHOD_NOT_ALLOWED, "");
@@ -40,6 +61,7 @@ impl Admin {
         }
         match req.uri().path() {
             "/metrics" => {
+                self.observe_backends();
                 let mut resp = Response::new(ProxyBody::local(self.metrics.render()));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,

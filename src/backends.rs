@@ -4,16 +4,18 @@
 //! each other's updates); requests load it without locks and never wait for the producers.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::uri::Authority;
 
+use crate::admission::Admission;
 use crate::balance::RoundRobin;
 use crate::config::{BackendSource, Config, Outlier, SiteConfig};
 use crate::health::Health;
+use crate::metrics::Metrics;
 use crate::sticky::Sticky;
 use crate::upstream::UpstreamClient;
 
@@ -36,31 +38,76 @@ pub struct Backend {
     pub health: Health,
     /// Requests sent to it whose response body has not ended yet.
     in_flight: AtomicUsize,
+    /// Set while it is draining (left the set): its slots go only to its own sessions.
+    leaving: AtomicBool,
+    /// The site's queue, when the site caps requests in flight.
+    admission: Option<Arc<Admission>>,
 }
 
 impl Backend {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
+
+    pub fn is_leaving(&self) -> bool {
+        self.leaving.load(Ordering::Relaxed)
+    }
 }
 
-/// Counts one request against a backend until dropped (when the response body has ended).
-pub struct InFlight(Arc<Backend>);
+/// Counts one request against a backend until dropped (when the response body has ended): a
+/// slot, when the site caps requests in flight.
+pub struct InFlight {
+    backend: Arc<Backend>,
+    /// False once the count was handed on or is not to be released.
+    counted: bool,
+}
 
 impl InFlight {
+    /// Counts a request whatever the count (sites without a cap).
     pub fn new(backend: Arc<Backend>) -> InFlight {
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(backend)
+        InFlight {
+            backend,
+            counted: true,
+        }
+    }
+
+    /// Takes a slot if fewer than `cap` requests are in flight.
+    pub fn try_new(backend: &Arc<Backend>, cap: usize) -> Option<InFlight> {
+        backend
+            .in_flight
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < cap).then_some(n + 1)
+            })
+            .ok()?;
+        Some(InFlight {
+            backend: backend.clone(),
+            counted: true,
+        })
     }
 
     pub fn backend(&self) -> &Arc<Backend> {
-        &self.0
+        &self.backend
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if !self.counted {
+            return;
+        }
+        if let Some(admission) = &self.backend.admission {
+            // The slot passes to a waiting request as is, or comes back to be freed.
+            let slot = InFlight {
+                backend: self.backend.clone(),
+                counted: true,
+            };
+            match admission.release(slot) {
+                None => return,
+                Some(mut back) => back.counted = false,
+            }
+        }
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -96,6 +143,8 @@ pub struct Site {
     /// Shared across snapshots too (learned routes live in it).
     pub sticky: Option<Arc<Sticky>>,
     pub outlier: Outlier,
+    /// In-flight caps and the wait queue, shared across snapshots; `None`: no caps.
+    pub admission: Option<Arc<Admission>>,
 }
 
 /// What a new member list changed.
@@ -118,7 +167,7 @@ impl Site {
     }
 
     /// Every member, in order: active, backups.
-    pub fn members(&self) -> impl Iterator<Item = &Arc<Backend>> {
+    pub fn members(&self) -> impl Iterator<Item = &Arc<Backend>> + Clone {
         self.backends.iter().chain(self.backups.iter())
     }
 
@@ -149,7 +198,7 @@ impl Site {
                     {
                         Some(Arc::clone(b))
                     }
-                    _ => backend(m, self.sticky.as_deref()),
+                    _ => backend(m, self.sticky.as_deref(), self.admission.as_ref()),
                 }
             })
             .collect();
@@ -180,12 +229,23 @@ impl Site {
             rotation: self.rotation.clone(),
             sticky: self.sticky.clone(),
             outlier: self.outlier,
+            admission: self.admission.clone(),
         };
+        for b in site.members() {
+            b.leaving.store(false, Ordering::Relaxed);
+        }
+        for d in &site.draining {
+            d.backend.leaving.store(true, Ordering::Relaxed);
+        }
         (site, change)
     }
 }
 
-fn backend(m: &Member, sticky: Option<&Sticky>) -> Option<Arc<Backend>> {
+fn backend(
+    m: &Member,
+    sticky: Option<&Sticky>,
+    admission: Option<&Arc<Admission>>,
+) -> Option<Arc<Backend>> {
     let authority = m.address.parse::<Authority>().ok()?;
     Some(Arc::new(Backend {
         id: m.id.clone(),
@@ -196,6 +256,8 @@ fn backend(m: &Member, sticky: Option<&Sticky>) -> Option<Arc<Backend>> {
         route: sticky.and_then(|s| s.route_of(&m.id)),
         health: Health::default(),
         in_flight: AtomicUsize::new(0),
+        leaving: AtomicBool::new(false),
+        admission: admission.cloned(),
     }))
 }
 
@@ -232,12 +294,12 @@ pub fn update_site(
 }
 
 /// The snapshot at startup: static sites complete, DNS sites empty until their first lookup.
-pub fn initial(config: &Config) -> Snapshot {
+pub fn initial(config: &Config, metrics: &Metrics) -> Snapshot {
     Snapshot {
         sites: config
             .sites
             .iter()
-            .map(|s| Arc::new(site(config, s)))
+            .map(|s| Arc::new(site(config, s, metrics)))
             .collect(),
     }
 }
@@ -254,7 +316,7 @@ pub fn static_members(list: &[String]) -> Vec<Member> {
         .collect()
 }
 
-fn site(config: &Config, s: &SiteConfig) -> Site {
+fn site(config: &Config, s: &SiteConfig, metrics: &Metrics) -> Site {
     let empty = Site {
         name: s.name.clone(),
         backends: Vec::new(),
@@ -268,6 +330,9 @@ fn site(config: &Config, s: &SiteConfig) -> Site {
             .as_ref()
             .map(|mode| Arc::new(Sticky::new(mode, config.balance.seed))),
         outlier: s.outlier,
+        admission: s
+            .shedding
+            .map(|sh| Arc::new(Admission::new(&s.name, sh, metrics))),
     };
     match &s.backends {
         BackendSource::Static(list) => {
@@ -317,6 +382,7 @@ pub(crate) fn test_site() -> Site {
             base_ejection: t,
             max_ejection: t,
         },
+        admission: None,
     }
 }
 

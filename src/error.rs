@@ -32,6 +32,8 @@ pub enum ProxyError {
     NoBackend(String),
     #[error("no site configured")]
     NoSite,
+    #[error("request shed: {0}")]
+    Shed(crate::admission::Shed),
     #[error("backend {backend}: {error}")]
     Upstream {
         backend: String,
@@ -51,7 +53,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Denied(status) => *status,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
-            ProxyError::NoBackend(_) | ProxyError::NoSite => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::NoBackend(_) | ProxyError::NoSite | ProxyError::Shed(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::Upstream { error, .. } => match error {
                 UpstreamError::Body(BodyError::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
                 UpstreamError::Body(BodyError::TooSlow(_)) => StatusCode::REQUEST_TIMEOUT,
@@ -110,6 +114,7 @@ impl ProxyError {
             ProxyError::Denied(_) => "",
             ProxyError::MethodNotAllowed(_) => "method not allowed",
             ProxyError::NoBackend(_) | ProxyError::NoSite => "no backend available",
+            ProxyError::Shed(_) => "overloaded, retry later",
             ProxyError::Upstream { error, .. } => match error {
                 UpstreamError::Body(BodyError::TooLarge(_)) => "request body too large",
                 UpstreamError::Body(BodyError::TooSlow(_)) => "request body too slow",

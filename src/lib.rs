@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod backends;
 pub mod balance;
 pub mod body;
@@ -84,7 +85,7 @@ impl Server {
     /// spawns the accept loops on the current Tokio runtime.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let snapshot = Arc::new(ArcSwap::from_pointee(backends::initial(&config)));
+        let snapshot = Arc::new(ArcSwap::from_pointee(backends::initial(&config, &metrics)));
         for site in &snapshot.load().sites {
             discovery::report(&metrics, site, std::time::Instant::now());
         }

@@ -34,6 +34,10 @@ pub struct Metrics {
     pub backend_up: IntGaugeVec,
     pub ejections: IntCounterVec,
     pub health_checks: IntCounterVec,
+    pub shed: IntCounterVec,
+    pub queue_depth: IntGaugeVec,
+    pub queue_wait: HistogramVec,
+    pub backend_in_flight: IntGaugeVec,
 }
 
 /// Handles for one listener, resolved once so the request path does not hash label sets.
@@ -193,6 +197,36 @@ impl Metrics {
             "Active health probes by site and result (pass, fail).",
             &["site", "result"],
         );
+        let shed = counter(
+            &registry,
+            "sessiongate_requests_shed_total",
+            "Requests answered 503 without reaching a backend, by site and reason (queue_full, queue_timeout, no_backend).",
+            &["site", "reason"],
+        );
+        let queue_depth = gauge(
+            &registry,
+            "sessiongate_queue_depth",
+            "Requests waiting for a free backend slot, by site.",
+            &["site"],
+        );
+        let queue_wait = HistogramVec::new(
+            HistogramOpts::new(
+                "sessiongate_queue_wait_seconds",
+                "Time requests spent in a site's queue (admitted or timed out), in seconds.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["site"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(queue_wait.clone()))
+            .expect("unique metric");
+        let backend_in_flight = gauge(
+            &registry,
+            "sessiongate_backend_in_flight",
+            "Requests in flight per backend (until the response body is sent), at scrape time.",
+            &["site", "backend"],
+        );
         let ready = IntGauge::new(
             "sessiongate_ready",
             "1 while the proxy accepts traffic, 0 while starting or draining.",
@@ -220,6 +254,10 @@ impl Metrics {
             backend_up,
             ejections,
             health_checks,
+            shed,
+            queue_depth,
+            queue_wait,
+            backend_in_flight,
         }
     }
 

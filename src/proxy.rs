@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
 use crate::access::RequestRecord;
+use crate::admission::Shed;
 use crate::backends::{Backend, InFlight, SharedSnapshot, Site};
 use crate::balance;
 use crate::body::{BodyLimits, ProxyBody, Reclaim, RequestBody};
@@ -24,7 +25,7 @@ use crate::error::{local_response, ProxyError};
 use crate::headers::{self, ForwardedFor};
 use crate::metrics::Metrics;
 use crate::paths;
-use crate::select::{Outcome, Selection};
+use crate::select::{NoPick, Outcome, Selection};
 use crate::sticky::{SessionKey, Sticky};
 use crate::upstream::UpstreamError;
 
@@ -64,7 +65,8 @@ impl Proxy {
         let mut resp = match self.route(req, &conn, &mut record).await {
             Ok(resp) => resp,
             Err(err) => {
-                if err.is_client_error() {
+                // Shedding is logged once per episode by the queue, not once per request.
+                if err.is_client_error() || matches!(err, ProxyError::Shed(_)) {
                     tracing::debug!(peer = %record.peer(), error = %err, "request refused");
                 } else {
                     tracing::warn!(peer = %record.peer(), error = %err, "request failed");
@@ -194,12 +196,15 @@ impl Proxy {
         let reclaim = Reclaim::default();
         let mut body = Some(RequestBody::new(body, *limits));
         let mut tried: Vec<Arc<Backend>> = Vec::new();
+        let mut failed: Option<ProxyError> = None;
         loop {
-            let selection = site
-                .select(&self.balance, session, hash_key, &tried)
-                .ok_or_else(|| ProxyError::NoBackend(site.name.clone()))?;
+            let (selection, slot) = match self.admit(site, session, hash_key, &tried).await {
+                Ok(admitted) => admitted,
+                // A retry that finds no backend free answers with the failure that caused it.
+                Err(e) => return Err(failed.unwrap_or(e)),
+            };
             let backend = selection.backend.clone();
-            record.backend = Some(InFlight::new(backend.clone()));
+            record.backend = Some(slot);
             // Whether another attempt could follow this one; if not, the head is moved, not
             // copied.
             let last = tried.len() >= self.retries as usize
@@ -239,19 +244,76 @@ impl Proxy {
             if !last && retryable {
                 body = reclaim.take();
             }
+            let kind = error.kind();
+            let error = ProxyError::Upstream {
+                backend: backend.id.clone(),
+                error,
+            };
             if body.is_none() {
-                return Err(ProxyError::Upstream {
-                    backend: backend.id.clone(),
-                    error,
-                });
+                return Err(error);
             }
             tracing::debug!(site = %site.name, backend = %backend.id, %error, "retrying on another backend");
             self.metrics
                 .retries
-                .with_label_values(&[&site.name, error.kind()])
+                .with_label_values(&[&site.name, kind])
                 .inc();
+            failed = Some(error);
             tried.push(backend);
         }
+    }
+
+    /// A backend and a slot on it for one attempt: at once when one is free, else (first
+    /// attempts only) after waiting in the site's queue; or the reason the request is shed.
+    async fn admit(
+        &self,
+        site: &Site,
+        session: &SessionKey,
+        hash_key: Option<&[u8]>,
+        tried: &[Arc<Backend>],
+    ) -> Result<(Selection, InFlight), ProxyError> {
+        let no_backend = || {
+            self.metrics
+                .shed
+                .with_label_values(&[&site.name, "no_backend"])
+                .inc();
+            ProxyError::NoBackend(site.name.clone())
+        };
+        let Some(admission) = &site.admission else {
+            let selection = site
+                .select(&self.balance, session, hash_key, tried)
+                .map_err(|_| no_backend())?;
+            let slot = InFlight::new(selection.backend.clone());
+            return Ok((selection, slot));
+        };
+        let pinned = match site.select(&self.balance, session, hash_key, tried) {
+            Ok(selection) => match admission.try_acquire(&selection.backend) {
+                Some(slot) => return Ok((selection, slot)),
+                // Taken since it was chosen: wait for it if the session waits for its own.
+                None => (selection.outcome != Outcome::Balanced && admission.config.sticky_waits)
+                    .then_some(selection.backend),
+            },
+            Err(NoPick::NoBackend) => return Err(no_backend()),
+            Err(NoPick::Busy { pinned }) => pinned,
+        };
+        if !tried.is_empty() {
+            // Retries never queue: the request has waited its turn once.
+            return Err(ProxyError::Shed(Shed::QueueFull));
+        }
+        let cap = admission.config.max_in_flight;
+        let retry = || {
+            let selection = site.select(&self.balance, session, hash_key, tried).ok()?;
+            InFlight::try_new(&selection.backend, cap)
+        };
+        let slot = admission
+            .wait(pinned, retry)
+            .await
+            .map_err(ProxyError::Shed)?;
+        let outcome = site.outcome_of(&self.balance, session, slot.backend());
+        let selection = Selection {
+            backend: slot.backend().clone(),
+            outcome,
+        };
+        Ok((selection, slot))
     }
 
     fn failed(&self, site: &Site, backend: &Backend) {

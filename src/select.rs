@@ -46,6 +46,16 @@ pub struct Selection {
     pub outcome: Outcome,
 }
 
+/// Why no backend was selected.
+#[derive(Debug)]
+pub enum NoPick {
+    /// None to send to (or every one already tried).
+    NoBackend,
+    /// Every backend that may take the request is at its in-flight cap: wait in the queue, for
+    /// `pinned` when the request is a session that waits for its own backend.
+    Busy { pinned: Option<Arc<Backend>> },
+}
+
 impl Site {
     /// The backend for the next attempt; `hash_key` is the request's key for the `hash`
     /// algorithm, `tried` the backends earlier attempts failed on.
@@ -55,44 +65,97 @@ impl Site {
         session: &SessionKey,
         hash_key: Option<&[u8]>,
         tried: &[Arc<Backend>],
-    ) -> Option<Selection> {
+    ) -> Result<Selection, NoPick> {
         let now = now_ms();
         let usable =
             |b: &Arc<Backend>| b.health.available(now) && !tried.iter().any(|t| Arc::ptr_eq(t, b));
+        let (cap, sticky_waits) = self.admission.as_ref().map_or((usize::MAX, true), |a| {
+            (a.config.max_in_flight, a.config.sticky_waits)
+        });
+        let has_room = |b: &Arc<Backend>| b.in_flight() < cap;
         let seed = self.sticky.as_ref().map_or(balance.seed, |s| s.seed());
+        let pinned = |backend: &Arc<Backend>, outcome| {
+            if has_room(backend) {
+                Ok(Selection {
+                    backend: backend.clone(),
+                    outcome,
+                })
+            } else {
+                Err(backend.clone())
+            }
+        };
+        // Set when the session's backend (or its replacement) is full and the session may go
+        // elsewhere instead of waiting for it.
+        let mut redispatch = false;
         if let Some(own) = self.session_backend(session, seed) {
             if usable(own) {
-                return Some(Selection {
-                    backend: own.clone(),
-                    outcome: Outcome::Hit,
-                });
+                match pinned(own, Outcome::Hit) {
+                    Ok(hit) => return Ok(hit),
+                    Err(own) if sticky_waits => return Err(NoPick::Busy { pinned: Some(own) }),
+                    Err(_) => redispatch = true,
+                }
             }
         }
         let pool = self.pool(usable, tried);
-        if let Some(key) = session.rendezvous_key() {
-            let replacement =
-                balance::rendezvous(pool.iter(), &key.to_be_bytes(), seed, |b| &b.id)?;
-            return Some(Selection {
-                backend: replacement.clone(),
-                outcome: Outcome::Repinned,
-            });
+        if pool.is_empty() {
+            return Err(NoPick::NoBackend);
         }
+        if let (Some(key), false) = (session.rendezvous_key(), redispatch) {
+            // The replacement is chosen among the available, full or not, so that it is the
+            // same on every replica whatever their load.
+            let replacement = balance::rendezvous(pool.iter(), &key.to_be_bytes(), seed, |b| &b.id)
+                .ok_or(NoPick::NoBackend)?;
+            match pinned(replacement, Outcome::Repinned) {
+                Ok(repin) => return Ok(repin),
+                Err(target) if sticky_waits => {
+                    return Err(NoPick::Busy {
+                        pinned: Some(target),
+                    })
+                }
+                Err(_) => redispatch = true,
+            }
+        }
+        let roomy: Cow<'_, [Arc<Backend>]> = if pool.iter().all(has_room) {
+            pool
+        } else {
+            Cow::Owned(pool.iter().filter(|b| has_room(b)).cloned().collect())
+        };
         let backend = match (&balance.algorithm, hash_key) {
             (Algorithm::LeastRequests, _) => {
-                balance::p2c(&pool, balance::random_u64(), |b| b.in_flight())
+                balance::p2c(&roomy, balance::random_u64(), |b| b.in_flight())
             }
-            (Algorithm::Random, _) => balance::random(&pool, balance::random_u64()),
+            (Algorithm::Random, _) => balance::random(&roomy, balance::random_u64()),
             (Algorithm::Hash(_), Some(key)) => {
-                balance::rendezvous(pool.iter(), key, balance.seed, |b| &b.id)
+                balance::rendezvous(roomy.iter(), key, balance.seed, |b| &b.id)
             }
             (Algorithm::RoundRobin, _) | (Algorithm::Hash(_), None) => {
-                self.rotation.pick_weighted(&pool, |b| b.weight)
+                self.rotation.pick_weighted(&roomy, |b| b.weight)
             }
-        }?;
-        Some(Selection {
+        }
+        .ok_or(NoPick::Busy { pinned: None })?;
+        Ok(Selection {
             backend: backend.clone(),
-            outcome: Outcome::Balanced,
+            outcome: if redispatch {
+                Outcome::Repinned
+            } else {
+                Outcome::Balanced
+            },
         })
+    }
+
+    /// What choosing `backend` means for the session (for a request handed a slot by the queue).
+    pub fn outcome_of(
+        &self,
+        balance: &Balance,
+        session: &SessionKey,
+        backend: &Arc<Backend>,
+    ) -> Outcome {
+        let seed = self.sticky.as_ref().map_or(balance.seed, |s| s.seed());
+        match self.session_backend(session, seed) {
+            Some(own) if Arc::ptr_eq(own, backend) => Outcome::Hit,
+            _ if session.rendezvous_key().is_some() => Outcome::Repinned,
+            _ => Outcome::Balanced,
+        }
     }
 
     /// The backend the session lives on, if this site knows it (as a member or draining).
@@ -209,7 +272,7 @@ mod tests {
     }
 
     fn pick(site: &Site, session: &SessionKey, tried: &[Arc<Backend>]) -> (String, Outcome) {
-        let s = site.select(&rr(), session, None, tried).unwrap();
+        let s = site.select(&rr(), session, None, tried).ok().unwrap();
         (s.backend.id.clone(), s.outcome)
     }
 
@@ -371,8 +434,9 @@ mod tests {
             pick(&site, &SessionKey::Unpinned, std::slice::from_ref(&a)).0,
             b.id
         );
-        assert!(site
-            .select(&rr(), &SessionKey::Unpinned, None, &[a, b])
-            .is_none());
+        assert!(matches!(
+            site.select(&rr(), &SessionKey::Unpinned, None, &[a, b]),
+            Err(NoPick::NoBackend)
+        ));
     }
 }

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 
 use super::raw;
 use super::validate::{check_host_port, Checker};
-use super::{resolve_path, Algorithm, Balance, HashKey, HealthCheck, Outlier, StickyMode};
+use super::{
+    resolve_path, Algorithm, Balance, HashKey, HealthCheck, Outlier, Shedding, StickyMode,
+};
 
 /// The shortest secret accepted: 128 bits, so tags cannot be forged by guessing the key.
 const MIN_SECRET_LEN: usize = 16;
@@ -279,5 +281,40 @@ pub(super) fn outlier(c: &mut Checker<'_>, key: &str, o: Option<&raw::RawOutlier
             .unwrap_or(raw::DEFAULT_OUTLIER_FAILURES),
         base_ejection,
         max_ejection,
+    }
+}
+
+pub(super) fn shedding(c: &mut Checker<'_>, key: &str, s: &raw::RawShedding) -> Shedding {
+    let max_in_flight = match s.max_in_flight_per_backend {
+        Some(0) | None => {
+            c.issue(
+                format!("{key}.max_in_flight_per_backend"),
+                "is required in [site.shedding] and must be at least 1",
+            );
+            1
+        }
+        Some(n) => n,
+    };
+    let sticky_waits = match s.sticky_when_full.as_deref() {
+        None | Some("wait") => true,
+        Some("redispatch") => false,
+        Some(other) => {
+            c.issue(
+                format!("{key}.sticky_when_full"),
+                format!("`{other}` is not one of: wait, redispatch"),
+            );
+            true
+        }
+    };
+    Shedding {
+        max_in_flight,
+        // By default as many may wait as one backend serves at once.
+        queue: s.queue.unwrap_or(max_in_flight),
+        queue_timeout: c.duration(
+            &format!("{key}.queue_timeout"),
+            s.queue_timeout.as_deref(),
+            raw::DEFAULT_QUEUE_TIMEOUT,
+        ),
+        sticky_waits,
     }
 }

@@ -155,6 +155,19 @@ pub(super) fn render(c: &Config) -> String {
                     expect_status: Some(format!("{}-{}", h.expect_status.0, h.expect_status.1)),
                     expect_json_up: Some(h.expect_json_up),
                 }),
+                shedding: s.shedding.map(|sh| RawShedding {
+                    max_in_flight_per_backend: Some(sh.max_in_flight),
+                    queue: Some(sh.queue),
+                    queue_timeout: dur(sh.queue_timeout),
+                    sticky_when_full: Some(
+                        if sh.sticky_waits {
+                            "wait"
+                        } else {
+                            "redispatch"
+                        }
+                        .into(),
+                    ),
+                }),
                 outlier: Some(RawOutlier {
                     consecutive_failures: Some(s.outlier.consecutive_failures),
                     base_ejection: dur(s.outlier.base_ejection),

@@ -207,6 +207,19 @@ pub struct SiteConfig {
     pub tls: Option<UpstreamTls>,
     pub health: Option<HealthCheck>,
     pub outlier: Outlier,
+    /// Per-backend in-flight caps and the site's wait queue; `None`: no cap.
+    pub shedding: Option<Shedding>,
+}
+
+/// Admission control for one site: at most `max_in_flight` requests per backend, `queue` more
+/// waiting (FIFO) for at most `queue_timeout`, the rest answered 503 at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shedding {
+    pub max_in_flight: usize,
+    pub queue: usize,
+    pub queue_timeout: Duration,
+    /// A sticky request whose backend is full waits for it (`true`) or goes elsewhere.
+    pub sticky_waits: bool,
 }
 
 #[derive(Debug, Clone)]

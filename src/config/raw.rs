@@ -41,6 +41,8 @@ pub const DEFAULT_HEALTH_STATUS: &str = "200-399";
 pub const DEFAULT_OUTLIER_FAILURES: u32 = 5;
 pub const DEFAULT_OUTLIER_BASE_EJECTION: &str = "10s";
 pub const DEFAULT_OUTLIER_MAX_EJECTION: &str = "5m";
+/// Long enough to ride out a burst, short enough that a user is told before giving up.
+pub const DEFAULT_QUEUE_TIMEOUT: &str = "5s";
 /// Keycloak serves these on the public port in many deployments; they must stay internal.
 pub const DEFAULT_DENY_PATHS: [&str; 2] = ["/metrics", "/health"];
 pub const DEFAULT_DENY_STATUS: u16 = 404;
@@ -252,6 +254,19 @@ pub struct RawSite {
     /// Active health checks; absent: none (passive ejection still applies).
     pub health: Option<RawHealth>,
     pub outlier: Option<RawOutlier>,
+    /// Per-backend in-flight caps and a bounded wait queue; absent: no cap.
+    pub shedding: Option<RawShedding>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawShedding {
+    /// Requests in flight per backend (Keycloak: its `http-pool-max-threads`).
+    pub max_in_flight_per_backend: Option<usize>,
+    /// Requests waiting for a slot, per site (Keycloak: `http-max-queued-requests`).
+    pub queue: Option<usize>,
+    pub queue_timeout: Option<String>,
+    /// `wait` (for the session's own backend) or `redispatch` (to one with a free slot).
+    pub sticky_when_full: Option<String>,
 }
 
 /// Exactly one of `static`, `dns` (with `port`) or `srv`.

@@ -524,12 +524,17 @@ fn site(c: &mut Checker<'_>, i: usize, s: &raw::RawSite) -> SiteConfig {
         .as_ref()
         .map(|h| balancing::health(c, &format!("{key}.health"), h));
     let outlier = balancing::outlier(c, &format!("{key}.outlier"), s.outlier.as_ref());
+    let shedding = s
+        .shedding
+        .as_ref()
+        .map(|sh| balancing::shedding(c, &format!("{key}.shedding"), sh));
     SiteConfig {
         name,
         backends,
         tls,
         health,
         outlier,
+        shedding,
     }
 }
 

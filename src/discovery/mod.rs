@@ -228,6 +228,10 @@ impl SiteDiscovery {
         if change.is_empty() {
             return;
         }
+        if let Some(admission) = &site.admission {
+            // Backends that joined have free slots no release would hand to the queue.
+            admission.kick(site.members());
+        }
         let unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()

@@ -9,7 +9,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::probe::{jittered, Prober};
-use crate::backends::{Backend, SharedSnapshot};
+use crate::backends::{Backend, SharedSnapshot, Site};
 use crate::metrics::Metrics;
 
 pub struct ActiveChecks {
@@ -50,7 +50,7 @@ impl ActiveChecks {
             while let Some(done) = probes.join_next().await {
                 if let Ok((backend, result)) = done {
                     let streak = streaks.entry(backend.id.clone()).or_default();
-                    self.judge(streak, &backend, result);
+                    self.judge(streak, &backend, &site, result);
                 }
             }
             // Forget backends that are gone, and their metrics.
@@ -76,7 +76,13 @@ impl ActiveChecks {
         }
     }
 
-    fn judge(&self, streak: &mut Streak, backend: &Backend, result: Result<(), String>) {
+    fn judge(
+        &self,
+        streak: &mut Streak,
+        backend: &Backend,
+        backend_site: &Site,
+        result: Result<(), String>,
+    ) {
         let passed = result.is_ok();
         self.metrics
             .health_checks
@@ -88,6 +94,9 @@ impl ActiveChecks {
                 streak.failures = 0;
                 if streak.passes >= self.rise && backend.health.set_up(true) {
                     tracing::info!(site = %self.site, backend = %backend.id, passes = streak.passes, "backend passes its health checks again: up");
+                    if let Some(admission) = &backend_site.admission {
+                        admission.kick(backend_site.members());
+                    }
                 }
             }
             Err(why) => {
