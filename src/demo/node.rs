@@ -8,6 +8,8 @@
 //!   carrying a session this node does not hold answers "session lost".
 //! - `/echo`: the request line and headers as the node received them.
 //! - `/slow?ms=N`: answers after N milliseconds.
+//! - `/work?ms=N`: N milliseconds on one of the node's [`WORKERS`] workers, queueing without
+//!   bound for one (a Keycloak pod's thread pool, for overload experiments).
 //! - `/bytes?n=N`: streams N bytes (64 KiB chunks) without holding them in memory.
 //! - `/upload`: reads the whole request body, answers with its length.
 //! - `/lb-check`: `UP`.
@@ -31,6 +33,9 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+/// Workers per node for `/work`: a node's capacity is WORKERS / service time.
+pub const WORKERS: usize = 4;
 
 type NodeBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -58,6 +63,7 @@ impl DemoNode {
             )),
             connections: AtomicU64::new(0),
             ready: AtomicBool::new(true),
+            workers: tokio::sync::Semaphore::new(WORKERS),
             seen: Mutex::new(Vec::new()),
         });
         tokio::spawn(serve(listener, state.clone(), stop.clone()));
@@ -97,6 +103,8 @@ struct NodeState {
     next_id: AtomicU64,
     connections: AtomicU64,
     ready: AtomicBool,
+    /// `/work` runs on this many workers at once; the others queue (without bound).
+    workers: tokio::sync::Semaphore,
     /// Every request target received, in order (what a filter in front must keep out).
     seen: Mutex<Vec<String>>,
 }
@@ -164,6 +172,12 @@ async fn handle(state: &NodeState, mut req: Request<Incoming>) -> Response<NodeB
             "/slow" => {
                 tokio::time::sleep(Duration::from_millis(query_u64(&req, "ms"))).await;
                 text(StatusCode::OK, format!("{} slept\n", state.name))
+            }
+            "/work" => {
+                // Like a request on Keycloak's worker pool: waits, unbounded, for a worker.
+                let _worker = state.workers.acquire().await;
+                tokio::time::sleep(Duration::from_millis(query_u64(&req, "ms"))).await;
+                text(StatusCode::OK, format!("{} worked\n", state.name))
             }
             "/bytes" => stream_bytes(query_u64(&req, "n")),
             "/upload" => {
