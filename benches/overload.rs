@@ -177,7 +177,7 @@ async fn main() {
         let refused = String::from_utf8_lossy(&server.metrics().render())
             .lines()
             .find(|l| {
-                l.contains("sessiongate_connection_errors_total") && l.contains("per_ip_limit")
+                l.starts_with("sessiongate_connection_errors_total") && l.contains("per_ip_limit")
             })
             .map(|l| l.rsplit(' ').next().unwrap_or("0").to_string())
             .unwrap_or_else(|| "0".into());
