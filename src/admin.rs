@@ -1,8 +1,12 @@
 //! The admin listener, separate from the public ones and on loopback by default:
-//! `GET /metrics` (Prometheus text), `GET /live` (the process answers) and `GET /ready` (the
+//! `GET /metrics` (Prometheus text), `GET /live` (the process answers), `GET /ready` (the
 //! proxy accepts traffic and has a backend to send it to; 503 while starting or draining, so
-//! Kubernetes stops sending traffic before the listeners close).
+//! Kubernetes stops sending traffic before the listeners close), and the site operations:
+//! `GET /sites`, `POST /sites/<name>/switchover`, `POST /sites/failback`,
+//! `POST /sites/<name>/down`, `POST /sites/<name>/release`, behind a bearer token when one is
+//! configured.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,6 +23,8 @@ use crate::backends::SharedSnapshot;
 use crate::body::ProxyBody;
 use crate::connection::{self, Activity};
 use crate::error::local_response;
+use crate::failover::state::OperationError;
+use crate::failover::{Failover, Operation, Operator};
 use crate::metrics::Metrics;
 
 /// Admin connections are short scrapes and probes; keep idle ones briefly.
@@ -28,6 +34,9 @@ pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
     pub snapshot: SharedSnapshot,
+    pub failover: Arc<Failover>,
+    /// Required (as `Authorization: Bearer`) by the site operations when set.
+    pub token: Option<String>,
 }
 
 impl Admin {
@@ -52,7 +61,10 @@ impl Admin {
         }
     }
 
-    fn handle(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+    fn handle(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        if req.uri().path() == "/sites" || req.uri().path().starts_with("/sites/") {
+            return self.sites(req, peer);
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut resp = local_response(StatusCode::METHOD_NOT_ALLOWED, "");
             resp.headers_mut()
@@ -89,6 +101,94 @@ impl Admin {
     }
 }
 
+impl Admin {
+    fn sites(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        if !self.authorized(req) {
+            let mut resp = local_response(StatusCode::UNAUTHORIZED, "bearer token required");
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return resp;
+        }
+        let path = req.uri().path().trim_end_matches('/');
+        let segments: Vec<&str> = path.split('/').skip(2).collect();
+        let operation = match (req.method(), segments.as_slice()) {
+            (&Method::GET, []) => return json_response(StatusCode::OK, &self.failover.status()),
+            (&Method::POST, ["failback"]) => Operation::Failback,
+            (&Method::POST, [site, "switchover"]) => Operation::Switchover(site.to_string()),
+            (&Method::POST, [site, "down"]) => Operation::ForceDown(site.to_string()),
+            (&Method::POST, [site, "release"]) => Operation::Release(site.to_string()),
+            (_, [] | ["failback"] | [_, "switchover" | "down" | "release"]) => {
+                let mut resp = local_response(StatusCode::METHOD_NOT_ALLOWED, "");
+                let allow = if segments.is_empty() { "GET" } else { "POST" };
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                return resp;
+            }
+            _ => return local_response(StatusCode::NOT_FOUND, ""),
+        };
+        let query = |key: &str| {
+            req.uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| v.replace('+', " "))
+                .unwrap_or_default()
+        };
+        let operator = Operator {
+            who: query("who"),
+            why: query("why"),
+            peer: peer.to_string(),
+        };
+        match self.failover.operate(&operation, &operator) {
+            Ok(active) => json_response(
+                StatusCode::OK,
+                &serde_json::json!({ "ok": true, "active": active }),
+            ),
+            Err(e) => {
+                let status = match e {
+                    OperationError::UnknownSite(_) => StatusCode::NOT_FOUND,
+                    OperationError::NotEligible(_) => StatusCode::CONFLICT,
+                };
+                json_response(
+                    status,
+                    &serde_json::json!({ "ok": false, "error": e.to_string() }),
+                )
+            }
+        }
+    }
+
+    fn authorized(&self, req: &Request<Incoming>) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        // Constant time in the token's length: no timing oracle for guessing it.
+        given.len() == token.len()
+            && given
+                .bytes()
+                .zip(token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    }
+}
+
+fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::local(format!("{value:#}\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 pub async fn accept_loop(
     listener: TcpListener,
     admin: Arc<Admin>,
@@ -101,8 +201,8 @@ pub async fn accept_loop(
             _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 tracing::warn!(error = %e, "admin accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -115,7 +215,7 @@ pub async fn accept_loop(
             let seen = activity.clone();
             let handler = move |req: Request<Incoming>| {
                 seen.request_started();
-                let resp = admin.handle(&req);
+                let resp = admin.handle(&req, peer);
                 seen.request_finished();
                 async move { resp }
             };

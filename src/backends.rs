@@ -262,13 +262,15 @@ fn backend(
 }
 
 pub struct Snapshot {
-    /// In order of preference; the first one serves traffic.
+    /// In order of preference.
     pub sites: Vec<Arc<Site>>,
+    /// The site new requests go to (failover changes it).
+    pub active: usize,
 }
 
 impl Snapshot {
     pub fn active_site(&self) -> Option<&Arc<Site>> {
-        self.sites.first()
+        self.sites.get(self.active)
     }
 }
 
@@ -288,7 +290,10 @@ pub fn update_site(
         let (site, c) = sites[index].successor(members, now, drain);
         sites[index] = Arc::new(site);
         change = c;
-        Snapshot { sites }
+        Snapshot {
+            sites,
+            active: current.active,
+        }
     });
     change
 }
@@ -296,6 +301,7 @@ pub fn update_site(
 /// The snapshot at startup: static sites complete, DNS sites empty until their first lookup.
 pub fn initial(config: &Config, metrics: &Metrics) -> Snapshot {
     Snapshot {
+        active: 0,
         sites: config
             .sites
             .iter()

@@ -18,6 +18,7 @@ pub mod cookies;
 pub mod demo;
 pub mod discovery;
 pub mod error;
+pub mod failover;
 pub mod headers;
 pub mod health;
 pub mod listener;
@@ -114,11 +115,40 @@ impl Server {
         )
         .await?;
 
+        start_health_checks(
+            &config,
+            &snapshot,
+            &metrics,
+            &control_shutdown,
+            &control_tasks,
+        );
+        let failover = Arc::new(failover::Failover::new(
+            &config,
+            snapshot.clone(),
+            metrics.clone(),
+        ));
+        // Each probe re-evaluates the state machine, so automatic failback needs no timer of
+        // its own: it happens at the preferred site's probe after the hold time.
+        for (index, site) in config.sites.iter().enumerate() {
+            if let Some(probe) = &site.probe {
+                let probes = failover::probe::SiteProbes::new(
+                    index,
+                    probe.clone(),
+                    site.tls.clone(),
+                    snapshot.clone(),
+                    failover.clone(),
+                );
+                control_tasks.spawn(probes.run(control_shutdown.clone()));
+            }
+        }
+
         let admin_addr = local_addr(&admin_listener, config.admin.listen);
         let admin = Arc::new(admin::Admin {
             metrics: metrics.clone(),
             ready: ready.clone(),
             snapshot: snapshot.clone(),
+            failover: failover.clone(),
+            token: config.admin.token.clone(),
         });
         control_tasks.spawn(admin::accept_loop(
             admin_listener,
@@ -127,18 +157,11 @@ impl Server {
             control_tasks.clone(),
         ));
 
-        start_health_checks(
-            &config,
-            &snapshot,
-            &metrics,
-            &control_shutdown,
-            &control_tasks,
-        );
-
         let proxy = Arc::new(proxy::Proxy::new(
             snapshot.clone(),
             &config,
             metrics.clone(),
+            failover.clone(),
             public_tasks.clone(),
         ));
         let mut listeners = Vec::new();

@@ -38,6 +38,11 @@ pub struct Metrics {
     pub queue_depth: IntGaugeVec,
     pub queue_wait: HistogramVec,
     pub backend_in_flight: IntGaugeVec,
+    pub site_active: IntGaugeVec,
+    pub site_up: IntGaugeVec,
+    pub site_forced_down: IntGaugeVec,
+    pub site_probes: IntCounterVec,
+    pub site_switches: IntCounterVec,
 }
 
 /// Handles for one listener, resolved once so the request path does not hash label sets.
@@ -227,6 +232,36 @@ impl Metrics {
             "Requests in flight per backend (until the response body is sent), at scrape time.",
             &["site", "backend"],
         );
+        let site_active = gauge(
+            &registry,
+            "sessiongate_site_active",
+            "1 for the site new requests go to, 0 for the others.",
+            &["site"],
+        );
+        let site_up = gauge(
+            &registry,
+            "sessiongate_site_up",
+            "1 while a site's probes say UP, 0 while they say DOWN (sites with [site.lb_check]).",
+            &["site"],
+        );
+        let site_forced_down = gauge(
+            &registry,
+            "sessiongate_site_forced_down",
+            "1 while an operator holds the site down through the admin API.",
+            &["site"],
+        );
+        let site_probes = counter(
+            &registry,
+            "sessiongate_site_probes_total",
+            "Site probes (/lb-check) by site and result (up, down).",
+            &["site", "result"],
+        );
+        let site_switches = counter(
+            &registry,
+            "sessiongate_site_switches_total",
+            "Changes of the active site, by from, to and reason (failover, auto_failback, switchover, failback).",
+            &["from", "to", "reason"],
+        );
         let ready = IntGauge::new(
             "sessiongate_ready",
             "1 while the proxy accepts traffic, 0 while starting or draining.",
@@ -258,6 +293,11 @@ impl Metrics {
             queue_depth,
             queue_wait,
             backend_in_flight,
+            site_active,
+            site_up,
+            site_forced_down,
+            site_probes,
+            site_switches,
         }
     }
 

@@ -22,6 +22,7 @@ use crate::config::{Algorithm, Balance, Config, HashKey, HttpsRedirect};
 use crate::connection::{ConnContext, ListenerContext};
 use crate::cookies;
 use crate::error::{local_response, ProxyError};
+use crate::failover::Failover;
 use crate::headers::{self, ForwardedFor};
 use crate::metrics::Metrics;
 use crate::paths;
@@ -34,6 +35,9 @@ pub struct Proxy {
     balance: Balance,
     retries: u32,
     metrics: Arc<Metrics>,
+    failover: Arc<Failover>,
+    /// The proxy's own /lb-check path, answered here rather than forwarded.
+    lb_check: Option<String>,
     /// Upgraded (WebSocket) tunnels outlive their request; tracked so shutdown waits for them.
     tunnels: TaskTracker,
     access_log: bool,
@@ -44,9 +48,12 @@ impl Proxy {
         snapshot: SharedSnapshot,
         config: &Config,
         metrics: Arc<Metrics>,
+        failover: Arc<Failover>,
         tunnels: TaskTracker,
     ) -> Proxy {
         Proxy {
+            lb_check: config.failover.lb_check_path.clone(),
+            failover,
             snapshot,
             balance: config.balance.clone(),
             retries: config.upstream.retries,
@@ -98,6 +105,23 @@ impl Proxy {
         }
         // The exact path the policy checked is the one forwarded.
         let target = checked_target(req.uri(), listener)?;
+        if self.lb_check.as_deref() == Some(target.path()) {
+            // For a global balancer in front of several proxies: UP while this one can serve.
+            let (status, text) = if self.failover.serving() {
+                (StatusCode::OK, "UP")
+            } else {
+                (StatusCode::SERVICE_UNAVAILABLE, "DOWN")
+            };
+            let mut resp = Response::new(ProxyBody::local(text));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return Ok(resp);
+        }
         let limits = BodyLimits {
             max: listener.limits.max_body_size,
             min_rate: listener.limits.min_body_rate,

@@ -15,6 +15,25 @@ pub(super) fn render(c: &Config) -> String {
     let raw = RawConfig {
         admin: RawAdmin {
             listen: Some(c.admin.listen.to_string()),
+            // The token itself is never printed.
+            token: c
+                .admin
+                .token
+                .as_ref()
+                .map(|_| "set-in-the-config-file-not-shown".into()),
+            token_file: None,
+        },
+        failover: RawFailover {
+            failback: Some(
+                if c.failover.auto_failback.is_some() {
+                    "auto"
+                } else {
+                    "manual"
+                }
+                .into(),
+            ),
+            failback_hold: c.failover.auto_failback.and_then(dur),
+            lb_check_path: Some(c.failover.lb_check_path.clone().unwrap_or_default()),
         },
         log: RawLog {
             format: Some(match c.log.format {
@@ -154,6 +173,15 @@ pub(super) fn render(c: &Config) -> String {
                     fall: Some(h.fall),
                     expect_status: Some(format!("{}-{}", h.expect_status.0, h.expect_status.1)),
                     expect_json_up: Some(h.expect_json_up),
+                }),
+                lb_check: s.probe.as_ref().map(|p| RawSiteProbe {
+                    path: p.url.is_none().then(|| p.path.clone()),
+                    url: p.url.as_ref().map(|u| u.to_string()),
+                    interval: dur(p.interval),
+                    timeout: dur(p.timeout),
+                    rise: Some(p.rise),
+                    fall: Some(p.fall),
+                    min_up: p.url.is_none().then_some(p.min_up),
                 }),
                 shedding: s.shedding.map(|sh| RawShedding {
                     max_in_flight_per_backend: Some(sh.max_in_flight),

@@ -5,6 +5,7 @@
 
 mod balancing;
 mod effective;
+mod failover;
 pub mod raw;
 mod validate;
 
@@ -28,6 +29,7 @@ pub struct Config {
     pub dns: DnsConfig,
     pub limits: Limits,
     pub balance: Balance,
+    pub failover: FailoverConfig,
     pub listeners: Vec<ListenerConfig>,
     pub sites: Vec<SiteConfig>,
 }
@@ -35,6 +37,32 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// When set, the site operations (`/sites`) require `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+/// How the active site is chosen among several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// `None`: manual failback (an operator says when); `Some(hold)`: automatic, once the
+    /// preferred site has been UP for `hold`.
+    pub auto_failback: Option<Duration>,
+    /// The proxy's own `/lb-check` on public listeners; `None` passes the path through.
+    pub lb_check_path: Option<String>,
+}
+
+/// How a site is judged UP or DOWN (Keycloak multi-site: `GET /lb-check`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteProbe {
+    pub path: String,
+    /// Probe this URL (the site's own ingress) instead of each backend.
+    pub url: Option<http::Uri>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub rise: u32,
+    pub fall: u32,
+    /// With per-backend probes: how many backends must answer UP.
+    pub min_up: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +237,8 @@ pub struct SiteConfig {
     pub outlier: Outlier,
     /// Per-backend in-flight caps and the site's wait queue; `None`: no cap.
     pub shedding: Option<Shedding>,
+    /// Site-level UP/DOWN probing for failover; `None`: the site is never judged DOWN.
+    pub probe: Option<SiteProbe>,
 }
 
 /// Admission control for one site: at most `max_in_flight` requests per backend, `queue` more

@@ -43,6 +43,13 @@ pub const DEFAULT_OUTLIER_BASE_EJECTION: &str = "10s";
 pub const DEFAULT_OUTLIER_MAX_EJECTION: &str = "5m";
 /// Long enough to ride out a burst, short enough that a user is told before giving up.
 pub const DEFAULT_QUEUE_TIMEOUT: &str = "5s";
+pub const DEFAULT_LB_CHECK_PATH: &str = "/lb-check";
+/// Seconds, not the 30 s of DNS health checks: fall x interval bounds the failover time.
+pub const DEFAULT_SITE_PROBE_INTERVAL: &str = "2s";
+pub const DEFAULT_SITE_PROBE_TIMEOUT: &str = "1s";
+pub const DEFAULT_SITE_PROBE_FALL: u32 = 3;
+pub const DEFAULT_SITE_PROBE_RISE: u32 = 2;
+pub const DEFAULT_FAILBACK_HOLD: &str = "5m";
 /// Keycloak serves these on the public port in many deployments; they must stay internal.
 pub const DEFAULT_DENY_PATHS: [&str; 2] = ["/metrics", "/health"];
 pub const DEFAULT_DENY_STATUS: u16 = 404;
@@ -89,6 +96,8 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub balance: RawBalance,
+    #[serde(default)]
+    pub failover: RawFailover,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "site")]
@@ -98,6 +107,30 @@ pub struct RawConfig {
 #[derive(Debug, Default, Deserialize, Serialize)]
 pub struct RawAdmin {
     pub listen: Option<String>,
+    /// Bearer token required by the site operations; or `token_file`.
+    pub token: Option<String>,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawFailover {
+    /// `manual` (default) or `auto`.
+    pub failback: Option<String>,
+    /// With `auto`: how long the preferred site must have been UP.
+    pub failback_hold: Option<String>,
+    /// The proxy's own /lb-check on public listeners; "" passes the path to the backends.
+    pub lb_check_path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawSiteProbe {
+    pub path: Option<String>,
+    pub url: Option<String>,
+    pub interval: Option<String>,
+    pub timeout: Option<String>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+    pub min_up: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -256,6 +289,8 @@ pub struct RawSite {
     pub outlier: Option<RawOutlier>,
     /// Per-backend in-flight caps and a bounded wait queue; absent: no cap.
     pub shedding: Option<RawShedding>,
+    /// Site-level UP/DOWN probing for failover (Keycloak multi-site `/lb-check`).
+    pub lb_check: Option<RawSiteProbe>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

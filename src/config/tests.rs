@@ -107,7 +107,6 @@ backends = { static = ["a:1"] }
         "listener[0].https_port",
         "listener[1].listen",
         "site[0].backends.static",
-        "site[1]",
     ] {
         assert!(k.contains(&expected), "{expected} missing from {k:?}");
     }
@@ -355,4 +354,62 @@ fn health_and_outlier_settings_are_checked() {
         let err = site(bad).unwrap_err();
         assert!(keys(&err).contains(&key), "{bad}: {err}");
     }
+}
+
+#[test]
+fn several_sites_and_failover_settings_are_checked() {
+    let two = format!(
+        "{MINIMAL}[[site]]\nname = \"b\"\nbackends = {{ static = [\"127.0.0.1:9001\"] }}\n\
+         [site.lb_check]\nurl = \"http://127.0.0.1:9001/lb-check\"\nfall = 2\n"
+    );
+    let c = check(&two).unwrap();
+    assert_eq!(c.sites.len(), 2);
+    assert_eq!(c.sites[1].probe.as_ref().unwrap().fall, 2);
+    assert_eq!(c.failover.auto_failback, None, "manual by default");
+    assert_eq!(c.failover.lb_check_path.as_deref(), Some("/lb-check"));
+    let auto = check(&format!(
+        "{two}[failover]\nfailback = \"auto\"\nfailback_hold = \"1m\"\n"
+    ))
+    .unwrap();
+    assert_eq!(auto.failover.auto_failback, Some(Duration::from_secs(60)));
+    assert!(check(&format!("{two}[failover]\nlb_check_path = \"\"\n"))
+        .unwrap()
+        .failover
+        .lb_check_path
+        .is_none());
+
+    for (bad, key) in [
+        (
+            format!("{MINIMAL}[[site]]\nname = \"site0\"\nbackends = {{ static = [\"a:1\"] }}\n"),
+            "site[1].name",
+        ),
+        (
+            format!("{MINIMAL}[failover]\nfailback = \"sometimes\"\n"),
+            "failover.failback",
+        ),
+        (
+            format!("{MINIMAL}[failover]\nfailback_hold = \"1m\"\n"),
+            "failover.failback_hold",
+        ),
+        (
+            format!("{MINIMAL}[site.lb_check]\nurl = \"ftp://x/\"\n"),
+            "site[0].lb_check.url",
+        ),
+        (
+            format!("{MINIMAL}[site.lb_check]\nfall = 0\n"),
+            "site[0].lb_check.fall",
+        ),
+        (
+            format!("{MINIMAL}[admin]\ntoken = \"short\"\n"),
+            "admin.token",
+        ),
+    ] {
+        let err = check(&bad).unwrap_err();
+        assert!(keys(&err).contains(&key), "{bad}: {err}");
+    }
+    let token = check(&format!(
+        "{MINIMAL}[admin]\ntoken = \"0123456789abcdef0123\"\n"
+    ))
+    .unwrap();
+    assert!(!token.to_effective_toml().contains("0123456789abcdef0123"));
 }

@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use super::balancing;
 use super::raw::{self, RawConfig};
+use super::{balancing, failover};
 use super::{
     resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, HttpsRedirect,
     IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, SiteConfig, Timeouts, UpstreamPool,
@@ -128,6 +128,7 @@ pub(super) fn validate(
                     .unwrap_or(raw::DEFAULT_ADMIN_LISTEN),
             ),
         ),
+        token: failover::admin_token(&mut c, &raw.admin),
     };
 
     let format = match raw.log.format.as_deref() {
@@ -241,20 +242,22 @@ pub(super) fn validate(
     if raw.sites.is_empty() {
         c.issue("site", "at least one [[site]] is required");
     }
-    if raw.sites.len() > 1 {
-        // Traffic to a second site needs the failover state machine; refusing the config is
-        // honest, silently ignoring the site would not be.
-        c.issue(
-            "site[1]",
-            "only one site is supported in this version (multi-site failover is not built yet)",
-        );
-    }
-    let sites = raw
+    let sites: Vec<SiteConfig> = raw
         .sites
         .iter()
         .enumerate()
         .map(|(i, s)| site(&mut c, i, s))
         .collect();
+    let mut site_names = HashSet::new();
+    for (i, s) in sites.iter().enumerate() {
+        if !site_names.insert(s.name.as_str()) {
+            c.issue(
+                format!("site[{i}].name"),
+                format!("`{}` is used twice", s.name),
+            );
+        }
+    }
+    let failover = failover::failover(&mut c, &raw.failover);
 
     if c.issues.is_empty() {
         Ok(Config {
@@ -266,6 +269,7 @@ pub(super) fn validate(
             dns,
             limits,
             balance,
+            failover,
             listeners,
             sites,
         })
@@ -528,6 +532,10 @@ fn site(c: &mut Checker<'_>, i: usize, s: &raw::RawSite) -> SiteConfig {
         .shedding
         .as_ref()
         .map(|sh| balancing::shedding(c, &format!("{key}.shedding"), sh));
+    let probe = s
+        .lb_check
+        .as_ref()
+        .map(|p| failover::site_probe(c, &format!("{key}.lb_check"), p));
     SiteConfig {
         name,
         backends,
@@ -535,6 +543,7 @@ fn site(c: &mut Checker<'_>, i: usize, s: &raw::RawSite) -> SiteConfig {
         health,
         outlier,
         shedding,
+        probe,
     }
 }
 

@@ -12,7 +12,8 @@
 //!   bound for one (a Keycloak pod's thread pool, for overload experiments).
 //! - `/bytes?n=N`: streams N bytes (64 KiB chunks) without holding them in memory.
 //! - `/upload`: reads the whole request body, answers with its length.
-//! - `/lb-check`: `UP`.
+//! - `/lb-check`: `UP`, or (see `set_lb_check`) 503 `DOWN`, as a Keycloak site answers.
+//! - while `set_busy(true)`: 503 to everything else, as a node shedding load.
 //! - `/health/ready`: Keycloak's readiness body, `{"status": "UP"}` or (see `set_ready`) 503
 //!   with `{"status": "DOWN"}`.
 //! - `/stats`: `connections: N`, the TCP connections this node has accepted (pooling shows).
@@ -63,6 +64,8 @@ impl DemoNode {
             )),
             connections: AtomicU64::new(0),
             ready: AtomicBool::new(true),
+            lb_check_up: AtomicBool::new(true),
+            busy: AtomicBool::new(false),
             workers: tokio::sync::Semaphore::new(WORKERS),
             seen: Mutex::new(Vec::new()),
         });
@@ -85,6 +88,17 @@ impl DemoNode {
         self.state.ready.store(ready, Ordering::Relaxed);
     }
 
+    /// What `/lb-check` answers: 200 `UP` or 503 `DOWN` (Keycloak multi-site).
+    pub fn set_lb_check(&self, up: bool) {
+        self.state.lb_check_up.store(up, Ordering::Relaxed);
+    }
+
+    /// While busy, every request but `/lb-check` and `/health/ready` gets 503, as a node
+    /// shedding load answers.
+    pub fn set_busy(&self, busy: bool) {
+        self.state.busy.store(busy, Ordering::Relaxed);
+    }
+
     /// Sessions this node holds.
     pub fn sessions(&self) -> usize {
         self.state.sessions.lock().expect("session map").len()
@@ -103,6 +117,8 @@ struct NodeState {
     next_id: AtomicU64,
     connections: AtomicU64,
     ready: AtomicBool,
+    lb_check_up: AtomicBool,
+    busy: AtomicBool,
     /// `/work` runs on this many workers at once; the others queue (without bound).
     workers: tokio::sync::Semaphore,
     /// Every request target received, in order (what a filter in front must keep out).
@@ -164,7 +180,10 @@ async fn handle(state: &NodeState, mut req: Request<Incoming>) -> Response<NodeB
         .map_or("/", |pq| pq.as_str())
         .to_string();
     state.seen.lock().expect("seen lock").push(target);
-    let mut resp = if req.headers().contains_key(header::UPGRADE) {
+    let probe = matches!(req.uri().path(), "/lb-check" | "/health/ready");
+    let mut resp = if state.busy.load(Ordering::Relaxed) && !probe {
+        text(StatusCode::SERVICE_UNAVAILABLE, "busy\n".into())
+    } else if req.headers().contains_key(header::UPGRADE) {
         upgrade(&mut req)
     } else {
         match req.uri().path() {
@@ -191,7 +210,13 @@ async fn handle(state: &NodeState, mut req: Request<Incoming>) -> Response<NodeB
                 }
                 text(StatusCode::OK, format!("{total}\n"))
             }
-            "/lb-check" => text(StatusCode::OK, "UP".into()),
+            "/lb-check" => {
+                if state.lb_check_up.load(Ordering::Relaxed) {
+                    text(StatusCode::OK, "UP".into())
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "DOWN".into())
+                }
+            }
             "/health/ready" => {
                 if state.ready.load(Ordering::Relaxed) {
                     text(StatusCode::OK, r#"{"status": "UP", "checks": []}"#.into())

@@ -40,7 +40,11 @@ impl Prober {
 
     /// Ok when the backend passes; Err says why not (for the log).
     pub async fn probe(&self, backend: &Backend) -> Result<(), String> {
-        let uri = self.uri(backend)?;
+        self.probe_uri(self.uri(backend)?).await
+    }
+
+    /// Probes any URI with this prober's expectations.
+    pub async fn probe_uri(&self, uri: Uri) -> Result<(), String> {
         let exchange = async {
             let req = Request::get(uri)
                 .header(http::header::USER_AGENT, "sessiongate-health-check")

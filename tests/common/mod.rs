@@ -136,10 +136,15 @@ impl Harness {
 
     /// A proxy with the given `[[listener]]` blocks (which may use the test PKI's files).
     pub async fn start_with(listeners: &str, backends: &str, extra: &str) -> Harness {
+        Harness::start_full("", listeners, backends, extra).await
+    }
+
+    /// As `start_with`, with more keys for the `[admin]` table.
+    pub async fn start_full(admin: &str, listeners: &str, backends: &str, extra: &str) -> Harness {
         let dir = temp_dir("proxy");
         let pki = Pki::new(&dir);
         let text = format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n{listeners}\n\
+            "[admin]\nlisten = \"127.0.0.1:0\"\n{admin}\n[log]\naccess_log = false\n{listeners}\n\
              [[site]]\nname = \"main\"\nbackends = {backends}\n{extra}"
         );
         std::fs::write(dir.join("sessiongate.toml"), &text).unwrap();
