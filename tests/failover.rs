@@ -365,3 +365,48 @@ async fn sticky_sessions_move_to_the_new_site_deterministically_and_stay() {
     }
     assert_eq!(landed.len(), 2, "sessions spread over the new site's nodes");
 }
+
+#[tokio::test]
+async fn the_demo_fails_over_to_its_second_site_and_back_through_the_admin_api() {
+    let any = localhost();
+    let demo = sessiongate::demo::start(sessiongate::demo::DemoOptions {
+        https: any,
+        http: any,
+        admin: any,
+        nodes: 2,
+    })
+    .await
+    .unwrap();
+    let admin_get = || async {
+        let mut send = h1(TcpStream::connect(demo.server.admin_addr()).await.unwrap()).await;
+        let req = http::Request::get("/sites")
+            .header("host", "admin")
+            .body(empty())
+            .unwrap();
+        let (_, _, body) = read(send_h1(&mut send, req).await).await;
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()
+    };
+    eventually("dc1 probed UP", || async {
+        site_state(&admin_get().await, "dc1") == "up"
+    })
+    .await;
+    demo.set_site_up(false);
+    eventually("failed over to dc2", || async {
+        admin_get().await["active"] == "dc2"
+    })
+    .await;
+    demo.set_site_up(true);
+    eventually("dc1 UP again", || async {
+        site_state(&admin_get().await, "dc1") == "up"
+    })
+    .await;
+    assert_eq!(admin_get().await["active"], "dc2", "manual failback");
+    let mut send = h1(TcpStream::connect(demo.server.admin_addr()).await.unwrap()).await;
+    let req = http::Request::post("/sites/failback?who=test")
+        .header("host", "admin")
+        .body(empty())
+        .unwrap();
+    assert_eq!(send_h1(&mut send, req).await.status(), 200);
+    assert_eq!(admin_get().await["active"], "dc1");
+    demo.server.shutdown().await;
+}

@@ -3,7 +3,9 @@
 //! records naming each pod), and the proxy in front, discovering them, on an embedded default
 //! config with a fresh self-signed certificate. The config and certificate are written to a
 //! temporary directory and loaded through the same path as any operator's file, so the demo
-//! shows (and exercises) the real thing. `add` and `remove` on stdin scale the cluster.
+//! shows (and exercises) the real thing. `add` and `remove` on stdin scale the first site;
+//! `fail` and `recover` flip its `/lb-check`, so failover to the second site can be watched and
+//! driven through the admin API.
 
 pub mod dns;
 pub mod node;
@@ -53,14 +55,21 @@ pub enum DemoError {
 
 pub struct Demo {
     pub server: Server,
+    /// The first site's nodes (`add` and `remove` scale it).
     pub nodes: Vec<DemoNode>,
+    /// The second site's nodes.
+    pub dc2: Vec<DemoNode>,
     pub dns: DnsServer,
     pub dir: PathBuf,
     pub options: DemoOptions,
 }
 
-/// The headless service the demo's DNS server publishes.
+/// The headless service the demo's DNS server publishes for the first site.
 pub const SERVICE: &str = "keycloak-headless.demo.svc.cluster.local";
+/// The second site's service: a Keycloak cluster in another data centre.
+pub const SERVICE_DC2: &str = "keycloak-headless.dc2.svc.cluster.local";
+/// Nodes in the second site.
+const DC2_NODES: usize = 2;
 /// CoreDNS's default TTL for Kubernetes records.
 const TTL: u32 = 5;
 
@@ -95,8 +104,14 @@ algorithm = "least_requests"
 mode = "route"
 route_cookie = "AUTH_SESSION_ID"
 
+# Two sites, active/passive like Keycloak multi-site: dc1 serves while its /lb-check says UP;
+# after 2 DOWN probes traffic moves to dc2, and comes back only when an operator says so
+# (POST /sites/failback on the admin listener).
+[failover]
+failback = "manual"
+
 [[site]]
-name = "demo"
+name = "dc1"
 # Discovered like a StatefulSet behind a headless service: one SRV record per pod.
 backends = { srv = "_http._tcp.{service}" }
 
@@ -104,6 +119,27 @@ backends = { srv = "_http._tcp.{service}" }
 path = "/health/ready"       # Keycloak serves it on its management port (add port = 9000)
 interval = "2s"
 expect_json_up = true
+
+[site.lb_check]
+path = "/lb-check"
+interval = "1s"
+fall = 2
+rise = 2
+
+[[site]]
+name = "dc2"
+backends = { srv = "_http._tcp.{service_dc2}" }
+
+[site.health]
+path = "/health/ready"
+interval = "2s"
+expect_json_up = true
+
+[site.lb_check]
+path = "/lb-check"
+interval = "1s"
+fall = 2
+rise = 2
 
 [dns]
 nameservers = ["{dns}"]    # the demo's own DNS server; leave out to use /etc/resolv.conf
@@ -115,9 +151,14 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         .map_err(DemoError::Node)?;
     let mut nodes = Vec::new();
     for i in 0..options.nodes.max(1) {
-        nodes.push(start_node(i).await?);
+        nodes.push(start_node("keycloak", i).await?);
     }
-    publish(&dns, &nodes);
+    publish(&dns, SERVICE, &nodes);
+    let mut dc2 = Vec::new();
+    for i in 0..DC2_NODES {
+        dc2.push(start_node("dc2-keycloak", i).await?);
+    }
+    publish(&dns, SERVICE_DC2, &dc2);
 
     let dir = std::env::temp_dir().join(format!("sessiongate-demo-{}", std::process::id()));
     let write = |name: &str, contents: &str| {
@@ -135,6 +176,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         .replace("{https}", &options.https.to_string())
         .replace("{http}", &options.http.to_string())
         .replace("{https_port}", &options.https.port().to_string())
+        .replace("{service_dc2}", SERVICE_DC2)
         .replace("{service}", SERVICE)
         .replace("{dns}", &dns.addr.to_string());
     write("demo.toml", &text)?;
@@ -144,6 +186,7 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
     Ok(Demo {
         server,
         nodes,
+        dc2,
         dns,
         dir,
         options,
@@ -151,24 +194,24 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
 }
 
 /// Pods are named like a StatefulSet's: keycloak-0, keycloak-1, ...
-async fn start_node(ordinal: usize) -> Result<DemoNode, DemoError> {
+async fn start_node(set: &str, ordinal: usize) -> Result<DemoNode, DemoError> {
     DemoNode::start(
-        &format!("keycloak-{ordinal}"),
+        &format!("{set}-{ordinal}"),
         SocketAddr::from(([127, 0, 0, 1], 0)),
     )
     .await
     .map_err(DemoError::Node)
 }
 
-fn pod_name(node: &DemoNode) -> String {
-    format!("{}.{SERVICE}", node.name)
+fn pod_name(node: &DemoNode, service: &str) -> String {
+    format!("{}.{service}", node.name)
 }
 
 /// Publishes the nodes as Kubernetes does: SRV records per pod, A records per pod name, and A
 /// records for the service name itself.
-fn publish(dns: &DnsServer, nodes: &[DemoNode]) {
+fn publish(dns: &DnsServer, service: &str, nodes: &[DemoNode]) {
     for node in nodes {
-        dns.set_ips(&pod_name(node), &[node.addr.ip()], TTL);
+        dns.set_ips(&pod_name(node, service), &[node.addr.ip()], TTL);
     }
     let targets: Vec<SrvTarget> = nodes
         .iter()
@@ -176,20 +219,20 @@ fn publish(dns: &DnsServer, nodes: &[DemoNode]) {
             priority: 0,
             weight: 100 / nodes.len().max(1) as u16,
             port: n.addr.port(),
-            target: pod_name(n),
+            target: pod_name(n, service),
         })
         .collect();
-    dns.set_srv(&format!("_http._tcp.{SERVICE}"), &targets, TTL);
+    dns.set_srv(&format!("_http._tcp.{service}"), &targets, TTL);
     let ips: Vec<_> = nodes.iter().map(|n| n.addr.ip()).collect();
-    dns.set_ips(SERVICE, &ips, TTL);
+    dns.set_ips(service, &ips, TTL);
 }
 
 impl Demo {
     /// Starts the next pod and publishes it in DNS, as a StatefulSet scaling up does.
     pub async fn add_node(&mut self) -> Result<&DemoNode, DemoError> {
-        let node = start_node(self.nodes.len()).await?;
+        let node = start_node("keycloak", self.nodes.len()).await?;
         self.nodes.push(node);
-        publish(&self.dns, &self.nodes);
+        publish(&self.dns, SERVICE, &self.nodes);
         Ok(self.nodes.last().expect("just pushed"))
     }
 
@@ -200,9 +243,16 @@ impl Demo {
             return None;
         }
         let node = self.nodes.pop()?;
-        self.dns.remove(&pod_name(&node));
-        publish(&self.dns, &self.nodes);
+        self.dns.remove(&pod_name(&node, SERVICE));
+        publish(&self.dns, SERVICE, &self.nodes);
         Some(node)
+    }
+
+    /// What every node of the first site answers on `/lb-check`: UP or DOWN (a broken site).
+    pub fn set_site_up(&self, up: bool) {
+        for node in &self.nodes {
+            node.set_lb_check(up);
+        }
     }
 
     /// The demo's self-signed certificate (PEM), for clients that want to trust it.
@@ -225,6 +275,16 @@ impl Demo {
                     ),
                     Err(e) => println!("{e}"),
                 },
+                "fail" => {
+                    self.set_site_up(false);
+                    println!(
+                        "dc1's nodes now answer /lb-check with 503 DOWN: watch traffic move to dc2"
+                    );
+                }
+                "recover" => {
+                    self.set_site_up(true);
+                    println!("dc1 answers UP again; traffic stays on dc2 until you fail back (see the banner)");
+                }
                 "remove" => match self.remove_node() {
                     Some(node) => println!(
                         "{} left DNS; it drains (its sessions and requests in flight finish there)",
@@ -233,7 +293,7 @@ impl Demo {
                     None => println!("keeping the last node"),
                 },
                 "" => {}
-                other => println!("unknown command `{other}`: type add or remove"),
+                other => println!("unknown command `{other}`: type add, remove, fail or recover"),
             }
         }
         // stdin closed (not a terminal): keep running until the signal.
@@ -251,18 +311,21 @@ impl Demo {
             .listener_addr("http")
             .unwrap_or(self.options.http);
         let admin = self.server.admin_addr();
-        let nodes: Vec<String> = self
-            .nodes
-            .iter()
-            .map(|n| format!("{} at {}", n.name, n.addr))
-            .collect();
+        let list = |nodes: &[DemoNode]| {
+            nodes
+                .iter()
+                .map(|n| format!("{} at {}", n.name, n.addr))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         format!(
             "\nsessiongate demo is running\n\
-             \x20 cluster:  {nodes}\n\
+             \x20 site dc1: {nodes}  (active)\n\
+             \x20 site dc2: {dc2}  (standby)\n\
              \x20 dns:      {dns}  (the pods as a headless service: dig @{dns_ip} -p {dns_port} _http._tcp.{SERVICE} SRV)\n\
              \x20 proxy:    https://localhost:{https_port}/  (self-signed certificate)\n\
              \x20 redirect: http://localhost:{http_port}/  -> 308 to https\n\
-             \x20 admin:    http://{admin}/metrics  /live  /ready\n\
+             \x20 admin:    http://{admin}/metrics  /live  /ready  /sites\n\
              \x20 config:   {config}\n\n\
              Try (a session cookie jar, three requests):\n\
              \x20 for i in 1 2 3; do curl -sk -c /tmp/sg.jar -b /tmp/sg.jar https://localhost:{https_port}/; done\n\
@@ -272,12 +335,21 @@ impl Demo {
              new sessions (drop the jar) reach the new node. Delete [balance.sticky] from the\n\
              config below to see \"SESSION LOST\", the problem this proxy exists to solve.\n\
              \x20 curl -sk --http2 https://localhost:{https_port}/echo   (headers as the node sees them)\n\n\
-             Type `add` or `remove` and Enter to scale the cluster, and watch the proxy follow DNS.\n\
+             Type `add` or `remove` and Enter to scale dc1, and watch the proxy follow DNS.\n\n\
+             Multi-site: type `fail` and dc1's /lb-check answers DOWN; two probes later traffic\n\
+             moves to dc2 (sessions re-pinned there). Type `recover`: dc1 is UP again, but traffic\n\
+             stays on dc2 until an operator fails back:\n\
+             \x20 curl -s http://{admin}/sites                       (state, probes, active site)\n\
+             \x20 curl -s -X POST 'http://{admin}/sites/failback?who=me&why=resynced'\n\
+             \x20 curl -s -X POST http://{admin}/sites/dc2/switchover  (planned switch)\n\
+             \x20 curl -s -X POST http://{admin}/sites/dc1/down        (hold a site down; /release)\n\
+             \x20 curl -sk https://localhost:{https_port}/lb-check     (the proxy's own, for a global balancer)\n\n\
              Ctrl-C drains and stops.\n",
             dns = self.dns.addr,
             dns_ip = self.dns.addr.ip(),
             dns_port = self.dns.addr.port(),
-            nodes = nodes.join(", "),
+            nodes = list(&self.nodes),
+            dc2 = list(&self.dc2),
             https_port = https.port(),
             http_port = http.port(),
             config = self.dir.join("demo.toml").display(),
