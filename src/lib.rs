@@ -26,6 +26,7 @@ pub mod logging;
 pub mod metrics;
 pub mod paths;
 pub mod proxy;
+pub mod proxy_protocol;
 pub mod select;
 pub mod sticky;
 pub mod tls;

@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
-use tokio::net::{TcpListener, TcpSocket, TcpStream};
+use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, ConnContext, ListenerContext};
 use crate::proxy::Proxy;
+use crate::proxy_protocol;
 
 /// Accept queue length: enough for a burst of reconnects after a rolling restart.
 const BACKLOG: u32 = 4096;
@@ -106,12 +107,40 @@ pub async fn accept_loop(listener: TcpListener, serving: Arc<Serving>) {
         };
         match accepted {
             Ok((stream, peer)) => {
-                let Some(slot) = serving.per_ip.admit(peer.ip()) else {
-                    serving.context.metrics.connection_error("per_ip_limit");
-                    tracing::debug!(listener = %serving.context.name, %peer, "per-address connection limit reached");
+                let _ = stream.set_nodelay(true);
+                let serving = serving.clone();
+                if serving.context.proxy_protocol.is_some() {
+                    // The client's address is known only once the header is read, so the
+                    // per-address cap applies after it, on the real client.
+                    serving.tasks.clone().spawn(async move {
+                        let ctx = serving.context.clone();
+                        let trusted = ctx.proxy_protocol.as_deref().unwrap_or_default();
+                        let header = proxy_protocol::accept(stream, peer, trusted);
+                        let timeout = ctx.timeouts.tls_handshake;
+                        let (io, client) = match tokio::time::timeout(timeout, header).await {
+                            Ok(Ok(accepted)) => accepted,
+                            Ok(Err(e)) => {
+                                serving.context.metrics.connection_error(e.kind());
+                                tracing::debug!(listener = %serving.context.name, %peer, error = %e, "PROXY header refused");
+                                return;
+                            }
+                            Err(_) => {
+                                serving.context.metrics.connection_error("proxy_protocol");
+                                tracing::debug!(listener = %serving.context.name, %peer, "no PROXY header in time");
+                                return;
+                            }
+                        };
+                        let Some(slot) = admit(&serving, client) else {
+                            return;
+                        };
+                        serve_client(io, client, &serving).await;
+                        drop((permit, slot));
+                    });
+                    continue;
+                }
+                let Some(slot) = admit(&serving, peer) else {
                     continue;
                 };
-                let serving = serving.clone();
                 serving.tasks.clone().spawn(async move {
                     serve_client(stream, peer, &serving).await;
                     drop((permit, slot));
@@ -129,6 +158,16 @@ pub async fn accept_loop(listener: TcpListener, serving: Arc<Serving>) {
     }
 }
 
+/// A connection slot for `client`'s address, or `None` (counted) past the per-address cap.
+fn admit(serving: &Serving, client: SocketAddr) -> Option<IpSlot> {
+    let slot = serving.per_ip.admit(client.ip());
+    if slot.is_none() {
+        serving.context.metrics.connection_error("per_ip_limit");
+        tracing::debug!(listener = %serving.context.name, peer = %client, "per-address connection limit reached");
+    }
+    slot
+}
+
 /// Errors that concern one half-open connection, not the listener.
 fn is_per_connection(e: &io::Error) -> bool {
     matches!(
@@ -139,9 +178,11 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-async fn serve_client(stream: TcpStream, peer: SocketAddr, serving: &Serving) {
+async fn serve_client<I>(stream: I, peer: SocketAddr, serving: &Serving)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let ctx = &serving.context;
-    let _ = stream.set_nodelay(true);
     ctx.metrics.connections.inc();
     ctx.metrics.open_connections.inc();
     let conn = Arc::new(ConnContext::new(ctx.clone(), peer));

@@ -138,6 +138,11 @@ pub(super) fn render(c: &Config) -> String {
                     .as_ref()
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
+                proxy_protocol: Some(l.proxy_protocol.is_some()),
+                proxy_protocol_from: l
+                    .proxy_protocol
+                    .as_ref()
+                    .map(|nets| nets.iter().map(|n| n.to_string()).collect()),
             })
             .collect(),
         sites: c

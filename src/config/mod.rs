@@ -131,6 +131,9 @@ pub struct ListenerConfig {
     pub deny_status: http::StatusCode,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub hsts: Option<http::HeaderValue>,
+    /// PROXY protocol: `Some(networks allowed to send it)`; connections from elsewhere are
+    /// refused on such a listener.
+    pub proxy_protocol: Option<Vec<ipnet::IpNet>>,
 }
 
 /// How a backend is chosen for a request.

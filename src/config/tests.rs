@@ -413,3 +413,33 @@ fn several_sites_and_failover_settings_are_checked() {
     .unwrap();
     assert!(!token.to_effective_toml().contains("0123456789abcdef0123"));
 }
+
+#[test]
+fn proxy_protocol_needs_its_trusted_networks() {
+    let listener = |extra: &str| {
+        check(&format!(
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n{extra}\n[[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n"
+        ))
+    };
+    let c =
+        listener("proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.1\"]")
+            .unwrap();
+    assert_eq!(
+        c.listeners[0].proxy_protocol.as_ref().map(Vec::len),
+        Some(2)
+    );
+    for (bad, key) in [
+        ("proxy_protocol = true", "listener[0].proxy_protocol_from"),
+        (
+            "proxy_protocol_from = [\"10.0.0.0/8\"]",
+            "listener[0].proxy_protocol_from",
+        ),
+        (
+            "proxy_protocol = true\nproxy_protocol_from = [\"nowhere\"]",
+            "listener[0].proxy_protocol_from[0]",
+        ),
+    ] {
+        let err = listener(bad).unwrap_err();
+        assert!(keys(&err).contains(&key), "{bad}: {err}");
+    }
+}

@@ -366,25 +366,34 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
             http::StatusCode::NOT_FOUND
         }
     };
-    let trusted_proxies = l
-        .trusted_proxies
-        .iter()
-        .flatten()
-        .enumerate()
-        .filter_map(|(j, net)| {
-            let parsed = net
-                .parse::<ipnet::IpNet>()
-                .ok()
-                .or_else(|| net.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
-            if parsed.is_none() {
-                c.issue(
-                    format!("{key}.trusted_proxies[{j}]"),
-                    format!("`{net}` is not an address or CIDR network"),
-                );
-            }
-            parsed
-        })
-        .collect();
+    let trusted_proxies = networks(
+        c,
+        &format!("{key}.trusted_proxies"),
+        l.trusted_proxies.as_deref(),
+    );
+    let proxy_protocol = match (l.proxy_protocol.unwrap_or(false), &l.proxy_protocol_from) {
+        (true, Some(from)) if !from.is_empty() => Some(networks(
+            c,
+            &format!("{key}.proxy_protocol_from"),
+            Some(from),
+        )),
+        (true, _) => {
+            c.issue(
+                format!("{key}.proxy_protocol_from"),
+                "is required with proxy_protocol = true: the networks of the load balancers \
+                 allowed to send PROXY headers (anyone else could claim any client address)",
+            );
+            None
+        }
+        (false, Some(_)) => {
+            c.issue(
+                format!("{key}.proxy_protocol_from"),
+                "is only used with proxy_protocol = true",
+            );
+            None
+        }
+        (false, None) => None,
+    };
     let hsts = l.hsts.as_deref().and_then(|v| {
         if l.tls.is_none() {
             c.issue(
@@ -408,7 +417,29 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         deny_status,
         trusted_proxies,
         hsts,
+        proxy_protocol,
     }
+}
+
+/// Addresses or CIDR networks, each problem reported with its index.
+fn networks(c: &mut Checker<'_>, key: &str, list: Option<&[String]>) -> Vec<ipnet::IpNet> {
+    list.unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(j, net)| {
+            let parsed = net
+                .parse::<ipnet::IpNet>()
+                .ok()
+                .or_else(|| net.parse::<std::net::IpAddr>().ok().map(ipnet::IpNet::from));
+            if parsed.is_none() {
+                c.issue(
+                    format!("{key}[{j}]"),
+                    format!("`{net}` is not an address or CIDR network"),
+                );
+            }
+            parsed
+        })
+        .collect()
 }
 
 fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Limits {
