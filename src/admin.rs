@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioExecutor;
@@ -33,6 +35,11 @@ const ADMIN_IDLE: Duration = Duration::from_secs(30);
 pub struct Admin {
     pub metrics: Arc<Metrics>,
     pub ready: Arc<AtomicBool>,
+    /// What the current configuration generation answers with (swapped on reload).
+    pub current: ArcSwap<AdminState>,
+}
+
+pub struct AdminState {
     pub snapshot: SharedSnapshot,
     pub failover: Arc<Failover>,
     /// Required (as `Authorization: Bearer`) by the site operations when set.
@@ -45,7 +52,7 @@ impl Admin {
     fn observe_backends(&self) {
         let gauge = &self.metrics.backend_in_flight;
         gauge.reset();
-        for site in &self.snapshot.load().sites {
+        for site in &self.current.load().snapshot.load().sites {
             let draining = site.draining.iter().map(|d| &d.backend);
             for backend in site.members().chain(draining) {
                 gauge
@@ -84,6 +91,8 @@ impl Admin {
             "/live" => local_response(StatusCode::OK, "live"),
             "/ready" => {
                 let has_backend = self
+                    .current
+                    .load()
                     .snapshot
                     .load()
                     .active_site()
@@ -103,7 +112,8 @@ impl Admin {
 
 impl Admin {
     fn sites(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
-        if !self.authorized(req) {
+        let current = self.current.load();
+        if !authorized(current.token.as_deref(), req) {
             let mut resp = local_response(StatusCode::UNAUTHORIZED, "bearer token required");
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -112,7 +122,7 @@ impl Admin {
         let path = req.uri().path().trim_end_matches('/');
         let segments: Vec<&str> = path.split('/').skip(2).collect();
         let operation = match (req.method(), segments.as_slice()) {
-            (&Method::GET, []) => return json_response(StatusCode::OK, &self.failover.status()),
+            (&Method::GET, []) => return json_response(StatusCode::OK, &current.failover.status()),
             (&Method::POST, ["failback"]) => Operation::Failback,
             (&Method::POST, [site, "switchover"]) => Operation::Switchover(site.to_string()),
             (&Method::POST, [site, "down"]) => Operation::ForceDown(site.to_string()),
@@ -141,7 +151,7 @@ impl Admin {
             why: query("why"),
             peer: peer.to_string(),
         };
-        match self.failover.operate(&operation, &operator) {
+        match current.failover.operate(&operation, &operator) {
             Ok(active) => json_response(
                 StatusCode::OK,
                 &serde_json::json!({ "ok": true, "active": active }),
@@ -158,25 +168,25 @@ impl Admin {
             }
         }
     }
+}
 
-    fn authorized(&self, req: &Request<Incoming>) -> bool {
-        let Some(token) = &self.token else {
-            return true;
-        };
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        // Constant time in the token's length: no timing oracle for guessing it.
-        given.len() == token.len()
-            && given
-                .bytes()
-                .zip(token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    }
+fn authorized(token: Option<&str>, req: &Request<Incoming>) -> bool {
+    let Some(token) = token else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time in the token's length: no timing oracle for guessing it.
+    given.len() == token.len()
+        && given
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<ProxyBody> {

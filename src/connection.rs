@@ -97,6 +97,10 @@ pub struct Activity {
     in_flight: AtomicUsize,
     /// Milliseconds after `opened` when the last request finished (or the connection opened).
     last_ms: AtomicU64,
+    /// Requests started so far.
+    started: AtomicU64,
+    /// Signalled when a request finishes (holds one permit if nobody waits yet).
+    finished: tokio::sync::Notify,
 }
 
 impl Activity {
@@ -105,10 +109,13 @@ impl Activity {
             opened: Instant::now(),
             in_flight: AtomicUsize::new(0),
             last_ms: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            finished: tokio::sync::Notify::new(),
         }
     }
 
     pub fn request_started(&self) {
+        self.started.fetch_add(1, Ordering::AcqRel);
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
@@ -116,6 +123,13 @@ impl Activity {
         let now = self.opened.elapsed().as_millis() as u64;
         self.last_ms.store(now, Ordering::Release);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
+        self.finished.notify_one();
+    }
+
+    /// A connection closed before its first request loses that request in flight on the wire
+    /// (the client sent it as the server closed): such a connection is closed only after it.
+    fn is_fresh(&self) -> bool {
+        self.started.load(Ordering::Acquire) == 0
     }
 
     /// How long the connection has been without a request in flight; `None` while busy.
@@ -163,6 +177,10 @@ impl ConnContext {
 
 /// Serves one connection until it closes, closing it gracefully when idle for `idle` or when
 /// `shutdown` fires. Returns hyper's verdict on the connection.
+/// How long a connection asked to close (reload, shutdown) before its first request waits
+/// for that request: a client that just connected sends it within milliseconds.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+
 pub async fn serve<I, S, F, B>(
     io: I,
     builder: &auto::Builder<TokioExecutor>,
@@ -185,14 +203,31 @@ where
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
+    // Set when asked to close a connection that has not had its first request yet: it closes
+    // after that request, or after a short grace if none comes.
+    let mut closing_after_first: Option<tokio::time::Instant> = None;
     loop {
         let wait = match activity.idle_for() {
             Some(idle_for) => idle.saturating_sub(idle_for),
             None => idle,
         };
+        let grace = closing_after_first.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
             result = conn.as_mut() => return result,
-            _ = shutdown.cancelled(), if !closing => {
+            _ = shutdown.cancelled(), if !closing && closing_after_first.is_none() => {
+                if activity.is_fresh() {
+                    closing_after_first = Some(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
+                } else {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = activity.finished.notified(), if !closing && closing_after_first.is_some() => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            // No request came (or one is under way: hyper finishes it before closing).
+            _ = tokio::time::sleep_until(grace), if !closing && closing_after_first.is_some() => {
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }

@@ -1,8 +1,9 @@
 //! sessiongate: a session-aware edge reverse proxy and load balancer.
 //!
 //! [`Server::start`] binds every listener of a validated [`Config`] and serves until
-//! [`Server::shutdown`] drains it. The binary (`main.rs`) and the integration tests both drive
-//! the proxy through this one entry point.
+//! [`Server::shutdown`] drains it; [`Server::reload`] switches to a new configuration without
+//! dropping a connection. The binary (`main.rs`) and the integration tests both drive the
+//! proxy through this one entry point.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +20,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod failover;
+pub mod generation;
 pub mod headers;
 pub mod health;
 pub mod listener;
@@ -27,6 +29,7 @@ pub mod metrics;
 pub mod paths;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod reload;
 pub mod select;
 pub mod sticky;
 pub mod tls;
@@ -35,7 +38,7 @@ pub mod upstream;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -44,6 +47,9 @@ use tokio_util::task::TaskTracker;
 
 pub use config::Config;
 pub use metrics::Metrics;
+
+use config::{ConfigError, ListenerConfig};
+use generation::Generation;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -68,18 +74,57 @@ pub enum Drained {
 
 /// A running proxy.
 pub struct Server {
-    listeners: Vec<(String, SocketAddr)>,
+    inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
     admin_addr: SocketAddr,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
-    drain: Duration,
+    admin: Arc<admin::Admin>,
     /// Public listeners and their connections (and upgraded tunnels).
     public_shutdown: CancellationToken,
     public_tasks: TaskTracker,
-    /// The admin listener and background tasks (discovery) stay up while draining, so /ready
-    /// can say 503 until the end.
+    /// The admin listener and background tasks stay up while draining, so /ready can say 503
+    /// until the end.
     control_shutdown: CancellationToken,
     control_tasks: TaskTracker,
+    /// What runs now; reloads take this lock, so they happen one at a time.
+    pub(crate) running: tokio::sync::Mutex<Running>,
+    /// Bound addresses by listener name, for `listener_addr`.
+    bound: Mutex<Vec<(String, SocketAddr)>>,
+}
+
+pub(crate) struct Running {
+    pub(crate) config: Config,
+    generation: Generation,
+    listeners: Vec<ListenerHandle>,
+}
+
+/// One bound public listener.
+struct ListenerHandle {
+    name: String,
+    /// As configured (port 0 stays 0), to tell whether a reload changed it.
+    listen: SocketAddr,
+    addr: SocketAddr,
+    serving: Arc<listener::Serving>,
+}
+
+/// Why a reload was refused; the running configuration keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Start(#[from] StartError),
+}
+
+/// What a successful reload changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Reloaded {
+    pub kept: Vec<String>,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
 }
 
 impl Server {
@@ -87,18 +132,10 @@ impl Server {
     /// spawns the accept loops on the current Tokio runtime.
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let metrics = Arc::new(Metrics::new());
-        let snapshot = Arc::new(ArcSwap::from_pointee(backends::initial(&config, &metrics)));
-        for site in &snapshot.load().sites {
-            discovery::report(&metrics, site, std::time::Instant::now());
-        }
-
-        let bind = |what: String, addr: SocketAddr| {
-            listener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })
-        };
         let admin_listener = bind("admin".into(), config.admin.listen)?;
         let mut bound = Vec::new();
         for l in &config.listeners {
-            bound.push((l, bind(format!("listener {}", l.name), l.listen)?));
+            bound.push((l.clone(), bind(format!("listener {}", l.name), l.listen)?));
         }
 
         let ready = Arc::new(AtomicBool::new(false));
@@ -107,242 +144,302 @@ impl Server {
         let control_shutdown = CancellationToken::new();
         let control_tasks = TaskTracker::new();
 
-        start_discovery(
+        let generation = Generation::start(
             &config,
-            &snapshot,
             &metrics,
-            &control_shutdown,
-            &control_tasks,
+            (&control_shutdown, &control_tasks),
+            (&public_shutdown, &public_tasks),
+            None,
         )
         .await?;
-
-        start_health_checks(
-            &config,
-            &snapshot,
-            &metrics,
-            &control_shutdown,
-            &control_tasks,
-        );
-        let failover = Arc::new(failover::Failover::new(
-            &config,
-            snapshot.clone(),
-            metrics.clone(),
-        ));
-        // Each probe re-evaluates the state machine, so automatic failback needs no timer of
-        // its own: it happens at the preferred site's probe after the hold time.
-        for (index, site) in config.sites.iter().enumerate() {
-            if let Some(probe) = &site.probe {
-                let probes = failover::probe::SiteProbes::new(
-                    index,
-                    probe.clone(),
-                    site.tls.clone(),
-                    snapshot.clone(),
-                    failover.clone(),
-                );
-                control_tasks.spawn(probes.run(control_shutdown.clone()));
-            }
-        }
 
         let admin_addr = local_addr(&admin_listener, config.admin.listen);
         let admin = Arc::new(admin::Admin {
             metrics: metrics.clone(),
             ready: ready.clone(),
-            snapshot: snapshot.clone(),
-            failover: failover.clone(),
-            token: config.admin.token.clone(),
+            current: ArcSwap::from_pointee(admin_state(&config, &generation)),
         });
         control_tasks.spawn(admin::accept_loop(
             admin_listener,
-            admin,
+            admin.clone(),
             control_shutdown.clone(),
             control_tasks.clone(),
         ));
 
-        let proxy = Arc::new(proxy::Proxy::new(
-            snapshot.clone(),
-            &config,
-            metrics.clone(),
-            failover.clone(),
-            public_tasks.clone(),
-        ));
-        let mut listeners = Vec::new();
-        for (l, tcp) in bound {
-            let addr = local_addr(&tcp, l.listen);
-            let context = Arc::new(connection::ListenerContext::new(
-                l,
-                addr.port(),
-                config.timeouts,
-                config.limits,
-                metrics.clone(),
-            ));
-            if let Some(set) = &l.tls {
-                for cert in set.certificates() {
-                    metrics
-                        .certificate_expiry
-                        .with_label_values(&[&l.name, &cert.cert_path.display().to_string()])
-                        .set(cert.not_after_unix);
-                }
-            }
-            let serving = Arc::new(listener::Serving {
-                context,
-                tls: l
-                    .tls
-                    .as_ref()
-                    .map(|set| tokio_rustls::TlsAcceptor::from(set.server_config())),
-                proxy: proxy.clone(),
-                builder: Arc::new(connection::http_builder(&config.timeouts, &config.limits)),
-                permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
-                per_ip: Arc::new(listener::PerIp::new(config.limits.max_connections_per_ip)),
-                shutdown: public_shutdown.clone(),
-                tasks: public_tasks.clone(),
-            });
-            public_tasks.spawn(listener::accept_loop(tcp, serving));
-            tracing::info!(
-                listener = %l.name,
-                %addr,
-                tls = l.tls.is_some(),
-                redirect_to_https = l.redirect.is_some(),
-                "listening"
-            );
-            listeners.push((l.name.clone(), addr));
-        }
-        tracing::info!(%admin_addr, "admin listening (/metrics, /live, /ready)");
-        ready.store(true, Ordering::Release);
-        metrics.ready.set(1);
-        Ok(Server {
-            listeners,
+        let inner = Arc::new(Inner {
             admin_addr,
-            metrics,
-            ready,
-            drain: config.timeouts.shutdown_drain,
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+            admin,
             public_shutdown,
             public_tasks,
             control_shutdown,
             control_tasks,
-        })
+            running: tokio::sync::Mutex::new(Running {
+                config: config.clone(),
+                generation,
+                listeners: Vec::new(),
+            }),
+            bound: Mutex::new(Vec::new()),
+        });
+        {
+            let mut running = inner.running.lock().await;
+            for (l, tcp) in bound {
+                let handle = inner.spawn_listener(&config, &running.generation, &l, tcp);
+                running.listeners.push(handle);
+            }
+            inner.publish_bound(&running.listeners);
+        }
+        if let Some(interval) = config.reload.watch_interval {
+            inner.control_tasks.spawn(reload::watch(
+                Arc::downgrade(&inner),
+                config.clone(),
+                interval,
+                inner.control_shutdown.clone(),
+            ));
+        }
+        tracing::info!(%admin_addr, "admin listening (/metrics, /live, /ready, /sites)");
+        ready.store(true, Ordering::Release);
+        metrics.ready.set(1);
+        metrics.config_last_reload_successful.set(1);
+        Ok(Server { inner })
+    }
+
+    /// Reads the configuration file again and switches to it: everything is validated and
+    /// every new port bound before anything changes; on any error the running configuration
+    /// keeps serving. Listeners whose name and address are unchanged keep their socket; each
+    /// connection finishes its requests in flight on the configuration it was accepted with,
+    /// then closes gracefully, and its client reconnects to the new one.
+    pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        self.inner.reload().await
     }
 
     /// The bound address of a public listener (useful when the config said port 0).
     pub fn listener_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners
+        self.inner
+            .bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, a)| *a)
     }
 
-    pub fn listener_addrs(&self) -> &[(String, SocketAddr)] {
-        &self.listeners
+    pub fn listener_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.inner
+            .bound
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn admin_addr(&self) -> SocketAddr {
-        self.admin_addr
+        self.inner.admin_addr
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.inner.metrics
     }
 
     /// Graceful shutdown: report not-ready, stop accepting, let requests in flight finish
     /// (HTTP/2 clients get GOAWAY, HTTP/1.1 connections close after their current response),
     /// and wait up to the drain deadline.
     pub async fn shutdown(self) -> Drained {
-        self.ready.store(false, Ordering::Release);
-        self.metrics.ready.set(0);
-        self.public_shutdown.cancel();
-        self.public_tasks.close();
-        let drained = match tokio::time::timeout(self.drain, self.public_tasks.wait()).await {
+        let inner = &self.inner;
+        inner.ready.store(false, Ordering::Release);
+        inner.metrics.ready.set(0);
+        let drain = inner.running.lock().await.config.timeouts.shutdown_drain;
+        inner.public_shutdown.cancel();
+        inner.public_tasks.close();
+        let drained = match tokio::time::timeout(drain, inner.public_tasks.wait()).await {
             Ok(()) => Drained::Clean,
             Err(_) => Drained::DeadlinePassed,
         };
-        self.control_shutdown.cancel();
-        self.control_tasks.close();
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.control_tasks.wait()).await;
+        inner.control_shutdown.cancel();
+        inner.control_tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(1), inner.control_tasks.wait()).await;
         drained
     }
 }
 
-/// Starts one refresh task per DNS-discovered site and waits (bounded) for every first lookup,
-/// so the proxy does not report ready before it knows its backends, and an unresolvable name
-/// is said loudly at startup rather than discovered through 503s.
-async fn start_discovery(
-    config: &Config,
-    snapshot: &backends::SharedSnapshot,
-    metrics: &Arc<Metrics>,
-    shutdown: &CancellationToken,
-    tasks: &TaskTracker,
-) -> Result<(), StartError> {
-    let dns_sites: Vec<_> = config
-        .sites
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| s.backends.dns_name().is_some())
-        .collect();
-    if dns_sites.is_empty() {
-        return Ok(());
+impl Inner {
+    pub(crate) async fn reload(&self) -> Result<Reloaded, ReloadError> {
+        let mut running = self.running.lock().await;
+        let result = self.reload_locked(&mut running).await;
+        match &result {
+            Ok(changes) => {
+                self.metrics.config_reloads.with_label_values(&["ok"]).inc();
+                self.metrics.config_last_reload_successful.set(1);
+                tracing::info!(
+                    config = %running.config.source,
+                    kept = ?changes.kept,
+                    added = ?changes.added,
+                    removed = ?changes.removed,
+                    "configuration reloaded"
+                );
+            }
+            Err(e) => {
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["error"])
+                    .inc();
+                self.metrics.config_last_reload_successful.set(0);
+                tracing::error!(error = %e, "reload refused; the running configuration keeps serving");
+            }
+        }
+        result
     }
-    let resolver = Arc::new(discovery::DnsResolver::new(&config.dns)?);
-    let mut first = Vec::new();
-    for (index, site) in dns_sites {
-        let task = discovery::SiteDiscovery {
-            index,
-            name: site.name.clone(),
-            source: site.backends.clone(),
-            resolver: resolver.clone(),
-            config: config.dns.clone(),
-            drain: config.upstream.drain_timeout,
-            snapshot: snapshot.clone(),
-            metrics: metrics.clone(),
-        };
-        let (done, first_done) = tokio::sync::oneshot::channel();
-        let shutdown = shutdown.clone();
-        tasks.spawn(async move {
-            let (policy, next) = task.first_round().await;
-            let _ = done.send(());
-            task.run(policy, next, shutdown).await;
-        });
-        first.push((index, site, first_done));
-    }
-    // A lookup is bounded by timeout x attempts per query; SRV adds one per target.
-    let patience = config.dns.timeout * (config.dns.attempts as u32) * 4 + Duration::from_secs(1);
-    let deadline = tokio::time::Instant::now() + patience;
-    for (index, site, done) in first {
-        let _ = tokio::time::timeout_at(deadline, done).await;
-        if !snapshot.load().sites[index].has_backends() {
-            tracing::error!(
-                site = %site.name,
-                name = %site.backends.dns_name().unwrap_or_default(),
-                "no backends found for the site at startup; answering 503 and reporting not \
-                 ready until the name resolves"
+
+    async fn reload_locked(&self, running: &mut Running) -> Result<Reloaded, ReloadError> {
+        let config = Config::load(std::path::Path::new(&running.config.source))?;
+        if config.admin.listen != running.config.admin.listen {
+            tracing::warn!(
+                running = %running.config.admin.listen,
+                configured = %config.admin.listen,
+                "the admin listener's address changes only with a restart"
             );
         }
+        // Bind what is new before changing anything: a port in use fails the reload alone.
+        let mut fresh = Vec::new();
+        for l in &config.listeners {
+            let kept = running
+                .listeners
+                .iter()
+                .any(|h| h.name == l.name && h.listen == l.listen);
+            if !kept {
+                fresh.push((l.clone(), bind(format!("listener {}", l.name), l.listen)?));
+            }
+        }
+        let generation = Generation::start(
+            &config,
+            &self.metrics,
+            (&self.control_shutdown, &self.control_tasks),
+            (&self.public_shutdown, &self.public_tasks),
+            Some(&running.generation),
+        )
+        .await?;
+
+        // Commit: nothing below can fail.
+        let mut changes = Reloaded::default();
+        let mut listeners = Vec::new();
+        for handle in running.listeners.drain(..) {
+            match config
+                .listeners
+                .iter()
+                .find(|l| l.name == handle.name && l.listen == handle.listen)
+            {
+                Some(l) => {
+                    let state = serving_state(&config, &generation, l, handle.addr, &self.metrics);
+                    handle.serving.state.store(Arc::new(state));
+                    changes.kept.push(handle.name.clone());
+                    listeners.push(handle);
+                }
+                None => {
+                    // Stop accepting; its connections close with the old generation.
+                    handle.serving.shutdown.cancel();
+                    changes.removed.push(handle.name.clone());
+                }
+            }
+        }
+        for (l, tcp) in fresh {
+            changes.added.push(l.name.clone());
+            listeners.push(self.spawn_listener(&config, &generation, &l, tcp));
+        }
+        self.publish_bound(&listeners);
+        self.admin
+            .current
+            .store(Arc::new(admin_state(&config, &generation)));
+        let old = std::mem::replace(&mut running.generation, generation);
+        old.end();
+        running.listeners = listeners;
+        running.config = config;
+        Ok(changes)
     }
-    Ok(())
+
+    fn spawn_listener(
+        &self,
+        config: &Config,
+        generation: &Generation,
+        l: &ListenerConfig,
+        tcp: tokio::net::TcpListener,
+    ) -> ListenerHandle {
+        let addr = local_addr(&tcp, l.listen);
+        let serving = Arc::new(listener::Serving {
+            state: ArcSwap::from_pointee(serving_state(config, generation, l, addr, &self.metrics)),
+            shutdown: self.public_shutdown.child_token(),
+            tasks: self.public_tasks.clone(),
+        });
+        self.public_tasks
+            .spawn(listener::accept_loop(tcp, serving.clone()));
+        tracing::info!(
+            listener = %l.name,
+            %addr,
+            tls = l.tls.is_some(),
+            redirect_to_https = l.redirect.is_some(),
+            proxy_protocol = l.proxy_protocol.is_some(),
+            "listening"
+        );
+        ListenerHandle {
+            name: l.name.clone(),
+            listen: l.listen,
+            addr,
+            serving,
+        }
+    }
+
+    fn publish_bound(&self, listeners: &[ListenerHandle]) {
+        *self.bound.lock().unwrap_or_else(|e| e.into_inner()) =
+            listeners.iter().map(|h| (h.name.clone(), h.addr)).collect();
+    }
 }
 
-/// One active health check task per site that has `[site.health]`.
-fn start_health_checks(
+/// What a listener serves new connections with under `generation`.
+fn serving_state(
     config: &Config,
-    snapshot: &backends::SharedSnapshot,
+    generation: &Generation,
+    l: &ListenerConfig,
+    addr: SocketAddr,
     metrics: &Arc<Metrics>,
-    shutdown: &CancellationToken,
-    tasks: &TaskTracker,
-) {
-    for (index, site) in config.sites.iter().enumerate() {
-        let Some(check) = &site.health else {
-            continue;
-        };
-        let checks = health::active::ActiveChecks {
-            index,
-            site: site.name.clone(),
-            prober: Arc::new(health::probe::Prober::new(site.tls.clone(), check.clone())),
-            interval: check.interval,
-            rise: check.rise,
-            fall: check.fall,
-            snapshot: snapshot.clone(),
-            metrics: metrics.clone(),
-        };
-        tasks.spawn(checks.run(shutdown.clone()));
+) -> listener::ServingState {
+    let context = Arc::new(connection::ListenerContext::new(
+        l,
+        addr.port(),
+        config.timeouts,
+        config.limits,
+        metrics.clone(),
+    ));
+    if let Some(set) = &l.tls {
+        for cert in set.certificates() {
+            metrics
+                .certificate_expiry
+                .with_label_values(&[&l.name, &cert.cert_path.display().to_string()])
+                .set(cert.not_after_unix);
+        }
     }
+    listener::ServingState {
+        context,
+        tls: l
+            .tls
+            .as_ref()
+            .map(|set| tokio_rustls::TlsAcceptor::from(set.server_config())),
+        proxy: generation.proxy.clone(),
+        builder: Arc::new(connection::http_builder(&config.timeouts, &config.limits)),
+        retire: generation.retire.clone(),
+        permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+        per_ip: Arc::new(listener::PerIp::new(config.limits.max_connections_per_ip)),
+    }
+}
+
+fn admin_state(config: &Config, generation: &Generation) -> admin::AdminState {
+    admin::AdminState {
+        snapshot: generation.snapshot.clone(),
+        failover: generation.failover.clone(),
+        token: config.admin.token.clone(),
+    }
+}
+
+fn bind(what: String, addr: SocketAddr) -> Result<tokio::net::TcpListener, StartError> {
+    listener::bind(addr).map_err(|source| StartError::Bind { what, addr, source })
 }
 
 fn local_addr(listener: &tokio::net::TcpListener, configured: SocketAddr) -> SocketAddr {

@@ -8,6 +8,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 use hyper_util::rt::TokioExecutor;
 use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket};
@@ -35,14 +37,23 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.listen(BACKLOG)
 }
 
-/// Everything an accept loop needs, shared by its connections.
+/// An accept loop: the socket's lifetime state, and what each new connection is served with
+/// (swapped whole on reload; a connection keeps the state it was accepted with).
 pub struct Serving {
+    pub state: ArcSwap<ServingState>,
+    /// Stops this accept loop (shutdown, or the listener was removed by a reload).
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+/// One configuration generation of a listener.
+pub struct ServingState {
     pub context: Arc<ListenerContext>,
     pub tls: Option<TlsAcceptor>,
     pub proxy: Arc<Proxy>,
     pub builder: Arc<auto::Builder<TokioExecutor>>,
-    pub shutdown: CancellationToken,
-    pub tasks: TaskTracker,
+    /// Closes this generation's connections gracefully (after a reload, or at shutdown).
+    pub retire: CancellationToken,
     /// One permit per open client connection: at the cap, the loop stops accepting and the
     /// kernel's backlog holds newcomers (back-pressure, not refusal).
     pub permits: Arc<tokio::sync::Semaphore>,
@@ -95,24 +106,25 @@ impl Drop for IpSlot {
     }
 }
 
-pub async fn accept_loop(listener: TcpListener, serving: Arc<Serving>) {
+pub async fn accept_loop(listener: TcpListener, handle: Arc<Serving>) {
     loop {
+        let permits = handle.state.load().permits.clone();
         let permit = tokio::select! {
-            _ = serving.shutdown.cancelled() => return,
-            permit = serving.permits.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+            _ = handle.shutdown.cancelled() => return,
+            permit = permits.acquire_owned() => permit.expect("the semaphore is never closed"),
         };
         let accepted = tokio::select! {
-            _ = serving.shutdown.cancelled() => return,
+            _ = handle.shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
+        let serving = handle.state.load_full();
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
-                let serving = serving.clone();
                 if serving.context.proxy_protocol.is_some() {
                     // The client's address is known only once the header is read, so the
                     // per-address cap applies after it, on the real client.
-                    serving.tasks.clone().spawn(async move {
+                    handle.tasks.spawn(async move {
                         let ctx = serving.context.clone();
                         let trusted = ctx.proxy_protocol.as_deref().unwrap_or_default();
                         let header = proxy_protocol::accept(stream, peer, trusted);
@@ -141,7 +153,7 @@ pub async fn accept_loop(listener: TcpListener, serving: Arc<Serving>) {
                 let Some(slot) = admit(&serving, peer) else {
                     continue;
                 };
-                serving.tasks.clone().spawn(async move {
+                handle.tasks.spawn(async move {
                     serve_client(stream, peer, &serving).await;
                     drop((permit, slot));
                 });
@@ -159,7 +171,7 @@ pub async fn accept_loop(listener: TcpListener, serving: Arc<Serving>) {
 }
 
 /// A connection slot for `client`'s address, or `None` (counted) past the per-address cap.
-fn admit(serving: &Serving, client: SocketAddr) -> Option<IpSlot> {
+fn admit(serving: &ServingState, client: SocketAddr) -> Option<IpSlot> {
     let slot = serving.per_ip.admit(client.ip());
     if slot.is_none() {
         serving.context.metrics.connection_error("per_ip_limit");
@@ -178,7 +190,7 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-async fn serve_client<I>(stream: I, peer: SocketAddr, serving: &Serving)
+async fn serve_client<I>(stream: I, peer: SocketAddr, serving: &ServingState)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -191,7 +203,7 @@ where
         Some(acceptor) => {
             let handshake =
                 tokio::time::timeout(ctx.timeouts.tls_handshake, acceptor.accept(stream));
-            let shutdown = serving.shutdown.cancelled();
+            let shutdown = serving.retire.cancelled();
             tokio::select! {
                 _ = shutdown => Ok(()),
                 done = handshake => match done {
@@ -220,7 +232,7 @@ where
 async fn serve_http<I>(
     io: I,
     conn: &Arc<ConnContext>,
-    serving: &Serving,
+    serving: &ServingState,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
@@ -232,7 +244,7 @@ where
         &serving.builder,
         &conn.activity,
         conn.listener.timeouts.idle,
-        &serving.shutdown,
+        &serving.retire,
         move |req| {
             let proxy = proxy.clone();
             let conn = handler_conn.clone();

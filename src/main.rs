@@ -144,7 +144,18 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    wait_for_signal().await;
+    // SIGHUP reloads (the outcome is logged and counted by `reload`); SIGTERM/SIGINT drain.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("SIGHUP: reloading the configuration");
+                let _ = server.reload().await;
+            }
+            _ = wait_for_signal() => break,
+        }
+    }
     drain(server).await
 }
 

@@ -43,6 +43,8 @@ pub struct Metrics {
     pub site_forced_down: IntGaugeVec,
     pub site_probes: IntCounterVec,
     pub site_switches: IntCounterVec,
+    pub config_reloads: IntCounterVec,
+    pub config_last_reload_successful: IntGauge,
 }
 
 /// Handles for one listener, resolved once so the request path does not hash label sets.
@@ -262,6 +264,20 @@ impl Metrics {
             "Changes of the active site, by from, to and reason (failover, auto_failback, switchover, failback).",
             &["from", "to", "reason"],
         );
+        let config_reloads = counter(
+            &registry,
+            "sessiongate_config_reloads_total",
+            "Configuration reloads (SIGHUP or a changed file) by result (ok, error).",
+            &["result"],
+        );
+        let config_last_reload_successful = IntGauge::new(
+            "sessiongate_config_last_reload_successful",
+            "1 if the last reload succeeded (or none was tried), 0 if it was refused.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(config_last_reload_successful.clone()))
+            .expect("unique metric");
         let ready = IntGauge::new(
             "sessiongate_ready",
             "1 while the proxy accepts traffic, 0 while starting or draining.",
@@ -298,6 +314,8 @@ impl Metrics {
             site_forced_down,
             site_probes,
             site_switches,
+            config_reloads,
+            config_last_reload_successful,
         }
     }
 

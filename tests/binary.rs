@@ -380,3 +380,34 @@ async fn a_single_threaded_runtime_serves_and_drains() {
     assert_eq!(answering_nodes(proc_.plain, 5).await, vec!["node-1"; 5]);
     assert_eq!(proc_.terminate().await, Some(0));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_configuration() {
+    let nodes = start_nodes(2).await;
+    let dir = temp_dir("sighup");
+    let site =
+        |addr: SocketAddr| format!("name = \"main\"\nbackends = {{ static = [\"{addr}\"] }}");
+    let first = site(nodes[0].addr);
+    let dir2 = dir.clone();
+    let proc_ = tokio::task::spawn_blocking(move || {
+        Process::start(&dir2, &first, "[reload]\nwatch = false\n")
+    })
+    .await
+    .unwrap();
+    assert_eq!(answering_nodes(proc_.plain, 2).await, vec!["node-1"; 2]);
+    // Rewrite the site only, keeping the listener (port 0 is rebound on reload only if the
+    // listener changed: it did not, so the process keeps its port).
+    let text = std::fs::read_to_string(dir.join("proc.toml")).unwrap();
+    let text = text.replace(&nodes[0].addr.to_string(), &nodes[1].addr.to_string());
+    std::fs::write(dir.join("proc.toml"), text).unwrap();
+    let pid = proc_.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let reloaded = proc_.wait_for_log(|v| v["message"] == "configuration reloaded");
+    assert_eq!(reloaded["kept"], "[\"plain\"]");
+    assert_eq!(answering_nodes(proc_.plain, 2).await, vec!["node-2"; 2]);
+    assert_eq!(proc_.terminate().await, Some(0));
+}

@@ -23,6 +23,10 @@ pub(super) fn render(c: &Config) -> String {
                 .map(|_| "set-in-the-config-file-not-shown".into()),
             token_file: None,
         },
+        reload: RawReload {
+            watch: Some(c.reload.watch_interval.is_some()),
+            watch_interval: c.reload.watch_interval.and_then(dur),
+        },
         failover: RawFailover {
             failback: Some(
                 if c.failover.auto_failback.is_some() {

@@ -30,6 +30,7 @@ pub struct Config {
     pub limits: Limits,
     pub balance: Balance,
     pub failover: FailoverConfig,
+    pub reload: ReloadConfig,
     pub listeners: Vec<ListenerConfig>,
     pub sites: Vec<SiteConfig>,
 }
@@ -39,6 +40,13 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// When set, the site operations (`/sites`) require `Authorization: Bearer <token>`.
     pub token: Option<String>,
+}
+
+/// Reloading on file changes (SIGHUP reloads whatever this says).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    /// How often the config file and the files it names are checked; `None`: not watched.
+    pub watch_interval: Option<Duration>,
 }
 
 /// How the active site is chosen among several.

@@ -44,6 +44,9 @@ pub const DEFAULT_OUTLIER_MAX_EJECTION: &str = "5m";
 /// Long enough to ride out a burst, short enough that a user is told before giving up.
 pub const DEFAULT_QUEUE_TIMEOUT: &str = "5s";
 pub const DEFAULT_LB_CHECK_PATH: &str = "/lb-check";
+/// Kubernetes propagates ConfigMap and Secret updates within about a minute; checking small
+/// files every 2 s costs nothing and keeps the delay on the proxy's side short.
+pub const DEFAULT_WATCH_INTERVAL: &str = "2s";
 /// Seconds, not the 30 s of DNS health checks: fall x interval bounds the failover time.
 pub const DEFAULT_SITE_PROBE_INTERVAL: &str = "2s";
 pub const DEFAULT_SITE_PROBE_TIMEOUT: &str = "1s";
@@ -98,6 +101,8 @@ pub struct RawConfig {
     pub balance: RawBalance,
     #[serde(default)]
     pub failover: RawFailover,
+    #[serde(default)]
+    pub reload: RawReload,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "site")]
@@ -110,6 +115,14 @@ pub struct RawAdmin {
     /// Bearer token required by the site operations; or `token_file`.
     pub token: Option<String>,
     pub token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawReload {
+    /// Reload when the config file or a file it names (certificates, keys, CA bundles,
+    /// secrets) changes, including through Kubernetes' `..data` symlink swap.
+    pub watch: Option<bool>,
+    pub watch_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

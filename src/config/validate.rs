@@ -10,7 +10,8 @@ use super::raw::{self, RawConfig};
 use super::{balancing, failover};
 use super::{
     resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, HttpsRedirect,
-    IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, SiteConfig, Timeouts, UpstreamPool,
+    IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, ReloadConfig, SiteConfig, Timeouts,
+    UpstreamPool,
 };
 use crate::paths::{PathPolicy, Prefix};
 use crate::tls::{self, CertificateSet, UpstreamTls};
@@ -258,6 +259,15 @@ pub(super) fn validate(
         }
     }
     let failover = failover::failover(&mut c, &raw.failover);
+    let reload = ReloadConfig {
+        watch_interval: raw.reload.watch.unwrap_or(true).then(|| {
+            c.duration(
+                "reload.watch_interval",
+                raw.reload.watch_interval.as_deref(),
+                raw::DEFAULT_WATCH_INTERVAL,
+            )
+        }),
+    };
 
     if c.issues.is_empty() {
         Ok(Config {
@@ -270,6 +280,7 @@ pub(super) fn validate(
             limits,
             balance,
             failover,
+            reload,
             listeners,
             sites,
         })

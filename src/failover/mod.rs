@@ -59,6 +59,34 @@ impl Failover {
         failover
     }
 
+    /// Carries an operator's decisions over a reload: the active site (by name) and the
+    /// sites held down. Probe states start afresh with the new probes.
+    pub fn adopt(&self, previous: &Failover) {
+        let (active, forced): (String, Vec<String>) = {
+            let old = previous.lock();
+            (
+                old.sites[old.active].name.clone(),
+                old.sites
+                    .iter()
+                    .filter(|s| s.forced_down)
+                    .map(|s| s.name.clone())
+                    .collect(),
+            )
+        };
+        let active = {
+            let mut state = self.lock();
+            for name in &forced {
+                if let Ok(i) = state.index_of(name) {
+                    state.sites[i].forced_down = true;
+                }
+            }
+            state.index_of(&active).ok().inspect(|&i| state.active = i)
+        };
+        if let Some(i) = active {
+            self.publish_active(i);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -1,0 +1,275 @@
+//! Hot reload: a reload under continuous load loses no request; a bad config or a bad
+//! certificate is refused and the running configuration keeps serving; a certificate rotated
+//! the way Kubernetes updates a Secret (a `..data` symlink swap) is picked up by the watcher.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use common::*;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use sessiongate::{Config, Server};
+use tokio::net::TcpStream;
+
+fn write_config(dir: &Path, backend: std::net::SocketAddr, cert: &str, extra: &str) {
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\naccess_log = false\n\
+         [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\n\
+         [[listener]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"{cert}\", key = \"{key}\" }}\n\
+         [[site]]\nname = \"main\"\nbackends = {{ static = [\"{backend}\"] }}\n{extra}",
+        key = cert.replace(".crt", ".key"),
+    );
+    std::fs::write(dir.join("sessiongate.toml"), text).unwrap();
+}
+
+async fn start(dir: &Path) -> Server {
+    Server::start(Config::load(&dir.join("sessiongate.toml")).unwrap())
+        .await
+        .unwrap()
+}
+
+async fn answering(server: &Server) -> (u16, String) {
+    let (status, headers, _) = get_plain(server.listener_addr("plain").unwrap(), "/").await;
+    let node = headers
+        .get("x-node")
+        .map_or("-".into(), |v| v.to_str().unwrap().to_string());
+    (status, node)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reloads_under_continuous_load_lose_no_request() {
+    let dir = temp_dir("reload-load");
+    Pki::new(&dir);
+    let nodes = start_nodes(2).await;
+    write_config(
+        &dir,
+        nodes[0].addr,
+        "default.crt",
+        "[reload]\nwatch = false\n",
+    );
+    let server = Arc::new(start(&dir).await);
+    let plain = server.listener_addr("plain").unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let served = Arc::new(AtomicUsize::new(0));
+    let mut load = Vec::new();
+    for _ in 0..6 {
+        let (stop, served) = (stop.clone(), served.clone());
+        load.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let (status, _, body) = get_plain(plain, "/echo").await;
+                assert_eq!(status, 200, "{body}");
+                served.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    // Slow requests in flight across every reload finish on the configuration they began with.
+    let mut slow = Vec::new();
+    for _ in 0..4 {
+        slow.push(tokio::spawn(async move {
+            get_plain(plain, "/slow?ms=300").await.0
+        }));
+    }
+    for round in 0..6 {
+        let backend = nodes[(round + 1) % 2].addr;
+        write_config(&dir, backend, "default.crt", "[reload]\nwatch = false\n");
+        let changes = server.reload().await.unwrap();
+        assert_eq!(
+            changes.kept,
+            vec!["plain", "tls"],
+            "unchanged listeners keep their sockets"
+        );
+        assert_eq!(server.listener_addr("plain"), Some(plain));
+    }
+    for s in slow {
+        assert_eq!(s.await.unwrap(), 200);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for t in load {
+        t.await.unwrap();
+    }
+    assert!(served.load(Ordering::Relaxed) > 0);
+    // The last reload pointed at node-1 (round 5: nodes[0]).
+    assert_eq!(answering(&server).await, (200, "node-1".to_string()));
+    assert_eq!(
+        metric(
+            &String::from_utf8(server.metrics().render()).unwrap(),
+            "sessiongate_config_reloads_total{result=\"ok\"}"
+        ),
+        Some(6.0)
+    );
+}
+
+#[tokio::test]
+async fn a_bad_config_or_certificate_is_refused_and_the_old_one_keeps_serving() {
+    let dir = temp_dir("reload-bad");
+    let pki = Pki::new(&dir);
+    let nodes = start_nodes(1).await;
+    write_config(
+        &dir,
+        nodes[0].addr,
+        "default.crt",
+        "[reload]\nwatch = false\n",
+    );
+    let server = start(&dir).await;
+    let tls = server.listener_addr("tls").unwrap();
+
+    std::fs::write(dir.join("sessiongate.toml"), "[[listener]\nbroken").unwrap();
+    assert!(matches!(
+        server.reload().await,
+        Err(sessiongate::ReloadError::Config(_))
+    ));
+    assert_eq!(answering(&server).await, (200, "node-1".into()));
+
+    // A certificate file that is not a certificate.
+    std::fs::write(dir.join("broken.crt"), "not a certificate").unwrap();
+    std::fs::copy(dir.join("default.key"), dir.join("broken.key")).unwrap();
+    write_config(
+        &dir,
+        nodes[0].addr,
+        "broken.crt",
+        "[reload]\nwatch = false\n",
+    );
+    let err = server.reload().await.unwrap_err();
+    assert!(err.to_string().contains("broken.crt"), "{err}");
+    tls_connect(tls, "default.test", pki.client_config(&[b"http/1.1"])).await;
+    let metrics = String::from_utf8(server.metrics().render()).unwrap();
+    assert_eq!(
+        metric(
+            &metrics,
+            "sessiongate_config_reloads_total{result=\"error\"}"
+        ),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric(&metrics, "sessiongate_config_last_reload_successful"),
+        Some(0.0)
+    );
+
+    write_config(
+        &dir,
+        nodes[0].addr,
+        "default.crt",
+        "[reload]\nwatch = false\n",
+    );
+    server.reload().await.unwrap();
+    let metrics = String::from_utf8(server.metrics().render()).unwrap();
+    assert_eq!(
+        metric(&metrics, "sessiongate_config_last_reload_successful"),
+        Some(1.0)
+    );
+}
+
+/// Accepts any certificate: the test compares the served certificate itself.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &CertificateDer<'_>,
+        _: &[CertificateDer<'_>],
+        _: &ServerName<'_>,
+        _: &[u8],
+        _: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+async fn served_certificate(addr: std::net::SocketAddr) -> Vec<u8> {
+    let provider = sessiongate::tls::provider();
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+        .with_no_client_auth();
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("default.test").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_certificate_rotated_by_a_symlink_swap_is_picked_up() {
+    use std::os::unix::fs::symlink;
+    let dir = temp_dir("reload-rotate");
+    let pki = Pki::new(&dir);
+    // A Secret volume as the kubelet writes it: files point into ..data, itself a symlink.
+    let secret = dir.join("secret");
+    std::fs::create_dir_all(secret.join("..2026_11_22_01")).unwrap();
+    for (from, to) in [("default.crt", "tls.crt"), ("default.key", "tls.key")] {
+        std::fs::copy(dir.join(from), secret.join("..2026_11_22_01").join(to)).unwrap();
+    }
+    symlink("..2026_11_22_01", secret.join("..data")).unwrap();
+    symlink("..data/tls.crt", secret.join("tls.crt")).unwrap();
+    symlink("..data/tls.key", secret.join("tls.key")).unwrap();
+    let nodes = start_nodes(1).await;
+    write_config(
+        &dir,
+        nodes[0].addr,
+        "secret/tls.crt",
+        "[reload]\nwatch_interval = \"50ms\"\n",
+    );
+    let server = start(&dir).await;
+    let tls = server.listener_addr("tls").unwrap();
+    assert_eq!(
+        served_certificate(tls).await,
+        pki.leaf_der["default"].to_vec()
+    );
+
+    // Rotation: a new directory, then ..data swapped to it in one rename.
+    std::fs::create_dir_all(secret.join("..2026_11_22_02")).unwrap();
+    for (from, to) in [("a.crt", "tls.crt"), ("a.key", "tls.key")] {
+        std::fs::copy(dir.join(from), secret.join("..2026_11_22_02").join(to)).unwrap();
+    }
+    symlink("..2026_11_22_02", secret.join("..data_tmp")).unwrap();
+    std::fs::rename(secret.join("..data_tmp"), secret.join("..data")).unwrap();
+
+    let rotated = pki.leaf_der["a"].to_vec();
+    eventually("the new certificate is served", || async {
+        served_certificate(tls).await == rotated
+    })
+    .await;
+    assert_eq!(answering(&server).await, (200, "node-1".into()));
+}
