@@ -16,12 +16,14 @@ pub(super) fn render(c: &Config) -> String {
         admin: RawAdmin {
             listen: Some(c.admin.listen.to_string()),
             // The token itself is never printed.
+            // The token itself is never printed; its file is.
             token: c
                 .admin
                 .token
                 .as_ref()
+                .filter(|_| c.admin.token_file.is_none())
                 .map(|_| "set-in-the-config-file-not-shown".into()),
-            token_file: None,
+            token_file: c.admin.token_file.as_ref().map(|p| p.display().to_string()),
         },
         reload: RawReload {
             watch: Some(c.reload.watch_interval.is_some()),

@@ -40,6 +40,8 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// When set, the site operations (`/sites`) require `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// Where the token was read from (watched for reloads).
+    pub token_file: Option<PathBuf>,
 }
 
 /// Reloading on file changes (SIGHUP reloads whatever this says).

@@ -130,6 +130,11 @@ pub(super) fn validate(
             ),
         ),
         token: failover::admin_token(&mut c, &raw.admin),
+        token_file: raw
+            .admin
+            .token_file
+            .as_deref()
+            .map(|f| resolve_path(base, f)),
     };
 
     let format = match raw.log.format.as_deref() {
