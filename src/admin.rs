@@ -137,13 +137,8 @@ impl Admin {
             _ => return local_response(StatusCode::NOT_FOUND, ""),
         };
         let query = |key: &str| {
-            req.uri()
-                .query()
-                .unwrap_or("")
-                .split('&')
-                .filter_map(|kv| kv.split_once('='))
-                .find(|(k, _)| *k == key)
-                .map(|(_, v)| v.replace('+', " "))
+            crate::paths::query_param(req.uri(), key)
+                .map(|v| v.replace('+', " "))
                 .unwrap_or_default()
         };
         let operator = Operator {

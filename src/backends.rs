@@ -392,17 +392,23 @@ pub(crate) fn test_site() -> Site {
     }
 }
 
+/// A member for unit tests: the address follows from the id and priority.
+#[cfg(test)]
+pub(crate) fn test_member(id: &str, priority: u16) -> Member {
+    Member {
+        id: id.into(),
+        address: format!("127.0.0.1:{}", 8000 + id.len() as u16 + priority),
+        priority,
+        weight: 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn m(id: &str, priority: u16) -> Member {
-        Member {
-            id: id.into(),
-            address: format!("127.0.0.1:{}", 8000 + id.len() as u16 + priority),
-            priority,
-            weight: 1,
-        }
+        test_member(id, priority)
     }
 
     #[tokio::test]

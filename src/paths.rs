@@ -315,6 +315,15 @@ pub fn forwarding_is_safe(policy: &PathPolicy, raw: &str) -> bool {
     }
 }
 
+/// The value of query parameter `key` in `uri` (the first one; `+` is not decoded).
+pub fn query_param<'a>(uri: &'a http::Uri, key: &str) -> Option<&'a str> {
+    uri.query()?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -235,7 +235,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::backends::{test_site, Member};
+    use crate::backends::{test_member, test_site, Member};
     use crate::config::{Outlier, StickyMode};
     use crate::sticky::Sticky;
 
@@ -248,12 +248,7 @@ mod tests {
     }
 
     fn m(id: &str, priority: u16) -> Member {
-        Member {
-            id: id.into(),
-            address: format!("127.0.0.1:{}", 8000 + id.len() as u16 + priority),
-            priority,
-            weight: 1,
-        }
+        test_member(id, priority)
     }
 
     fn sticky_site(ids: &[&str]) -> Site {

@@ -368,15 +368,7 @@ async fn sticky_sessions_move_to_the_new_site_deterministically_and_stay() {
 
 #[tokio::test]
 async fn the_demo_fails_over_to_its_second_site_and_back_through_the_admin_api() {
-    let any = localhost();
-    let demo = sessiongate::demo::start(sessiongate::demo::DemoOptions {
-        https: any,
-        http: any,
-        admin: any,
-        nodes: 2,
-    })
-    .await
-    .unwrap();
+    let demo = start_demo(2).await;
     let admin_get = || async {
         let mut send = h1(TcpStream::connect(demo.server.admin_addr()).await.unwrap()).await;
         let req = http::Request::get("/sites")

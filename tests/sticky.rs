@@ -487,15 +487,7 @@ async fn health_checks_move_sessions_off_a_failing_node_and_never_back() {
 
 #[tokio::test]
 async fn the_demo_keeps_a_session_on_its_node_through_a_scale_up() {
-    let any = localhost();
-    let mut demo = sessiongate::demo::start(sessiongate::demo::DemoOptions {
-        https: any,
-        http: any,
-        admin: any,
-        nodes: 2,
-    })
-    .await
-    .unwrap();
+    let mut demo = start_demo(2).await;
     let https = demo.server.listener_addr("https").unwrap();
     let mut roots = rustls::RootCertStore::empty();
     let pem = std::fs::read(demo.certificate()).unwrap();

@@ -198,31 +198,16 @@ pub(super) fn health(c: &mut Checker<'_>, key: &str, h: &raw::RawHealth) -> Heal
     if h.port == Some(0) {
         c.issue(format!("{key}.port"), "must not be 0");
     }
-    let interval = c.duration(
-        &format!("{key}.interval"),
-        h.interval.as_deref(),
-        raw::DEFAULT_HEALTH_INTERVAL,
+    let (interval, timeout, rise, fall) = c.probe_timing(
+        key,
+        (h.interval.as_deref(), h.timeout.as_deref(), h.rise, h.fall),
+        (
+            raw::DEFAULT_HEALTH_INTERVAL,
+            raw::DEFAULT_HEALTH_TIMEOUT,
+            raw::DEFAULT_HEALTH_RISE,
+            raw::DEFAULT_HEALTH_FALL,
+        ),
     );
-    let timeout = c.duration(
-        &format!("{key}.timeout"),
-        h.timeout.as_deref(),
-        raw::DEFAULT_HEALTH_TIMEOUT,
-    );
-    if timeout > interval {
-        c.issue(
-            format!("{key}.timeout"),
-            "must not be longer than the interval",
-        );
-    }
-    let mut count = |name: &str, value: Option<u32>, default: u32| match value.unwrap_or(default) {
-        0 => {
-            c.issue(format!("{key}.{name}"), "must be at least 1");
-            1
-        }
-        n => n,
-    };
-    let rise = count("rise", h.rise, raw::DEFAULT_HEALTH_RISE);
-    let fall = count("fall", h.fall, raw::DEFAULT_HEALTH_FALL);
     let text = h
         .expect_status
         .as_deref()

@@ -81,32 +81,16 @@ pub(super) fn site_probe(c: &mut Checker<'_>, key: &str, p: &raw::RawSiteProbe) 
             "is only used when probing each backend",
         );
     }
-    let interval = c.duration(
-        &format!("{key}.interval"),
-        p.interval.as_deref(),
-        raw::DEFAULT_SITE_PROBE_INTERVAL,
+    let (interval, timeout, rise, fall) = c.probe_timing(
+        key,
+        (p.interval.as_deref(), p.timeout.as_deref(), p.rise, p.fall),
+        (
+            raw::DEFAULT_SITE_PROBE_INTERVAL,
+            raw::DEFAULT_SITE_PROBE_TIMEOUT,
+            raw::DEFAULT_SITE_PROBE_RISE,
+            raw::DEFAULT_SITE_PROBE_FALL,
+        ),
     );
-    let timeout = c.duration(
-        &format!("{key}.timeout"),
-        p.timeout.as_deref(),
-        raw::DEFAULT_SITE_PROBE_TIMEOUT,
-    );
-    if timeout > interval {
-        c.issue(
-            format!("{key}.timeout"),
-            "must not be longer than the interval",
-        );
-    }
-    let mut at_least_one =
-        |name: &str, value: Option<u32>, default: u32| match value.unwrap_or(default) {
-            0 => {
-                c.issue(format!("{key}.{name}"), "must be at least 1");
-                1
-            }
-            n => n,
-        };
-    let fall = at_least_one("fall", p.fall, raw::DEFAULT_SITE_PROBE_FALL);
-    let rise = at_least_one("rise", p.rise, raw::DEFAULT_SITE_PROBE_RISE);
     let min_up = match p.min_up {
         Some(0) => {
             c.issue(format!("{key}.min_up"), "must be at least 1");

@@ -94,6 +94,35 @@ impl Checker<'_> {
         }
     }
 
+    /// A probe's interval, timeout (at most the interval), rise and fall (at least 1 each),
+    /// as given or defaulted: `(interval, timeout, rise, fall)`.
+    pub(super) fn probe_timing(
+        &mut self,
+        key: &str,
+        given: (Option<&str>, Option<&str>, Option<u32>, Option<u32>),
+        defaults: (&str, &str, u32, u32),
+    ) -> (Duration, Duration, u32, u32) {
+        let interval = self.duration(&format!("{key}.interval"), given.0, defaults.0);
+        let timeout = self.duration(&format!("{key}.timeout"), given.1, defaults.1);
+        if timeout > interval {
+            self.issue(
+                format!("{key}.timeout"),
+                "must not be longer than the interval",
+            );
+        }
+        let mut at_least_one =
+            |name: &str, value: Option<u32>, default: u32| match value.unwrap_or(default) {
+                0 => {
+                    self.issue(format!("{key}.{name}"), "must be at least 1");
+                    1
+                }
+                n => n,
+            };
+        let rise = at_least_one("rise", given.2, defaults.2);
+        let fall = at_least_one("fall", given.3, defaults.3);
+        (interval, timeout, rise, fall)
+    }
+
     pub(super) fn required<'v>(&mut self, key: &str, value: &'v Option<String>) -> Option<&'v str> {
         match value.as_deref() {
             Some(v) if !v.trim().is_empty() => Some(v),

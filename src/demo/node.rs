@@ -163,13 +163,8 @@ fn text(status: StatusCode, body: String) -> Response<NodeBody> {
 }
 
 fn query_u64(req: &Request<Incoming>, key: &str) -> u64 {
-    req.uri()
-        .query()
-        .unwrap_or("")
-        .split('&')
-        .filter_map(|kv| kv.split_once('='))
-        .find(|(k, _)| *k == key)
-        .and_then(|(_, v)| v.parse().ok())
+    crate::paths::query_param(req.uri(), key)
+        .and_then(|v| v.parse().ok())
         .unwrap_or(0)
 }
 

@@ -433,3 +433,16 @@ pub async fn answering_nodes(addr: SocketAddr, n: usize) -> Vec<String> {
     }
     seen
 }
+
+/// The embedded demo on port 0 everywhere, with `nodes` nodes in its first site.
+pub async fn start_demo(nodes: usize) -> sessiongate::demo::Demo {
+    let any = localhost();
+    sessiongate::demo::start(sessiongate::demo::DemoOptions {
+        https: any,
+        http: any,
+        admin: any,
+        nodes,
+    })
+    .await
+    .unwrap()
+}
