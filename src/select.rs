@@ -160,6 +160,9 @@ impl Site {
 
     /// The backend the session lives on, if this site knows it (as a member or draining).
     fn session_backend(&self, session: &SessionKey, seed: u64) -> Option<&Arc<Backend>> {
+        if *session == SessionKey::Unpinned {
+            return None;
+        }
         let now = Instant::now();
         let draining = self
             .draining

@@ -1,0 +1,162 @@
+//! Micro-benchmarks of the request path's pure parts: backend selection (each algorithm and a
+//! sticky hit), the sticky cookie (verify and encode), path canonicalisation and policy, and the
+//! header rewrite every request gets. `cargo bench --bench hot_paths`.
+
+use std::hint::black_box;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use http::header::{HeaderMap, HeaderValue};
+use sessiongate::backends::{initial, Site};
+use sessiongate::config::StickyMode;
+use sessiongate::sticky::{SessionKey, Sticky};
+use sessiongate::{paths, Config, Metrics};
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+/// A site of ten static backends, configured as an operator would write it.
+fn site(balance: &str) -> (Arc<Site>, Config) {
+    let backends: Vec<String> = (1..=10).map(|i| format!("\"10.0.0.{i}:8080\"")).collect();
+    let text = format!(
+        "[[listener]]\nlisten = \"127.0.0.1:8080\"\n{balance}\n\
+         [[site]]\nname = \"kc\"\nbackends = {{ static = [{}] }}\n",
+        backends.join(", ")
+    );
+    let config = Config::from_toml(&text, "bench.toml", Path::new(".")).unwrap();
+    let snapshot = initial(&config, &Metrics::new());
+    (snapshot.sites[0].clone(), config)
+}
+
+fn selection(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select");
+    for (name, balance) in [
+        ("round_robin", "[balance]\nalgorithm = \"round_robin\"\n"),
+        (
+            "least_requests",
+            "[balance]\nalgorithm = \"least_requests\"\n",
+        ),
+        (
+            "hash",
+            "[balance]\nalgorithm = \"hash\"\nhash_key = \"header:x-tenant\"\n",
+        ),
+    ] {
+        let (site, config) = site(balance);
+        let key: Option<&[u8]> = Some(b"tenant-42");
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                site.select(&config.balance, &SessionKey::Unpinned, black_box(key), &[])
+                    .ok()
+            })
+        });
+    }
+    let sticky = format!("[balance]\nalgorithm = \"least_requests\"\n[balance.sticky]\nmode = \"cookie\"\nsecret = \"{SECRET}\"\n");
+    let (site, config) = site(&sticky);
+    let tag = site.backends[3].tag;
+    let session = SessionKey::Cookie { nonce: 7, tag };
+    group.bench_function("sticky_hit", |b| {
+        b.iter(|| {
+            site.select(&config.balance, black_box(&session), None, &[])
+                .ok()
+        })
+    });
+    group.finish();
+}
+
+fn sticky_cookie(c: &mut Criterion) {
+    let sticky = Sticky::new(
+        &StickyMode::Cookie {
+            name: "SG_NODE".into(),
+            secret: SECRET.as_bytes().to_vec(),
+            secret_file: None,
+        },
+        0,
+    );
+    let tag = sticky.tag("10.0.0.4:8080");
+    let set = sticky.set_cookie(7, tag, true).unwrap();
+    let value = set.to_str().unwrap().split(';').next().unwrap().to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::COOKIE,
+        HeaderValue::from_str(&format!(
+            "KEYCLOAK_IDENTITY=abc; {value}; AUTH_SESSION_ID=x.kc-0"
+        ))
+        .unwrap(),
+    );
+    let peer: IpAddr = [203, 0, 113, 7].into();
+    c.bench_function("sticky/verify", |b| {
+        b.iter(|| sticky.read(black_box(&headers), peer))
+    });
+    c.bench_function("sticky/encode", |b| {
+        b.iter(|| sticky.set_cookie(black_box(7), black_box(tag), true))
+    });
+}
+
+fn path_policy(c: &mut Criterion) {
+    let config = Config::from_toml(
+        "[[listener]]\nlisten = \"127.0.0.1:8080\"\nrelative_path = \"/auth\"\n\
+         [[site]]\nbackends = { static = [\"10.0.0.1:8080\"] }\n",
+        "bench.toml",
+        Path::new("."),
+    )
+    .unwrap();
+    let policy = &config.listeners[0].paths;
+    for (name, path) in [
+        ("plain", "/auth/realms/acme/protocol/openid-connect/auth"),
+        ("escaped", "/auth/realms/acme/%2e%2e/%6detrics;x=1"),
+    ] {
+        c.bench_function(&format!("paths/{name}"), |b| {
+            b.iter(|| {
+                let canonical = paths::canonicalize(black_box(path)).unwrap();
+                policy.denies(&canonical)
+            })
+        });
+    }
+}
+
+fn header_rewrite(c: &mut Criterion) {
+    let mut request = HeaderMap::new();
+    for (k, v) in [
+        ("host", "sso.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0",
+        ),
+        ("accept", "text/html,application/xhtml+xml"),
+        ("accept-language", "en-US,en;q=0.5"),
+        ("accept-encoding", "gzip, deflate, br"),
+        ("cookie", "KEYCLOAK_IDENTITY=abc; AUTH_SESSION_ID=x.kc-0"),
+        ("connection", "keep-alive"),
+        ("x-forwarded-for", "198.51.100.1"),
+    ] {
+        request.insert(k, HeaderValue::from_static(v));
+    }
+    let host = HeaderValue::from_static("sso.example.com");
+    c.bench_function("headers/rewrite", |b| {
+        b.iter(|| {
+            let mut headers = request.clone();
+            sessiongate::headers::strip_hop_by_hop(&mut headers, false);
+            sessiongate::headers::set_forwarded(
+                &mut headers,
+                &sessiongate::headers::ForwardedFor {
+                    client_ip: [203, 0, 113, 7].into(),
+                    proto: "https",
+                    host: &host,
+                    port: 443,
+                    trusted: false,
+                },
+            );
+            headers
+        })
+    });
+}
+
+criterion_group!(
+    benches,
+    selection,
+    sticky_cookie,
+    path_policy,
+    header_rewrite
+);
+criterion_main!(benches);
