@@ -3,15 +3,18 @@
 //! the rest, without touching a backend.
 //!
 //! A slot is an [`InFlight`]: taken before a request is sent, released when its response body
-//! has been sent or abandoned (the request record drops it), on every path. A released slot with
-//! requests waiting is *handed over* to the first one that may use it (a sticky request waits
-//! for its own backend) instead of being freed, so a newcomer can never overtake the queue.
+//! has been sent or abandoned (the request record drops it), on every path. While requests wait,
+//! newcomers join the queue instead of taking a freed slot, and a release hands the slot to the
+//! first waiter that may use it (a sticky request waits for its own backend).
 //!
-//! The fast path (a free slot, nobody waiting) is one compare-and-swap on the backend's counter;
-//! the queue's lock is taken only when a backend is full.
+//! The fast path (nobody waiting) is one compare-and-swap to take a slot and one decrement to
+//! release it; the queue's lock is taken only while requests wait. No wake-up is lost: a waiter
+//! counts itself in `waiting` before it looks for a free slot, and a release frees its slot
+//! before it reads `waiting` (both sequentially consistent), so either the waiter sees the slot
+//! or the release sees the waiter.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -47,6 +50,8 @@ pub struct Admission {
     queue: Mutex<Queue>,
     /// Mirrors `Queue::episode.is_some()`, so the fast path reads it without the lock.
     shedding: AtomicBool,
+    /// Requests in the queue or about to join it, read without the lock.
+    waiting: AtomicUsize,
     next_id: AtomicU64,
     metrics: AdmissionMetrics,
 }
@@ -89,6 +94,7 @@ impl Admission {
             config,
             queue: Mutex::new(Queue::default()),
             shedding: AtomicBool::new(false),
+            waiting: AtomicUsize::new(0),
             next_id: AtomicU64::new(0),
             metrics: AdmissionMetrics {
                 depth: metrics.queue_depth.with_label_values(&[site]),
@@ -109,8 +115,12 @@ impl Admission {
         self.queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A slot on `backend` if it has one free and nobody is waiting for it.
+    /// A slot on `backend` if it has one free and nobody is waiting (if someone is, the caller
+    /// queues behind them).
     pub fn try_acquire(&self, backend: &Arc<Backend>) -> Option<InFlight> {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
         let slot = InFlight::try_new(backend, self.config.max_in_flight)?;
         if self.shedding.load(Ordering::Relaxed) {
             self.maybe_end_episode();
@@ -130,10 +140,14 @@ impl Admission {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let receiver = {
             let mut queue = self.lock();
+            // Counted before looking for a slot: see the module comment.
+            self.waiting.fetch_add(1, Ordering::SeqCst);
             if let Some(slot) = retry() {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
                 return Ok(slot);
             }
             if queue.waiting.len() >= self.config.queue {
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
                 self.shed(&mut queue, Shed::QueueFull);
                 return Err(Shed::QueueFull);
             }
@@ -166,44 +180,34 @@ impl Admission {
         }
     }
 
-    /// Called when a slot on `backend` is released: hands it to the first waiter that may use
-    /// it and returns `None`, or gives it back (`Some`) to be freed.
-    pub fn release(&self, slot: InFlight) -> Option<InFlight> {
-        let mut queue = self.lock();
-        let backend = slot.backend().clone();
-        // A backend that is leaving or unavailable takes no new requests from the queue; its
-        // own sticky waiters may still have it while it answers.
-        let open = !backend.is_leaving() && backend.health.available(now_ms());
-        let mut slot = slot;
-        while let Some(i) = queue.waiting.iter().position(|w| match &w.pinned {
-            Some(p) => Arc::ptr_eq(p, &backend),
-            None => open,
-        }) {
-            let waiter = queue.waiting.remove(i).expect("position is in range");
-            match waiter.handoff.send(slot) {
-                Ok(()) => {
-                    self.metrics.depth.set(queue.waiting.len() as i64);
-                    return None;
-                }
-                // The waiter gave up between its timeout and taking the lock: next one.
-                Err(back) => slot = back,
-            }
+    /// Called after a slot on `backend` was freed: hands a slot to the first waiter that may
+    /// use it, if anyone waits.
+    pub fn released(&self, backend: &Arc<Backend>) {
+        if self.waiting.load(Ordering::SeqCst) > 0 {
+            self.dispatch(std::iter::once(backend));
         }
-        self.metrics.depth.set(queue.waiting.len() as i64);
-        Some(slot)
     }
 
     /// Hands free slots to waiters after the set changed (a backend joined or came back up),
     /// since no release would wake them.
     pub fn kick<'a>(&self, members: impl Iterator<Item = &'a Arc<Backend>> + Clone) {
+        self.dispatch(members);
+    }
+
+    /// Gives waiters, in order, slots on `candidates`: a sticky waiter only on its own backend,
+    /// the others on any candidate that is available and not leaving.
+    fn dispatch<'a>(&self, candidates: impl Iterator<Item = &'a Arc<Backend>> + Clone) {
         let mut unclaimed = Vec::new();
         let mut queue = self.lock();
         let now = now_ms();
         let mut i = 0;
         while i < queue.waiting.len() {
             let slot = match &queue.waiting[i].pinned {
-                Some(own) => InFlight::try_new(own, self.config.max_in_flight),
-                None => members
+                Some(own) => candidates
+                    .clone()
+                    .find(|b| Arc::ptr_eq(b, own))
+                    .and_then(|b| InFlight::try_new(b, self.config.max_in_flight)),
+                None => candidates
                     .clone()
                     .filter(|b| b.health.available(now) && !b.is_leaving())
                     .find_map(|b| InFlight::try_new(b, self.config.max_in_flight)),
@@ -213,8 +217,10 @@ impl Admission {
                 continue;
             };
             let waiter = queue.waiting.remove(i).expect("index is in range");
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
             if let Err(slot) = waiter.handoff.send(slot) {
-                // Freed once the lock is released: its drop takes the lock.
+                // The waiter gave up meanwhile. Freed once the lock is released: its drop
+                // takes the lock.
                 unclaimed.push(slot);
             }
         }
@@ -294,6 +300,7 @@ impl Drop for Leave<'_> {
         let mut queue = self.admission.lock();
         if let Some(i) = queue.waiting.iter().position(|w| w.id == self.id) {
             queue.waiting.remove(i);
+            self.admission.waiting.fetch_sub(1, Ordering::SeqCst);
             self.admission.metrics.depth.set(queue.waiting.len() as i64);
         }
     }

@@ -16,6 +16,7 @@ use crate::balance::RoundRobin;
 use crate::config::{BackendSource, Config, Outlier, SiteConfig};
 use crate::health::Health;
 use crate::metrics::Metrics;
+use crate::select::Outcome;
 use crate::sticky::Sticky;
 use crate::upstream::UpstreamClient;
 
@@ -58,31 +59,25 @@ impl Backend {
 /// slot, when the site caps requests in flight.
 pub struct InFlight {
     backend: Arc<Backend>,
-    /// False once the count was handed on or is not to be released.
-    counted: bool,
 }
 
 impl InFlight {
     /// Counts a request whatever the count (sites without a cap).
     pub fn new(backend: Arc<Backend>) -> InFlight {
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight {
-            backend,
-            counted: true,
-        }
+        backend.in_flight.fetch_add(1, Ordering::SeqCst);
+        InFlight { backend }
     }
 
     /// Takes a slot if fewer than `cap` requests are in flight.
     pub fn try_new(backend: &Arc<Backend>, cap: usize) -> Option<InFlight> {
         backend
             .in_flight
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < cap).then_some(n + 1)
             })
             .ok()?;
         Some(InFlight {
             backend: backend.clone(),
-            counted: true,
         })
     }
 
@@ -93,21 +88,11 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        if !self.counted {
-            return;
-        }
+        // Freed first, then offered to the queue: see `admission.rs` for why the order matters.
+        self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
         if let Some(admission) = &self.backend.admission {
-            // The slot passes to a waiting request as is, or comes back to be freed.
-            let slot = InFlight {
-                backend: self.backend.clone(),
-                counted: true,
-            };
-            match admission.release(slot) {
-                None => return,
-                Some(mut back) => back.counted = false,
-            }
+            admission.released(&self.backend);
         }
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -142,6 +127,9 @@ pub struct Site {
     pub rotation: Arc<RoundRobin>,
     /// Shared across snapshots too (learned routes live in it).
     pub sticky: Option<Arc<Sticky>>,
+    /// `sessiongate_sticky_total` for this site by outcome (miss, hit, repin), resolved once so
+    /// requests do not hash label sets.
+    pub sticky_outcomes: Option<Arc<[prometheus::IntCounter; 3]>>,
     pub outlier: Outlier,
     /// In-flight caps and the wait queue, shared across snapshots; `None`: no caps.
     pub admission: Option<Arc<Admission>>,
@@ -228,6 +216,7 @@ impl Site {
             client: self.client.clone(),
             rotation: self.rotation.clone(),
             sticky: self.sticky.clone(),
+            sticky_outcomes: self.sticky_outcomes.clone(),
             outlier: self.outlier,
             admission: self.admission.clone(),
         };
@@ -335,6 +324,12 @@ fn site(config: &Config, s: &SiteConfig, metrics: &Metrics) -> Site {
             .sticky
             .as_ref()
             .map(|mode| Arc::new(Sticky::new(mode, config.balance.seed))),
+        sticky_outcomes: config.balance.sticky.as_ref().map(|_| {
+            Arc::new(
+                [Outcome::Balanced, Outcome::Hit, Outcome::Repinned]
+                    .map(|o| metrics.sticky.with_label_values(&[&s.name, o.label()])),
+            )
+        }),
         outlier: s.outlier,
         admission: s
             .shedding
@@ -383,6 +378,7 @@ pub(crate) fn test_site() -> Site {
         ),
         rotation: Arc::new(RoundRobin::default()),
         sticky: None,
+        sticky_outcomes: None,
         outlier: Outlier {
             consecutive_failures: 0,
             base_ejection: t,

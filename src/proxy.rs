@@ -169,10 +169,9 @@ impl Proxy {
             .await?;
         let backend = selection.backend;
         if let Some(sticky) = sticky {
-            self.metrics
-                .sticky
-                .with_label_values(&[&site.name, selection.outcome.label()])
-                .inc();
+            if let Some(outcomes) = &site.sticky_outcomes {
+                outcomes[selection.outcome.index()].inc();
+            }
             let nonce = match (&session, selection.outcome) {
                 (_, Outcome::Hit) => None,
                 // A re-pin keeps the session's nonce: its replacement stays the same.

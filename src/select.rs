@@ -32,6 +32,15 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Its place in `Site::sticky_outcomes`.
+    pub fn index(self) -> usize {
+        match self {
+            Outcome::Balanced => 0,
+            Outcome::Hit => 1,
+            Outcome::Repinned => 2,
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Outcome::Balanced => "miss",
@@ -115,7 +124,8 @@ impl Site {
                 Err(_) => redispatch = true,
             }
         }
-        let roomy: Cow<'_, [Arc<Backend>]> = if pool.iter().all(has_room) {
+        // Without caps every backend has room: no second scan.
+        let roomy: Cow<'_, [Arc<Backend>]> = if cap == usize::MAX || pool.iter().all(has_room) {
             pool
         } else {
             Cow::Owned(pool.iter().filter(|b| has_room(b)).cloned().collect())
