@@ -116,6 +116,12 @@ fn main() -> ExitCode {
     }
 }
 
+/// mimalloc rather than glibc malloc: a proxied request allocates and frees a few dozen small
+/// objects (head maps, futures, buffers), and glibc's arena bookkeeping (`_int_malloc`,
+/// `malloc_consolidate`) measured about 6% of the CPU per request (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn runtime(threads: Option<u16>) -> tokio::runtime::Runtime {
     let mut builder = match threads {
         // One thread needs no cross-thread wake-ups or work stealing. Whether that saves CPU
