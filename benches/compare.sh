@@ -1,39 +1,71 @@
 #!/usr/bin/env bash
-# Side-by-side: the same wrk load straight to the backends, and through sessiongate, nginx and
-# HAProxy, each configured for the same job (round robin over three keep-alive backends,
-# X-Forwarded-* set, /metrics denied where the proxy can, no access log), each pinned to core 0
-# with one worker; wrk and the backends on core 1. Prints medians of interleaved runs.
+# sessiongate side by side with nginx and HAProxy, each configured for the same job, in one run:
+#   the same three fast backends (one nginx worker, core 1);
+#   TLS termination with the same ECDSA P-256 certificate (certs/tls.crt), round robin over the
+#   three backends, upstream keep-alive, X-Forwarded-* set, /metrics denied, no access log;
+#   each proxy with one worker pinned to core 0; load generators and backends on core 1.
 #
-#   benches/compare.sh                       # 3 runs x 10 s, 50 connections
-#   RUNS=5 DURATION=20 CONNECTIONS=100 benches/compare.sh
+#   benches/compare.sh                                 # everything, 3 interleaved runs x 8 s
+#   RUNS=5 DURATION=15 benches/compare.sh
+#   LEGS="plain tls" benches/compare.sh                # a subset
 #
-# CPU per request is read from each proxy's own /proc accounting (utime+stime), which is
-# steadier than requests per second on a shared machine. Traffic stays on 127.0.0.1.
+# Legs (BENCHMARKS.md says what each number means):
+#   memory   idle PSS of each proxy, then PSS per idle TLS connection with IDLE_CONNS held open
+#   plain    HTTP/1.1 keep-alive (wrk)            tls      HTTP/1.1 over TLS keep-alive (wrk)
+#   h2       HTTP/2 over TLS (h2load)             newtls   a new TLS connection per request (wrk)
+#   latency  open loop at half the best peer's plain capacity: p50/p99 added over going direct
+#
+# CPU per request is read from each proxy's own /proc accounting (utime+stime), which is steadier
+# than throughput on a shared machine. Traffic stays on 127.0.0.1; every load stops by itself.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+repo=$(pwd)
 
 RUNS=${RUNS:-3}
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-8}
 CONNECTIONS=${CONNECTIONS:-50}
+H2_CONNECTIONS=${H2_CONNECTIONS:-20}
+H2_STREAMS=${H2_STREAMS:-10}
+IDLE_CONNS=${IDLE_CONNS:-10000}
+LEGS=${LEGS:-"memory plain tls h2 newtls latency"}
 BASE_PORT=${BASE_PORT:-19080}
+
+has_leg() { [[ " $LEGS " == *" $1 "* ]]; }
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
+command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
+command -v taskset >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing ${need[*]} with apt-get" >&2
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+echo "building sessiongate and the load generator (release)" >&2
 cargo build --release -q
+loadgen=$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
+[ -x "$loadgen" ] || { echo "cannot find the loadgen bench binary" >&2; exit 1; }
+
+# 10k idle connections need 10k descriptors in the proxy and in the client.
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CONNS + 500)) ]; then
+  IDLE_CONNS=$(( $(ulimit -n) - 500 ))
+  echo "descriptor limit $(ulimit -n): holding $IDLE_CONNS idle connections" >&2
+fi
 
 work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
+cert=$repo/certs/tls.crt key=$repo/certs/tls.key ca=$repo/certs/dev-ca.crt
+cat "$cert" "$key" > "$work/haproxy.pem"
 b1=$((BASE_PORT + 1)); b2=$((BASE_PORT + 2)); b3=$((BASE_PORT + 3))
-p_sg=$((BASE_PORT + 10)); p_nginx=$((BASE_PORT + 11)); p_haproxy=$((BASE_PORT + 12)); admin=$((BASE_PORT + 13))
+declare -A plain_port=([direct]=$b1 [sessiongate]=$((BASE_PORT + 10)) [nginx]=$((BASE_PORT + 11)) [haproxy]=$((BASE_PORT + 12)))
+declare -A tls_port=([sessiongate]=$((BASE_PORT + 20)) [nginx]=$((BASE_PORT + 21)) [haproxy]=$((BASE_PORT + 22)))
+admin=$((BASE_PORT + 13))
+max_conns=$((IDLE_CONNS + 2000))
 
 # Backends: one nginx worker answering a small fixed body on three ports (core 1).
 cat > "$work/backends.conf" <<CONF
@@ -55,12 +87,23 @@ taskset -c 1 nginx -c "$work/backends.conf" -p "$work" & pids+=($!)
 cat > "$work/sessiongate.toml" <<CONF
 [admin]
 listen = "127.0.0.1:$admin"
+[reload]
+watch = false
 [log]
 level = "warn"
 access_log = false
+[limits]
+max_connections = $max_conns
+max_connections_per_ip = $max_conns
+[upstream]
+pool_max_idle_per_backend = 256
 [[listener]]
-name = "bench"
-listen = "127.0.0.1:$p_sg"
+name = "plain"
+listen = "127.0.0.1:${plain_port[sessiongate]}"
+[[listener]]
+name = "tls"
+listen = "127.0.0.1:${tls_port[sessiongate]}"
+tls = { cert = "$cert", key = "$key" }
 [[site]]
 backends = { static = ["127.0.0.1:$b1", "127.0.0.1:$b2", "127.0.0.1:$b3"] }
 CONF
@@ -69,16 +112,21 @@ sg_pid=$!
 
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
+worker_rlimit_nofile $((max_conns * 2));
 daemon off;
 error_log $work/nginx.err warn;
 pid $work/nginx.pid;
-events { worker_connections 4096; }
+events { worker_connections $max_conns; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  upstream nodes { server 127.0.0.1:$b1; server 127.0.0.1:$b2; server 127.0.0.1:$b3; keepalive 64; }
+  upstream nodes { server 127.0.0.1:$b1; server 127.0.0.1:$b2; server 127.0.0.1:$b3; keepalive 256; }
   server {
-    listen 127.0.0.1:$p_nginx;
+    listen 127.0.0.1:${plain_port[nginx]};
+    listen 127.0.0.1:${tls_port[nginx]} ssl http2;
+    ssl_certificate $cert;
+    ssl_certificate_key $key;
+    ssl_protocols TLSv1.2 TLSv1.3; # nginx 1.22's default stops at TLS 1.2; the others offer 1.3
     location = /metrics { return 404; }
     location / {
       proxy_pass http://nodes;
@@ -94,22 +142,25 @@ http {
 }
 CONF
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
-nginx_master=$!
+nginx_pid=$!
 
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn 4000
+  maxconn $max_conns
 defaults
   mode http
+  maxconn $max_conns
   timeout connect 5s
   timeout client 60s
   timeout server 60s
   option http-keep-alive
 frontend bench
-  bind 127.0.0.1:$p_haproxy
+  bind 127.0.0.1:${plain_port[haproxy]}
+  bind 127.0.0.1:${tls_port[haproxy]} ssl crt $work/haproxy.pem alpn h2,http/1.1
   http-request deny deny_status 404 if { path /metrics }
-  http-request set-header X-Forwarded-Proto http
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
   http-request set-header X-Forwarded-Host %[req.hdr(host)]
   http-request set-header X-Forwarded-Port %[dst_port]
   option forwardfor
@@ -121,69 +172,115 @@ backend nodes
   server n2 127.0.0.1:$b2
   server n3 127.0.0.1:$b3
 CONF
-taskset -c 0 haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
+taskset -c 0 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.err" & pids+=($!)
 haproxy_pid=$!
 
+declare -A owner=([sessiongate]=$sg_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
+proxies=(sessiongate nginx haproxy)
+
 # Wait until every port answers.
-for port in $b1 $b2 $b3 $p_sg $p_nginx $p_haproxy; do
+for port in $b1 $b2 $b3 "${plain_port[@]}"; do
   for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
 done
+for port in "${tls_port[@]}"; do
+  for _ in $(seq 100); do curl -sf -o /dev/null --cacert "$ca" "https://127.0.0.1:$port/" && break; sleep 0.1; done
+done
 
-# CPU ticks (utime+stime) of a process and its children's threads (nginx: master + workers).
+# A process and its children (nginx: master + worker).
+family() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
+# CPU ticks (utime + stime) of a proxy.
 ticks() {
   local total=0 p
-  for p in "$@" $(pgrep -P "$1" 2>/dev/null || true); do
-    [ -r "/proc/$p/stat" ] || continue
-    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  for p in $(family "$1"); do
+    [ -r "/proc/$p/stat" ] && total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+  done
+  echo "$total"
+}
+# Proportional set size in KiB: shared pages (nginx's master and worker) counted once.
+pss_kib() {
+  local total=0 p
+  for p in $(family "$1"); do
+    [ -r "/proc/$p/smaps_rollup" ] && total=$((total + $(awk '/^Pss:/ {print $2}' "/proc/$p/smaps_rollup")))
   done
   echo "$total"
 }
 hz=$(getconf CLK_TCK)
-
-# Latency in wrk's units → microseconds.
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'; }
-
-declare -A targets=([direct]=$b1 [sessiongate]=$p_sg [nginx]=$p_nginx [haproxy]=$p_haproxy)
-declare -A owner=([direct]="" [sessiongate]=$sg_pid [nginx]=$nginx_master [haproxy]=$haproxy_pid)
-order=(direct sessiongate nginx haproxy)
 results="$work/results.tsv"
 : > "$results"
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$results"; }
+
+# One closed-loop load: prints "requests rps p50_us p99_us".
+load() {
+  local leg=$1 name=$2 out
+  case $leg in
+    plain)  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${plain_port[$name]}/") ;;
+    tls)    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "https://127.0.0.1:${tls_port[$name]}/") ;;
+    newtls) out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Connection: close" "https://127.0.0.1:${tls_port[$name]}/") ;;
+    h2)
+      out=$(taskset -c 1 h2load -t1 -c"$H2_CONNECTIONS" -m"$H2_STREAMS" -D"$DURATION" "https://127.0.0.1:${tls_port[$name]}/" 2>&1)
+      grep -qi 'application protocol: h2' <<<"$out" || { echo "h2load did not negotiate h2 with $name" >&2; echo "0 0 - -"; return; }
+      awk '/^requests:/ {n = $8} /^finished in/ {r = $4} END {print n, r, "-", "-"}' <<<"$out"
+      return ;;
+  esac
+  awk '/requests in/ {n = $1} /Requests\/sec/ {r = $2} $1 == "50%" {p50 = $2} $1 == "99%" {p99 = $2} END {print n, r, p50, p99}' <<<"$out" |
+    while read -r n r p50 p99; do echo "$n $r $(to_us "$p50") $(to_us "$p99")"; done
+}
+
+if has_leg memory; then
+  for name in "${proxies[@]}"; do
+    idle=$(pss_kib "${owner[$name]}")
+    "$loadgen" hold "https://127.0.0.1:${tls_port[$name]}/" "$IDLE_CONNS" "$ca" > "$work/hold.out" 2>&1 &
+    holder=$!
+    for _ in $(seq 600); do grep -q '^ready' "$work/hold.out" && break; kill -0 $holder 2>/dev/null || break; sleep 0.2; done
+    grep -q '^ready' "$work/hold.out" || { echo "holding $IDLE_CONNS connections to $name failed:" >&2; cat "$work/hold.out" >&2; exit 1; }
+    sleep 1
+    held=$(pss_kib "${owner[$name]}")
+    kill $holder; wait $holder 2>/dev/null || true
+    per_conn=$(awk -v a="$idle" -v b="$held" -v n="$IDLE_CONNS" 'BEGIN { printf "%.1f", (b - a) * 1024 / n / 1024 }')
+    echo "memory $name: idle ${idle} KiB, ${per_conn} KiB per idle TLS connection (${IDLE_CONNS} held)" >&2
+    record memory "$name" 1 "$idle" "$per_conn" - -
+    sleep 2 # let the proxy close the connections the holder left
+  done
+fi
 
 for run in $(seq "$RUNS"); do
-  for name in "${order[@]}"; do
-    port=${targets[$name]}
-    pid=${owner[$name]}
-    before=0; [ -n "$pid" ] && before=$(ticks "$pid")
-    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:$port/")
-    after=0; [ -n "$pid" ] && after=$(ticks "$pid")
-    rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
-    total=$(awk '/requests in/ {print $1}' <<<"$out")
-    p50=$(to_us "$(awk '$1 == "50%" {print $2}' <<<"$out")")
-    p99=$(to_us "$(awk '$1 == "99%" {print $2}' <<<"$out")")
-    cpu_us=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$total" 'BEGIN { if (n > 0 && t > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')
-    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "$run" "$rps" "$p50" "$p99" "$cpu_us" >> "$results"
-    echo "run $run $name: $rps req/s, p50 ${p50}us, p99 ${p99}us, cpu ${cpu_us}us/req" >&2
+  for leg in plain tls h2 newtls; do
+    has_leg "$leg" || continue
+    targets=("${proxies[@]}")
+    [ "$leg" = plain ] && targets=(direct "${proxies[@]}")
+    for name in "${targets[@]}"; do
+      pid=${owner[$name]:-}
+      before=0; [ -n "$pid" ] && before=$(ticks "$pid")
+      read -r n rps p50 p99 <<<"$(load "$leg" "$name")"
+      after=0; [ -n "$pid" ] && after=$(ticks "$pid")
+      cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN { if (n > 0 && t > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')
+      record "$leg" "$name" "$run" "$rps" "$p50" "$p99" "$cpu"
+      echo "run $run $leg $name: $rps req/s, p50 ${p50}us, p99 ${p99}us, cpu ${cpu}us/req" >&2
+    done
   done
 done
 
-echo
-echo "plain HTTP/1.1 keep-alive, $CONNECTIONS connections, ${DURATION}s x $RUNS interleaved runs (medians)"
-echo "machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo)"
-python3 - "$results" <<'PY'
+if has_leg latency; then
+  # Half the best peer's capacity, from the plain leg's medians (or RATE when it was not run).
+  rate=${RATE:-$(python3 - "$results" <<'PY'
 import sys, statistics
-rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1]) if l.strip()]
-by = {}
-for name, _, rps, p50, p99, cpu in rows:
-    by.setdefault(name, []).append((float(rps), float(p50), float(p99), None if cpu == "-" else float(cpu)))
-def med(xs):
-    xs = [x for x in xs if x is not None]
-    return statistics.median(xs) if xs else None
-print(f"{'target':<12} {'req/s':>10} {'p50 us':>8} {'p99 us':>8} {'cpu us/req':>11}")
-for name in ["direct", "sessiongate", "nginx", "haproxy"]:
-    r = by.get(name, [])
-    if not r:
-        continue
-    rps, p50, p99, cpu = (med([x[i] for x in r]) for i in range(4))
-    cpu_s = f"{cpu:.1f}" if cpu is not None else "-"
-    print(f"{name:<12} {rps:>10.0f} {p50:>8.0f} {p99:>8.0f} {cpu_s:>11}")
+rows = [l.split("\t") for l in open(sys.argv[1]) if l.startswith("plain\t")]
+best = max((statistics.median(float(r[3]) for r in rows if r[1] == p) for p in ("nginx", "haproxy")
+            if any(r[1] == p for r in rows)), default=20000)
+print(int(best / 2))
 PY
+)}
+  for run in $(seq "$RUNS"); do
+    for name in direct "${proxies[@]}"; do
+      read -r p50 p99 p999 sent errors <<<"$(taskset -c 1 "$loadgen" latency "http://127.0.0.1:${plain_port[$name]}/" "$rate" "$DURATION" "$CONNECTIONS")"
+      record latency "$name" "$run" "$rate" "$p50" "$p99" "$errors"
+      echo "run $run latency $name at $rate req/s: p50 ${p50}us, p99 ${p99}us, p99.9 ${p999}us, $sent sent, $errors errors" >&2
+    done
+  done
+fi
+
+echo
+echo "sessiongate vs nginx and HAProxy: $RUNS interleaved runs x ${DURATION}s, medians"
+echo "machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo); $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | awk 'NR==1 {print "HAProxy " $3}')"
+python3 "$repo/benches/ratios.py" "$results"

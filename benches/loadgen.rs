@@ -1,0 +1,192 @@
+//! The two load shapes of `benches/compare.sh` that wrk and h2load do not provide.
+//!
+//! `latency URL RATE SECONDS CONNECTIONS`: open-loop plain HTTP/1.1 at a fixed rate over
+//! keep-alive connections. Connection k sends its j-th request at start + (j·C + k)/RATE,
+//! whether or not the proxy kept up; a request that starts late because the one before it was
+//! slow is timed from when it should have started (no coordinated omission). Tokio's timer
+//! wakes at millisecond ticks, so a request sent on time is timed from the moment it is
+//! actually written: the tick's rounding is the same for every target and is not counted.
+//! After one second of warm-up it prints `p50_us p99_us p999_us sent errors`.
+//!
+//! `hold URL CONNECTIONS CA_FILE`: opens that many HTTPS connections (TLS 1.3, HTTP/1.1), sends
+//! one GET on each, keeps them all open and idle, prints `ready N`, and waits until killed. The
+//! harness reads the proxy's memory before and after.
+//!
+//! Traffic goes only where the URL says; the harness gives 127.0.0.1. Both stop by themselves
+//! (`latency` after its time, `hold` when the harness kills it).
+//!
+//!     cargo bench --bench loadgen -- latency http://127.0.0.1:8080/ 20000 10 50
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::net::TcpStream;
+
+const WARM_UP: Duration = Duration::from_secs(1);
+/// Handshakes in progress at once while `hold` opens its connections.
+const OPENING: usize = 256;
+
+fn main() {
+    // `cargo bench` appends `--bench`; it is not ours.
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["latency", url, rate, secs, conns] => runtime.block_on(latency(
+            target(url),
+            rate.parse().expect("RATE"),
+            Duration::from_secs_f64(secs.parse().expect("SECONDS")),
+            conns.parse().expect("CONNECTIONS"),
+        )),
+        ["hold", url, conns, ca] => {
+            runtime.block_on(hold(target(url), conns.parse().expect("CONNECTIONS"), ca))
+        }
+        [] => {} // `cargo bench` with no arguments runs every bench target: nothing to do here.
+        _ => {
+            eprintln!("usage: loadgen latency URL RATE SECONDS CONNECTIONS | hold URL CONNECTIONS CA_FILE");
+            std::process::exit(2);
+        }
+    }
+}
+
+/// The address and request URI of a `http(s)://127.0.0.1:PORT/path` URL.
+fn target(url: &str) -> (SocketAddr, http::Uri) {
+    let uri: http::Uri = url.parse().expect("URL");
+    let addr = uri
+        .authority()
+        .expect("URL with host:port")
+        .as_str()
+        .parse()
+        .expect("URL host must be an IP address and port");
+    (addr, uri)
+}
+
+fn get(uri: &http::Uri) -> http::Request<Empty<Bytes>> {
+    http::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+        .header(
+            http::header::HOST,
+            uri.authority().expect("authority").as_str(),
+        )
+        .body(Empty::new())
+        .expect("request")
+}
+
+async fn latency((addr, uri): (SocketAddr, http::Uri), rate: f64, run: Duration, conns: usize) {
+    let start = Instant::now() + Duration::from_millis(50);
+    let measure_from = start + WARM_UP;
+    let end = measure_from + run;
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for k in 0..conns {
+        let (uri, errors) = (uri.clone(), errors.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            stream.set_nodelay(true).expect("nodelay");
+            let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            for j in 0u64.. {
+                let due =
+                    start + Duration::from_secs_f64((j as f64 * conns as f64 + k as f64) / rate);
+                if due >= end {
+                    break;
+                }
+                let began = if Instant::now() < due {
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                } else {
+                    due // late because the last answer was: that wait is latency too
+                };
+                let ok = match sender.send_request(get(&uri)).await {
+                    Ok(resp) => {
+                        let status = resp.status();
+                        resp.into_body().collect().await.is_ok() && status.is_success()
+                    }
+                    Err(_) => false,
+                };
+                if !ok {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+                if due >= measure_from {
+                    samples.push(began.elapsed().as_micros() as u32);
+                }
+            }
+            samples
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.expect("connection task"));
+    }
+    all.sort_unstable();
+    let at = |p: f64| {
+        all.get(((all.len().max(1) - 1) as f64 * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    println!(
+        "{} {} {} {} {}",
+        at(0.50),
+        at(0.99),
+        at(0.999),
+        all.len(),
+        errors.load(Ordering::Relaxed)
+    );
+}
+
+async fn hold((addr, uri): (SocketAddr, http::Uri), conns: usize, ca: &str) {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
+        roots.add(cert.expect("CA certificate")).expect("CA");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .expect("TLS 1.3")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let name = ServerName::try_from(uri.host().expect("host").to_string()).expect("server name");
+    let gate = Arc::new(tokio::sync::Semaphore::new(OPENING));
+    let mut opening = Vec::new();
+    for _ in 0..conns {
+        let (tls, name, uri, gate) = (tls.clone(), name.clone(), uri.clone(), gate.clone());
+        opening.push(tokio::spawn(async move {
+            let _turn = gate.acquire().await.expect("semaphore");
+            let tcp = TcpStream::connect(addr).await.expect("connect");
+            let stream = tls.connect(name, tcp).await.expect("TLS handshake");
+            let (mut sender, conn) = http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("HTTP/1.1 handshake");
+            tokio::spawn(conn);
+            let resp = sender.send_request(get(&uri)).await.expect("request");
+            assert!(resp.status().is_success(), "status {}", resp.status());
+            resp.into_body().collect().await.expect("body");
+            sender // kept: dropping it would close the connection
+        }));
+    }
+    let mut held = Vec::with_capacity(conns);
+    for task in opening {
+        held.push(task.await.expect("connection"));
+    }
+    println!("ready {}", held.len());
+    std::future::pending::<()>().await;
+}

@@ -1,0 +1,96 @@
+"""The tables of benches/compare.sh: medians per leg and target, then sessiongate's ratios to the
+better of nginx and HAProxy against the performance targets. Input: the harness's TSV rows
+(leg, target, run, a, b, c, d); see compare.sh for what the columns hold per leg."""
+
+import statistics
+import sys
+
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+PEERS = ("nginx", "haproxy")
+NAMES = {"direct": "direct", "sessiongate": "sessiongate", "nginx": "nginx", "haproxy": "HAProxy"}
+
+
+def median(leg, target, col):
+    values = [float(r[col]) for r in rows if r[0] == leg and r[1] == target and r[col] != "-"]
+    return statistics.median(values) if values else None
+
+
+def fmt(v, digits=1):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+LOADS = {
+    "plain": "HTTP/1.1 keep-alive",
+    "tls": "HTTP/1.1 over TLS",
+    "h2": "HTTP/2 over TLS",
+    "newtls": "new TLS connection per request",
+}
+for leg, title in LOADS.items():
+    if not any(r[0] == leg for r in rows):
+        continue
+    print(f"\n{title}")
+    print(f"| target | req/s | p50 us | p99 us | cpu us/req |")
+    print("|---|---:|---:|---:|---:|")
+    for target in NAMES:
+        if median(leg, target, 3) is None:
+            continue
+        print(f"| {NAMES[target]} | {fmt(median(leg, target, 3), 0)} | {fmt(median(leg, target, 4), 0)} "
+              f"| {fmt(median(leg, target, 5), 0)} | {fmt(median(leg, target, 6))} |")
+
+if any(r[0] == "latency" for r in rows):
+    rate = median("latency", "direct", 3)
+    print(f"\nopen loop at {fmt(rate, 0)} req/s (half the better peer's plain capacity), microseconds")
+    print("| target | p50 | p99 | added p50 | added p99 | errors |")
+    print("|---|---:|---:|---:|---:|---:|")
+    d50, d99 = median("latency", "direct", 4), median("latency", "direct", 5)
+    for target in NAMES:
+        p50, p99 = median("latency", target, 4), median("latency", target, 5)
+        if p50 is None:
+            continue
+        added = (p50 - d50, p99 - d99) if target != "direct" else (None, None)
+        errors = sum(int(r[6]) for r in rows if r[0] == "latency" and r[1] == target)
+        print(f"| {NAMES[target]} | {fmt(p50, 0)} | {fmt(p99, 0)} | {fmt(added[0], 0)} | {fmt(added[1], 0)} | {errors} |")
+
+if any(r[0] == "memory" for r in rows):
+    print("\nmemory (PSS, KiB)")
+    print("| target | idle | per idle TLS connection |")
+    print("|---|---:|---:|")
+    for target in ("sessiongate",) + PEERS:
+        print(f"| {NAMES[target]} | {fmt(median('memory', target, 3), 0)} | {fmt(median('memory', target, 4))} |")
+
+
+def ratio(value, peers, target):
+    """sessiongate's value over the better (lower) peer's, and whether it meets the target."""
+    peers = [p for p in peers if p is not None]
+    if value is None or not peers or min(peers) <= 0:
+        return None
+    r = value / min(peers)
+    return r, r <= target
+
+
+def added(target, col):
+    v, d = median("latency", target, col), median("latency", "direct", col)
+    return None if v is None or d is None else v - d
+
+
+checks = [
+    ("CPU per request, HTTP/1.1", lambda t: median("plain", t, 6), 0.85),
+    ("CPU per request, HTTP/1.1 over TLS", lambda t: median("tls", t, 6), 0.85),
+    ("CPU per request, HTTP/2 over TLS", lambda t: median("h2", t, 6), 0.85),
+    ("CPU per new TLS connection", lambda t: median("newtls", t, 6), 0.6),
+    ("added p99 latency at half capacity", lambda t: added(t, 5), 1.0),
+    ("idle memory", lambda t: median("memory", t, 3), 1.0),
+    ("memory per idle TLS connection", lambda t: median("memory", t, 4), 1.0),
+]
+print("\nsessiongate / better of nginx and HAProxy (lower is better)")
+print("| measure | sessiongate | nginx | HAProxy | ratio | target | met |")
+print("|---|---:|---:|---:|---:|---:|---|")
+for title, get, target in checks:
+    sg, peers = get("sessiongate"), [get(p) for p in PEERS]
+    result = ratio(sg, peers, target)
+    if result is None:
+        if sg is not None:
+            print(f"| {title} | {fmt(sg)} | {fmt(peers[0])} | {fmt(peers[1])} | - | <= {target} | - |")
+        continue
+    r, met = result
+    print(f"| {title} | {fmt(sg)} | {fmt(peers[0])} | {fmt(peers[1])} | {r:.2f} | <= {target} | {'yes' if met else 'no'} |")
