@@ -50,6 +50,48 @@ async fn http1_and_http2_over_tls_reach_every_backend_in_turn() {
     assert_eq!(seen.len(), 3);
 }
 
+/// A client ordering its suites like OpenSSL (AES-256-GCM-SHA384 first) gets AES-128-GCM: the
+/// server's order decides, which spares every handshake SHA-384 (no hardware path on x86). A
+/// client that offers only AES-256 still gets it.
+#[tokio::test]
+async fn the_server_chooses_aes_128_and_still_accepts_clients_without_it() {
+    use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let client = |suites: Vec<rustls::SupportedCipherSuite>| {
+        let provider = rustls::crypto::CryptoProvider {
+            cipher_suites: suites,
+            ..rustls::crypto::ring::default_provider()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(proxy.pki.ca_der.clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        std::sync::Arc::new(config)
+    };
+    for (offered, expected) in [
+        (
+            vec![TLS13_AES_256_GCM_SHA384, TLS13_AES_128_GCM_SHA256],
+            TLS13_AES_128_GCM_SHA256,
+        ),
+        (vec![TLS13_AES_256_GCM_SHA384], TLS13_AES_256_GCM_SHA384),
+    ] {
+        let tls = tls_connect(proxy.tls_addr(), "default.test", client(offered)).await;
+        let suite = tls.get_ref().1.negotiated_cipher_suite().unwrap();
+        assert_eq!(suite.suite(), expected.suite());
+        let mut send = h1(tls).await;
+        let req = http::Request::get("/")
+            .header("host", "default.test")
+            .body(empty())
+            .unwrap();
+        let (status, _, _) = read(send_h1(&mut send, req).await).await;
+        assert_eq!(status, 200);
+    }
+}
+
 #[tokio::test]
 async fn sni_chooses_the_certificate() {
     let nodes = start_nodes(1).await;
