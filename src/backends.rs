@@ -18,7 +18,7 @@ use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::select::Outcome;
 use crate::sticky::Sticky;
-use crate::upstream::UpstreamClient;
+use crate::upstream::{IdlePool, UpstreamClient};
 
 /// One backend node.
 #[derive(Debug)]
@@ -26,7 +26,7 @@ pub struct Backend {
     /// Stable identity and metrics label: `host:port` as configured, `ip:port` for A/AAAA
     /// records, `target:port` for SRV records (so a pod keeps its identity when its IP changes).
     pub id: String,
-    /// Where requests are sent (the URI authority given to the pooled client).
+    /// Where requests are sent (`host:port`, connected to by the site's client).
     pub authority: Authority,
     /// SRV priority (lower is preferred); 0 for other sources.
     pub priority: u16,
@@ -43,6 +43,8 @@ pub struct Backend {
     leaving: AtomicBool,
     /// The site's queue, when the site caps requests in flight.
     admission: Option<Arc<Admission>>,
+    /// Its kept-alive connections.
+    pub pool: IdlePool,
 }
 
 impl Backend {
@@ -247,6 +249,7 @@ fn backend(
         in_flight: AtomicUsize::new(0),
         leaving: AtomicBool::new(false),
         admission: admission.cloned(),
+        pool: IdlePool::default(),
     }))
 }
 

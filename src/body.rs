@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access::RequestRecord;
+use crate::upstream::UpstreamBody;
 
 pub struct ProxyBody {
     inner: Inner,
@@ -22,12 +23,12 @@ pub struct ProxyBody {
 }
 
 enum Inner {
-    Upstream(Incoming),
+    Upstream(UpstreamBody),
     Local(Option<Bytes>),
 }
 
 impl ProxyBody {
-    pub fn upstream(body: Incoming) -> ProxyBody {
+    pub fn upstream(body: UpstreamBody) -> ProxyBody {
         ProxyBody::new(Inner::Upstream(body))
     }
 

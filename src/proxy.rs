@@ -28,7 +28,7 @@ use crate::metrics::Metrics;
 use crate::paths;
 use crate::select::{NoPick, Outcome, Selection};
 use crate::sticky::{SessionKey, Sticky};
-use crate::upstream::UpstreamError;
+use crate::upstream::{UpstreamBody, UpstreamError};
 
 pub struct Proxy {
     snapshot: SharedSnapshot,
@@ -214,7 +214,7 @@ impl Proxy {
         body: Incoming,
         limits: &BodyLimits,
         record: &mut RequestRecord,
-    ) -> Result<(Response<Incoming>, Selection), ProxyError> {
+    ) -> Result<(Response<UpstreamBody>, Selection), ProxyError> {
         let idempotent = is_idempotent(&parts.method);
         let reclaim = Reclaim::default();
         let mut body = Some(RequestBody::new(body, *limits));
@@ -236,14 +236,15 @@ impl Proxy {
                 unreachable!("every attempt after the first has its body back")
             })));
             *req.method_mut() = parts.method.clone();
-            *req.uri_mut() = backend_uri(site.client.scheme(), &backend, &parts.uri);
             *req.version_mut() = Version::HTTP_11;
-            *req.headers_mut() = if last {
-                std::mem::take(&mut parts.headers)
+            if last {
+                *req.uri_mut() = std::mem::take(&mut parts.uri);
+                *req.headers_mut() = std::mem::take(&mut parts.headers);
             } else {
-                parts.headers.clone()
-            };
-            let error = match site.client.send(req).await {
+                *req.uri_mut() = parts.uri.clone();
+                *req.headers_mut() = parts.headers.clone();
+            }
+            let error = match site.client.send(&backend, req).await {
                 Ok(resp) => {
                     let status = resp.status();
                     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
@@ -430,20 +431,6 @@ fn content_length(headers: &http::HeaderMap) -> Option<u64> {
         .ok()?
         .parse()
         .ok()
-}
-
-/// The backend's URI for a request whose (checked, origin-form) target is `target`.
-fn backend_uri(scheme: &http::uri::Scheme, backend: &Backend, target: &Uri) -> Uri {
-    let mut parts = http::uri::Parts::default();
-    parts.scheme = Some(scheme.clone());
-    parts.authority = Some(backend.authority.clone());
-    parts.path_and_query = Some(
-        target
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/")),
-    );
-    Uri::from_parts(parts).expect("scheme, authority and path make a valid URI")
 }
 
 fn https_redirect(host: &Authority, uri: &Uri, redirect: HttpsRedirect) -> Response<ProxyBody> {

@@ -4,6 +4,8 @@
 mod common;
 
 use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn upstream_connections_are_pooled_and_kept_alive() {
@@ -26,6 +28,81 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
     }
     let (_, _, stats) = get_plain(proxy.plain_addr(), "/stats").await;
     assert_eq!(stats, "connections: 1\n");
+}
+
+/// A connection goes back to the pool when its response has been read to the end, empty ones
+/// (HEAD) included; one whose response the client abandoned mid-body is never lent again (it
+/// would hand the next request the rest of that body).
+#[tokio::test]
+async fn empty_responses_keep_the_connection_and_abandoned_ones_do_not() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    for _ in 0..5 {
+        let mut send = h1(TcpStream::connect(proxy.plain_addr()).await.unwrap()).await;
+        let req = http::Request::head("/")
+            .header("host", "app.test")
+            .body(empty())
+            .unwrap();
+        let (status, _, body) = read(send_h1(&mut send, req).await).await;
+        assert_eq!((status, body.as_str()), (200, ""));
+    }
+    let (_, _, stats) = get_plain(proxy.plain_addr(), "/stats").await;
+    assert_eq!(
+        stats, "connections: 1\n",
+        "HEAD responses kept the connection"
+    );
+
+    // 5 MB asked for, a few bytes read, then the client leaves.
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(b"GET /bytes?n=5000000 HTTP/1.1\r\nhost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = [0u8; 1024];
+    let n = tokio::time::timeout(PATIENCE, tcp.read(&mut first))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"));
+    drop(tcp);
+    for _ in 0..3 {
+        let (status, _, body) = get_plain(proxy.plain_addr(), "/echo").await;
+        assert_eq!(status, 200);
+        assert!(body.contains("GET /echo HTTP/1.1"), "{body}");
+    }
+    let (_, _, stats) = get_plain(proxy.plain_addr(), "/stats").await;
+    assert_eq!(
+        stats, "connections: 2\n",
+        "the abandoned connection was replaced once"
+    );
+}
+
+/// A pooled connection idle past `pool_idle_timeout` is closed by the proxy (so it closes
+/// before the backend's own keep-alive timeout does), even when no request comes to notice.
+#[tokio::test]
+async fn idle_backend_connections_are_closed_after_the_idle_timeout() {
+    let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let proxy = Harness::start(&[backend], "[upstream]\npool_idle_timeout = \"300ms\"\n").await;
+    let client = tokio::spawn(async move { get_plain(proxy.plain_addr(), "/").await });
+    let (mut conn, _) = listener.accept().await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        assert_eq!(conn.read(&mut byte).await.unwrap(), 1);
+        head.push(byte[0]);
+    }
+    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        .await
+        .unwrap();
+    let (status, _, body) = client.await.unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    // Kept alive, then closed by the proxy: end of file, not another request.
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(PATIENCE, conn.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(read, Ok(Ok(0))),
+        "expected the proxy to close the idle connection: {read:?}"
+    );
 }
 
 #[tokio::test]

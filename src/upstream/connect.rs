@@ -1,7 +1,5 @@
-//! The pooled client to the backends of one site. A hand-written connector (rather than
-//! hyper-util's `HttpConnector`) because the proxy needs to know *why* a connection failed —
-//! refused, timed out, TLS — to answer and count it correctly, and because TLS to backends
-//! verifies a configured server name rather than the address in the URI.
+//! Connections to backends: TCP with the reason of a failure kept, TLS verifying a configured
+//! server name rather than the address, and the I/O type hyper's client runs on.
 
 use std::future::Future;
 use std::io;
@@ -10,171 +8,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, Response, Uri};
+use http::uri::Authority;
+use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
-use crate::body::{AttemptBody, BodyError};
-use crate::config::{Timeouts, UpstreamPool};
+use super::ConnectError;
 use crate::tls::UpstreamTls;
-
-/// Why a backend exchange failed; each kind maps to one status and one metric label.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("connect: {0}")]
-    Connect(#[from] ConnectError),
-    #[error("no response head within {0:?}")]
-    ResponseTimeout(Duration),
-    /// The connection closed (or reset) before a response head: the request may or may not
-    /// have been processed.
-    #[error("connection closed before the response: {0}")]
-    Closed(String),
-    #[error("{0}")]
-    Protocol(String),
-    /// The client's body, not the backend, failed the exchange.
-    #[error(transparent)]
-    Body(BodyError),
-}
-
-impl UpstreamError {
-    /// Whether the backend is to blame (counts toward passive ejection).
-    pub fn is_backend_failure(&self) -> bool {
-        !matches!(self, UpstreamError::Body(_))
-    }
-
-    pub fn kind(&self) -> &'static str {
-        match self {
-            UpstreamError::Connect(c) => c.kind(),
-            UpstreamError::ResponseTimeout(_) => "response_timeout",
-            UpstreamError::Closed(_) => "closed",
-            UpstreamError::Protocol(_) => "protocol",
-            UpstreamError::Body(_) => "client_body",
-        }
-    }
-}
-
-/// Cloneable (causes kept as text) because hyper's client hands it back only by reference.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ConnectError {
-    #[error("connection refused by {0}")]
-    Refused(String),
-    #[error("no connection to {0} within {1:?}")]
-    Timeout(String, Duration),
-    #[error("cannot resolve {0}: {1}")]
-    Resolve(String, String),
-    #[error("TLS to {0} failed: {1}")]
-    Tls(String, String),
-    #[error("cannot connect to {0}: {1}")]
-    Io(String, String),
-    #[error("bad backend address {0}")]
-    BadAddress(String),
-}
-
-impl ConnectError {
-    pub fn kind(&self) -> &'static str {
-        match self {
-            ConnectError::Refused(_) => "connect_refused",
-            ConnectError::Timeout(..) => "connect_timeout",
-            ConnectError::Resolve(..) => "resolve",
-            ConnectError::Tls(..) => "tls",
-            ConnectError::Io(..) | ConnectError::BadAddress(_) => "connect",
-        }
-    }
-}
-
-/// One site's client: a pool of kept-alive connections per backend address.
-#[derive(Clone)]
-pub struct UpstreamClient {
-    client: Client<Connector, AttemptBody>,
-    scheme: http::uri::Scheme,
-    response_timeout: Duration,
-}
-
-impl UpstreamClient {
-    pub fn new(tls: Option<UpstreamTls>, timeouts: &Timeouts, pool: &UpstreamPool) -> Self {
-        let scheme = if tls.is_some() {
-            http::uri::Scheme::HTTPS
-        } else {
-            http::uri::Scheme::HTTP
-        };
-        let connector = Connector::new(tls, timeouts.upstream_connect);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(pool.idle_timeout)
-            .pool_max_idle_per_host(pool.max_idle_per_backend)
-            // The original Host is forwarded as the client sent it; never derive it.
-            .set_host(false)
-            .build(connector);
-        UpstreamClient {
-            client,
-            scheme,
-            response_timeout: timeouts.upstream_response,
-        }
-    }
-
-    pub fn scheme(&self) -> &http::uri::Scheme {
-        &self.scheme
-    }
-
-    /// Sends a request whose URI already names the backend; waits for the response head at
-    /// most the response timeout. Bodies stream both ways: nothing here buffers them.
-    pub async fn send(
-        &self,
-        req: Request<AttemptBody>,
-    ) -> Result<Response<hyper::body::Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
-            Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify(e)),
-        }
-    }
-}
-
-fn classify(e: hyper_util::client::legacy::Error) -> UpstreamError {
-    // Our connector's error is somewhere in the source chain of a connect error.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(s) = source {
-        if let Some(c) = s.downcast_ref::<ConnectError>() {
-            return UpstreamError::Connect(c.clone());
-        }
-        if let Some(b) = s.downcast_ref::<BodyError>() {
-            return UpstreamError::Body(*b);
-        }
-        source = s.source();
-    }
-    let closed = std::error::Error::source(&e)
-        .and_then(|s| s.downcast_ref::<hyper::Error>())
-        .is_some_and(|h| {
-            let reset = std::error::Error::source(h)
-                .and_then(|s| s.downcast_ref::<io::Error>())
-                .is_some_and(|io| {
-                    matches!(
-                        io.kind(),
-                        io::ErrorKind::ConnectionReset
-                            | io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::BrokenPipe
-                    )
-                });
-            h.is_incomplete_message() || h.is_canceled() || reset
-        });
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    if closed {
-        UpstreamError::Closed(text)
-    } else {
-        UpstreamError::Protocol(text)
-    }
-}
 
 #[derive(Clone)]
 pub(crate) struct Connector {
@@ -202,17 +45,20 @@ impl tower_service::Service<Uri> for Connector {
 
     fn call(&mut self, uri: Uri) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { this.connect(uri).await })
+        Box::pin(async move {
+            match uri.authority() {
+                Some(authority) => this.connect(authority).await,
+                None => Err(ConnectError::BadAddress(uri.to_string())),
+            }
+        })
     }
 }
 
 impl Connector {
-    async fn connect(self, uri: Uri) -> Result<UpstreamIo, ConnectError> {
-        let authority = uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .unwrap_or_default();
-        let (Some(host), Some(port)) = (uri.host(), uri.port_u16()) else {
+    /// A new connection to `host:port`, TLS included when the site re-encrypts.
+    pub(crate) async fn connect(&self, to: &Authority) -> Result<UpstreamIo, ConnectError> {
+        let authority = to.as_str().to_string();
+        let (host, Some(port)) = (to.host(), to.port_u16()) else {
             return Err(ConnectError::BadAddress(authority));
         };
         // `Uri::host` keeps the brackets of an IPv6 literal; the socket API wants them off.
