@@ -328,8 +328,9 @@ impl Proxy {
             let selection = site.select(&self.balance, session, hash_key, tried).ok()?;
             InFlight::try_new(&selection.backend, cap)
         };
-        let slot = admission
-            .wait(pinned, retry)
+        // Boxed: waiting is the overloaded path; inline, its state would enlarge every
+        // request's future.
+        let slot = Box::pin(admission.wait(pinned, retry))
             .await
             .map_err(ProxyError::Shed)?;
         let outcome = site.outcome_of(&self.balance, session, slot.backend());

@@ -127,7 +127,9 @@ impl UpstreamClient {
         loop {
             let (mut sender, fresh) = match backend.pool.take(self.pool.idle_timeout) {
                 Some(sender) => (sender, false),
-                None => (self.open(backend).await?, true),
+                // Boxed: connecting (TLS state included) is the rare path, and inline it
+                // would make every request's future kilobytes larger, copied as it moves.
+                None => (Box::pin(self.open(backend)).await?, true),
             };
             // A returned connection is ready once hyper has seen its last response end.
             if !sender.is_ready() && sender.ready().await.is_err() {
