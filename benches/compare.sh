@@ -47,11 +47,14 @@ cargo build --release -q
 loadgen=$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
 [ -x "$loadgen" ] || { echo "cannot find the loadgen bench binary" >&2; exit 1; }
 
-# 10k idle connections need 10k descriptors in the proxy and in the client.
+# 10k idle connections need 10k descriptors in the proxy and in the client, and HAProxy
+# refuses to start unless the limit covers two per connection (client and server side).
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((IDLE_CONNS + 500)) ]; then
-  IDLE_CONNS=$(( $(ulimit -n) - 500 ))
-  echo "descriptor limit $(ulimit -n): holding $IDLE_CONNS idle connections" >&2
+nofile=$(ulimit -n); [ "$nofile" = unlimited ] && nofile=1048576
+haproxy_maxconn=$(( (nofile - 100) / 2 ))
+if [ "$IDLE_CONNS" -gt $((haproxy_maxconn - 200)) ]; then
+  IDLE_CONNS=$((haproxy_maxconn - 200))
+  echo "descriptor limit $nofile (HAProxy needs two per connection): holding $IDLE_CONNS idle connections" >&2
 fi
 
 work=$(mktemp -d)
@@ -112,7 +115,7 @@ sg_pid=$!
 
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
-worker_rlimit_nofile $((max_conns * 2));
+worker_rlimit_nofile $nofile;
 daemon off;
 error_log $work/nginx.err warn;
 pid $work/nginx.pid;
@@ -147,10 +150,10 @@ nginx_pid=$!
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 1
-  maxconn $max_conns
+  maxconn $haproxy_maxconn
 defaults
   mode http
-  maxconn $max_conns
+  maxconn $haproxy_maxconn
   timeout connect 5s
   timeout client 60s
   timeout server 60s
