@@ -92,7 +92,14 @@ impl IdlePool {
 pub(crate) struct PoolSettings {
     pub idle_timeout: Duration,
     pub max_idle: usize,
-    registry: Mutex<Vec<Weak<Backend>>>,
+    registry: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    backends: Vec<Weak<Backend>>,
+    /// Whether the sweeper runs: one per client, started with the first pooled connection.
+    sweeping: bool,
 }
 
 impl PoolSettings {
@@ -100,22 +107,26 @@ impl PoolSettings {
         PoolSettings {
             idle_timeout,
             max_idle,
-            registry: Mutex::new(Vec::new()),
+            registry: Mutex::default(),
         }
     }
 
     fn register(self: &Arc<Self>, backend: &Arc<Backend>) {
-        if backend.pool.registered.swap(true, Ordering::AcqRel) {
+        // A plain load on the request path; the swap decides only the first time.
+        if backend.pool.registered.load(Ordering::Acquire)
+            || backend.pool.registered.swap(true, Ordering::AcqRel)
+        {
             return;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let mut registry = self.registry.lock().unwrap_or_else(PoisonError::into_inner);
-        if registry.is_empty() {
+        if !registry.sweeping {
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
             runtime.spawn(sweep(Arc::downgrade(self)));
+            registry.sweeping = true;
         }
-        registry.push(Arc::downgrade(backend));
+        registry.backends.push(Arc::downgrade(backend));
     }
 }
 
@@ -136,7 +147,7 @@ async fn sweep(settings: Weak<PoolSettings>) {
             .registry
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        registry.retain(|backend| match backend.upgrade() {
+        registry.backends.retain(|backend| match backend.upgrade() {
             Some(backend) => {
                 backend.pool.evict(settings.idle_timeout);
                 true
