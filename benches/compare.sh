@@ -44,6 +44,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 echo "building sessiongate and the load generator (release)" >&2
 cargo build --release -q
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 loadgen=$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
 [ -x "$loadgen" ] || { echo "cannot find the loadgen bench binary" >&2; exit 1; }
 
@@ -110,7 +111,7 @@ tls = { cert = "$cert", key = "$key" }
 [[site]]
 backends = { static = ["127.0.0.1:$b1", "127.0.0.1:$b2", "127.0.0.1:$b3"] }
 CONF
-taskset -c 0 ./target/release/sessiongate --threads 1 --config "$work/sessiongate.toml" & pids+=($!)
+taskset -c 0 "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate.toml" & pids+=($!)
 sg_pid=$!
 
 cat > "$work/nginx.conf" <<CONF
@@ -181,12 +182,13 @@ haproxy_pid=$!
 declare -A owner=([sessiongate]=$sg_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
 proxies=(sessiongate nginx haproxy)
 
-# Wait until every port answers.
+# Wait until every port answers; a proxy that did not start stops the run here, not later.
+answers() { for _ in $(seq 100); do curl -sf -o /dev/null "$@" && return 0; sleep 0.1; done; return 1; }
 for port in $b1 $b2 $b3 "${plain_port[@]}"; do
-  for _ in $(seq 100); do curl -sf -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  answers "http://127.0.0.1:$port/" || { echo "nothing answers on port $port (see the messages above)" >&2; exit 1; }
 done
 for port in "${tls_port[@]}"; do
-  for _ in $(seq 100); do curl -sf -o /dev/null --cacert "$ca" "https://127.0.0.1:$port/" && break; sleep 0.1; done
+  answers --cacert "$ca" "https://127.0.0.1:$port/" || { echo "nothing answers TLS on port $port" >&2; exit 1; }
 done
 
 # A process and its children (nginx: master + worker).
