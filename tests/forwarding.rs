@@ -92,6 +92,45 @@ async fn the_server_chooses_aes_128_and_still_accepts_clients_without_it() {
     }
 }
 
+/// A returning client skips the certificate and its signature: the second connection of each
+/// protocol version resumes with the ticket the first one got.
+#[tokio::test]
+async fn returning_clients_resume_their_tls_session() {
+    use rustls::HandshakeKind;
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(proxy.pki.ca_der.clone()).unwrap();
+        // One client config, and so one session cache, for both connections.
+        let config = std::sync::Arc::new(
+            rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
+                .with_protocol_versions(&[version])
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        );
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tls = tls_connect(proxy.tls_addr(), "default.test", config.clone()).await;
+            kinds.push(tls.get_ref().1.handshake_kind());
+            // TLS 1.3 tickets come after the handshake: a response read means they arrived.
+            let mut send = h1(tls).await;
+            let req = http::Request::get("/")
+                .header("host", "default.test")
+                .body(empty())
+                .unwrap();
+            let (status, _, _) = read(send_h1(&mut send, req).await).await;
+            assert_eq!(status, 200);
+        }
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
+            "{version:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn sni_chooses_the_certificate() {
     let nodes = start_nodes(1).await;
