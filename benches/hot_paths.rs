@@ -133,6 +133,8 @@ fn header_rewrite(c: &mut Criterion) {
         request.insert(k, HeaderValue::from_static(v));
     }
     let host = HeaderValue::from_static("sso.example.com");
+    // Made when the connection opens, not per request.
+    let hop = sessiongate::headers::Hop::new([203, 0, 113, 7].into(), "https", 443);
     c.bench_function("headers/rewrite", |b| {
         b.iter(|| {
             let mut headers = request.clone();
@@ -140,10 +142,8 @@ fn header_rewrite(c: &mut Criterion) {
             sessiongate::headers::set_forwarded(
                 &mut headers,
                 &sessiongate::headers::ForwardedFor {
-                    client_ip: [203, 0, 113, 7].into(),
-                    proto: "https",
+                    hop: &hop,
                     host: &host,
-                    port: 443,
                     trusted: false,
                 },
             );

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HttpsRedirect, Limits, ListenerConfig, Timeouts};
+use crate::headers::Hop;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::paths::PathPolicy;
 
@@ -89,6 +90,8 @@ pub struct ConnContext {
     pub listener: Arc<ListenerContext>,
     pub peer: SocketAddr,
     pub activity: Activity,
+    /// The forwarded headers' per-connection part.
+    pub hop: Hop,
 }
 
 /// Requests in flight on a connection and when the last one ended, for the idle timeout.
@@ -167,7 +170,9 @@ pub fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<Tokio
 
 impl ConnContext {
     pub fn new(listener: Arc<ListenerContext>, peer: SocketAddr) -> ConnContext {
+        let proto = if listener.tls { "https" } else { "http" };
         ConnContext {
+            hop: Hop::new(peer.ip(), proto, listener.port),
             listener,
             peer,
             activity: Activity::new(),

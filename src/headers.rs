@@ -68,12 +68,20 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         None
     };
     // Names listed in Connection: collected first, as removing while reading is not possible.
+    // The usual `keep-alive` is one of the fixed hop-by-hop names, removed below anyway: left
+    // out here, the list stays empty and allocates nothing.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|t| {
+            !HOP_BY_HOP
+                .iter()
+                .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in listed.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
@@ -84,12 +92,62 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     }
 }
 
-/// What the proxy knows about the hop it received a request on.
+/// What the proxy knows about the hop a connection came in on, rendered once when it opens:
+/// every request on it has the same client, scheme and port, and would otherwise format them
+/// again (a handful of allocations per request, measured in BENCHMARKS.md).
+pub struct Hop {
+    /// The client as X-Forwarded-For lists it: `192.0.2.1`, `2001:db8::7`.
+    client: HeaderValue,
+    /// The Forwarded element up to its host: `for=192.0.2.1;proto=https;host=`.
+    element_prefix: String,
+    proto: &'static str,
+    port: HeaderValue,
+}
+
+impl Hop {
+    pub fn new(client_ip: IpAddr, proto: &'static str, port: u16) -> Hop {
+        let ip = ip_text(client_ip);
+        let node = if ip.contains(':') {
+            format!("\"[{ip}]\"")
+        } else {
+            ip.clone()
+        };
+        Hop {
+            client: HeaderValue::try_from(ip)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            element_prefix: format!("for={node};proto={proto};host="),
+            proto,
+            port: HeaderValue::from(port),
+        }
+    }
+
+    /// `for=192.0.2.1;proto=https;host=auth.example.com`, quoting as RFC 7239 §4 requires:
+    /// IPv6 addresses are bracketed and quoted, and a host that is not a token is quoted.
+    pub fn forwarded_element(&self, host: &HeaderValue) -> String {
+        let host = String::from_utf8_lossy(host.as_bytes());
+        let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        let mut element = String::with_capacity(self.element_prefix.len() + host.len() + 2);
+        element.push_str(&self.element_prefix);
+        if !host.is_empty() && host.chars().all(is_tchar) {
+            element.push_str(&host);
+        } else {
+            element.push('"');
+            for c in host.chars() {
+                if c == '\\' || c == '"' {
+                    element.push('\\');
+                }
+                element.push(c);
+            }
+            element.push('"');
+        }
+        element
+    }
+}
+
+/// One request's forwarding facts: its connection's hop and the host it asked for.
 pub struct ForwardedFor<'a> {
-    pub client_ip: IpAddr,
-    pub proto: &'static str,
+    pub hop: &'a Hop,
     pub host: &'a HeaderValue,
-    pub port: u16,
     /// The peer is a trusted proxy: extend its chain instead of replacing it.
     pub trusted: bool,
 }
@@ -130,13 +188,20 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
         headers.remove(name);
     }
 
-    let client = ip_text(f.client_ip);
-    let element = forwarded_element(f.client_ip, f.proto, f.host);
-    headers.insert(header::FORWARDED, chain(prior_forwarded, &element));
-    headers.insert(X_FORWARDED_FOR.clone(), chain(prior_xff, &client));
+    let hop = f.hop;
+    let element = hop.forwarded_element(f.host);
+    headers.insert(header::FORWARDED, chain(prior_forwarded, element));
+    let client = match prior_xff {
+        Some(prior) => chain(
+            Some(prior),
+            hop.client.to_str().unwrap_or("unknown").to_owned(),
+        ),
+        None => hop.client.clone(),
+    };
+    headers.insert(X_FORWARDED_FOR.clone(), client);
     headers.insert(
         X_FORWARDED_PROTO.clone(),
-        proto.unwrap_or(HeaderValue::from_static(f.proto)),
+        proto.unwrap_or(HeaderValue::from_static(hop.proto)),
     );
     headers.insert(
         X_FORWARDED_HOST.clone(),
@@ -144,7 +209,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
     );
     headers.insert(
         X_FORWARDED_PORT.clone(),
-        port.unwrap_or(HeaderValue::from(f.port)),
+        port.unwrap_or_else(|| hop.port.clone()),
     );
 }
 
@@ -158,10 +223,10 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     (!values.is_empty()).then(|| values.join(", "))
 }
 
-fn chain(prior: Option<String>, ours: &str) -> HeaderValue {
+fn chain(prior: Option<String>, ours: String) -> HeaderValue {
     let text = match prior {
         Some(p) => format!("{p}, {ours}"),
-        None => ours.to_string(),
+        None => ours,
     };
     HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
@@ -173,29 +238,6 @@ fn ip_text(ip: IpAddr) -> String {
         v4 => v4,
     }
     .to_string()
-}
-
-/// `for=192.0.2.1;proto=https;host=auth.example.com`, quoting as RFC 7239 §4 requires:
-/// IPv6 addresses are bracketed and quoted, and any value that is not a token is quoted.
-pub fn forwarded_element(client: IpAddr, proto: &str, host: &HeaderValue) -> String {
-    let ip = ip_text(client);
-    let node = if ip.contains(':') {
-        format!("\"[{ip}]\"")
-    } else {
-        ip
-    };
-    let host = quote_unless_token(&String::from_utf8_lossy(host.as_bytes()));
-    format!("for={node};proto={proto};host={host}")
-}
-
-fn quote_unless_token(value: &str) -> String {
-    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
-    if !value.is_empty() && value.chars().all(is_tchar) {
-        value.to_string()
-    } else {
-        let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
-        format!("\"{escaped}\"")
-    }
 }
 
 #[cfg(test)]
@@ -267,10 +309,8 @@ mod tests {
         set_forwarded(
             &mut h,
             &ForwardedFor {
-                client_ip: "::ffff:10.1.2.3".parse().unwrap(),
-                proto: "http",
+                hop: &Hop::new("::ffff:10.1.2.3".parse().unwrap(), "http", 8443),
                 host: &host,
-                port: 8443,
                 trusted: false,
             },
         );
@@ -304,10 +344,8 @@ mod tests {
         set_forwarded(
             &mut h,
             &ForwardedFor {
-                client_ip: "2001:db8::7".parse().unwrap(),
-                proto: "https",
+                hop: &Hop::new("2001:db8::7".parse().unwrap(), "https", 8443),
                 host: &host,
-                port: 8443,
                 trusted: true,
             },
         );

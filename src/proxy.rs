@@ -149,14 +149,17 @@ impl Proxy {
             // The proxy's cookie is for the proxy; backends never see it.
             cookies::remove(&mut parts.headers, own);
         }
-        let host_value = HeaderValue::from_str(host.as_str()).map_err(|_| ProxyError::BadHost)?;
+        // The client's own Host value when that is where the host came from: checked by
+        // `request_host`, and shared with the request's buffer rather than copied.
+        let host_value = match parts.headers.get(header::HOST) {
+            Some(value) if parts.uri.authority().is_none() => value.clone(),
+            _ => HeaderValue::from_str(host.as_str()).map_err(|_| ProxyError::BadHost)?,
+        };
         headers::set_forwarded(
             &mut parts.headers,
             &ForwardedFor {
-                client_ip: conn.peer.ip(),
-                proto: if listener.tls { "https" } else { "http" },
+                hop: &conn.hop,
                 host: &host_value,
-                port: listener.port,
                 trusted: listener.trusts(conn.peer.ip()),
             },
         );
