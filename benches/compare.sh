@@ -13,6 +13,7 @@
 #   memory   idle PSS of each proxy, then PSS per idle TLS connection with IDLE_CONNS held open
 #   plain    HTTP/1.1 keep-alive (wrk)            tls      HTTP/1.1 over TLS keep-alive (wrk)
 #   h2       HTTP/2 over TLS (h2load)             newtls   a new TLS connection per request (wrk)
+#   resume   a new TLS connection per request, resumed with the ticket the last one got (loadgen)
 #   latency  open loop at half the best peer's plain capacity: p50/p99 added over going direct
 #
 # CPU per request is read from each proxy's own /proc accounting (utime+stime), which is steadier
@@ -27,7 +28,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 H2_CONNECTIONS=${H2_CONNECTIONS:-20}
 H2_STREAMS=${H2_STREAMS:-10}
 IDLE_CONNS=${IDLE_CONNS:-10000}
-LEGS=${LEGS:-"memory plain tls h2 newtls latency"}
+LEGS=${LEGS:-"memory plain tls h2 newtls resume latency"}
 BASE_PORT=${BASE_PORT:-19080}
 
 has_leg() { [[ " $LEGS " == *" $1 "* ]]; }
@@ -227,6 +228,12 @@ load() {
       grep -qi 'application protocol: h2' <<<"$out" || { echo "h2load did not negotiate h2 with $name" >&2; echo "0 0 - -"; return; }
       awk '/^requests:/ {n = $8} /^finished in/ {r = $4} END {print n, r, "-", "-"}' <<<"$out"
       return ;;
+    resume)
+      read -r n resumed errors <<<"$(taskset -c 1 "$loadgen" resume "https://127.0.0.1:${tls_port[$name]}/" "$DURATION" "$CONNECTIONS" "$ca")"
+      # A proxy that does not resume would be measured doing full handshakes: say so.
+      [ "$resumed" -ge $((n * 9 / 10)) ] || echo "only $resumed of $n connections to $name resumed ($errors errors)" >&2
+      awk -v n="$n" -v d="$DURATION" 'BEGIN { printf "%d %.0f - -\n", n, n / d }'
+      return ;;
   esac
   awk '/requests in/ {n = $1} /Requests\/sec/ {r = $2} $1 == "50%" {p50 = $2} $1 == "99%" {p99 = $2} END {print n, r, p50, p99}' <<<"$out" |
     while read -r n r p50 p99; do echo "$n $r $(to_us "$p50") $(to_us "$p99")"; done
@@ -250,7 +257,7 @@ if has_leg memory; then
 fi
 
 for run in $(seq "$RUNS"); do
-  for leg in plain tls h2 newtls; do
+  for leg in plain tls h2 newtls resume; do
     has_leg "$leg" || continue
     targets=("${proxies[@]}")
     [ "$leg" = plain ] && targets=(direct "${proxies[@]}")

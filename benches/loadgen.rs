@@ -12,6 +12,12 @@
 //! one GET on each, keeps them all open and idle, prints `ready N`, and waits until killed. The
 //! harness reads the proxy's memory before and after.
 //!
+//! `resume URL SECONDS CONNECTIONS CA_FILE`: CONNECTIONS loops, each opening a TLS 1.3
+//! connection, sending one `Connection: close` GET, reading the answer and starting again,
+//! for SECONDS. Each loop keeps its own session cache, so from its second connection on a
+//! handshake resumes with a ticket the previous one got (wrk never resumes). Prints
+//! `connections resumed errors`.
+//!
 //! Traffic goes only where the URL says; the harness gives 127.0.0.1. Both stop by themselves
 //! (`latency` after its time, `hold` when the harness kills it).
 //!
@@ -54,9 +60,15 @@ fn main() {
         ["hold", url, conns, ca] => {
             runtime.block_on(hold(target(url), conns.parse().expect("CONNECTIONS"), ca))
         }
+        ["resume", url, secs, conns, ca] => runtime.block_on(resume(
+            target(url),
+            Duration::from_secs_f64(secs.parse().expect("SECONDS")),
+            conns.parse().expect("CONNECTIONS"),
+            ca,
+        )),
         [] => {} // `cargo bench` with no arguments runs every bench target: nothing to do here.
         _ => {
-            eprintln!("usage: loadgen latency URL RATE SECONDS CONNECTIONS | hold URL CONNECTIONS CA_FILE");
+            eprintln!("usage: loadgen latency URL RATE SECONDS CONNECTIONS | hold URL CONNECTIONS CA_FILE | resume URL SECONDS CONNECTIONS CA_FILE");
             std::process::exit(2);
         }
     }
@@ -150,7 +162,8 @@ async fn latency((addr, uri): (SocketAddr, http::Uri), rate: f64, run: Duration,
     );
 }
 
-async fn hold((addr, uri): (SocketAddr, http::Uri), conns: usize, ca: &str) {
+/// A TLS 1.3, HTTP/1.1 client trusting the harness's CA, with its own session cache.
+fn tls_client(ca: &str) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
         roots.add(cert.expect("CA certificate")).expect("CA");
@@ -163,8 +176,65 @@ async fn hold((addr, uri): (SocketAddr, http::Uri), conns: usize, ca: &str) {
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let name = ServerName::try_from(uri.host().expect("host").to_string()).expect("server name");
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+}
+
+fn server_name(uri: &http::Uri) -> ServerName<'static> {
+    ServerName::try_from(uri.host().expect("host").to_string()).expect("server name")
+}
+
+async fn resume((addr, uri): (SocketAddr, http::Uri), run: Duration, conns: usize, ca: &str) {
+    let end = Instant::now() + run;
+    let mut loops = Vec::new();
+    for _ in 0..conns {
+        let (tls, name, uri) = (tls_client(ca), server_name(&uri), uri.clone());
+        loops.push(tokio::spawn(async move {
+            let (mut done, mut resumed, mut errors) = (0u64, 0u64, 0u64);
+            while Instant::now() < end {
+                let once = async {
+                    let tcp = TcpStream::connect(addr).await.ok()?;
+                    tcp.set_nodelay(true).ok()?;
+                    let stream = tls.connect(name.clone(), tcp).await.ok()?;
+                    let kind = stream.get_ref().1.handshake_kind();
+                    let (mut sender, conn) = http1::handshake(TokioIo::new(stream)).await.ok()?;
+                    tokio::spawn(conn);
+                    let mut req = get(&uri);
+                    req.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                    let resp = sender.send_request(req).await.ok()?;
+                    let ok = resp.status().is_success();
+                    // The whole answer: a TLS 1.3 ticket arrives before it, after the handshake.
+                    resp.into_body().collect().await.ok()?;
+                    ok.then_some(kind == Some(rustls::HandshakeKind::Resumed))
+                };
+                match once.await {
+                    Some(was_resumed) => {
+                        done += 1;
+                        resumed += u64::from(was_resumed);
+                    }
+                    None => {
+                        errors += 1;
+                        // Not a tight loop against a proxy that refuses.
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                }
+            }
+            (done, resumed, errors)
+        }));
+    }
+    let (mut done, mut resumed, mut errors) = (0, 0, 0);
+    for task in loops {
+        let (d, r, e) = task.await.expect("connection loop");
+        (done, resumed, errors) = (done + d, resumed + r, errors + e);
+    }
+    println!("{done} {resumed} {errors}");
+}
+
+async fn hold((addr, uri): (SocketAddr, http::Uri), conns: usize, ca: &str) {
+    let tls = tls_client(ca);
+    let name = server_name(&uri);
     let gate = Arc::new(tokio::sync::Semaphore::new(OPENING));
     let mut opening = Vec::new();
     for _ in 0..conns {
