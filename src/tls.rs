@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -190,6 +190,18 @@ impl fmt::Debug for CertificateSet {
     }
 }
 
+/// The session ticket key: random, rotated by rustls every 6 hours, and one for the life of the
+/// process. Every reload builds new server configs; with a key of their own, each reload would
+/// void every ticket issued before it and cost each returning client a full handshake.
+fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
+    static TICKETER: OnceLock<Arc<dyn rustls::server::ProducesTickets>> = OnceLock::new();
+    if let Some(ticketer) = TICKETER.get() {
+        return Ok(ticketer.clone());
+    }
+    let ticketer = rustls::crypto::ring::Ticketer::new()?;
+    Ok(TICKETER.get_or_init(|| ticketer).clone())
+}
+
 impl CertificateSet {
     /// The first certificate is the default, served when the client's SNI matches none.
     pub fn new(certificates: Vec<LoadedCertificate>) -> Result<CertificateSet, TlsError> {
@@ -202,7 +214,7 @@ impl CertificateSet {
         // The suite order above, not the client's, decides (all of them are strong).
         config.ignore_client_order = true;
         // Stateless tickets make resumption work across connections without a shared cache.
-        config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+        config.ticketer = ticketer()?;
         Ok(CertificateSet {
             certificates,
             server_config: Arc::new(config),

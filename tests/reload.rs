@@ -164,6 +164,54 @@ async fn a_bad_config_or_certificate_is_refused_and_the_old_one_keeps_serving() 
     );
 }
 
+/// A reload builds new TLS configs; a client's ticket from before it must still resume.
+#[tokio::test]
+async fn tls_sessions_resume_across_a_reload() {
+    let dir = temp_dir("reload-resume");
+    let pki = Pki::new(&dir);
+    let nodes = start_nodes(1).await;
+    write_config(
+        &dir,
+        nodes[0].addr,
+        "default.crt",
+        "[reload]\nwatch = false\n",
+    );
+    let server = start(&dir).await;
+    let tls = server.listener_addr("tls").unwrap();
+    // One config, one session cache; TLS 1.3 tickets arrive after the handshake, so each
+    // connection reads a response before the next one starts.
+    let config = pki.client_config(&[b"http/1.1"]);
+    let mut kinds = Vec::new();
+    for reload in [false, true, false] {
+        if reload {
+            write_config(
+                &dir,
+                nodes[0].addr,
+                "default.crt",
+                "[reload]\nwatch = false\n[limits]\nmax_connections = 5000\n",
+            );
+            server.reload().await.unwrap();
+            continue;
+        }
+        let stream = tls_connect(tls, "default.test", config.clone()).await;
+        kinds.push(stream.get_ref().1.handshake_kind());
+        let mut send = h1(stream).await;
+        let req = http::Request::get("/")
+            .header("host", "default.test")
+            .body(empty())
+            .unwrap();
+        let (status, _, _) = read(send_h1(&mut send, req).await).await;
+        assert_eq!(status, 200);
+    }
+    assert_eq!(
+        kinds,
+        [
+            Some(rustls::HandshakeKind::Full),
+            Some(rustls::HandshakeKind::Resumed)
+        ]
+    );
+}
+
 /// Accepts any certificate: the test compares the served certificate itself.
 #[derive(Debug)]
 struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
