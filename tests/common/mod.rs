@@ -196,6 +196,34 @@ pub async fn tls_connect(
         .expect("TLS handshake with the proxy")
 }
 
+/// What a TLS handshake settled on.
+pub struct Handshake {
+    pub kind: Option<rustls::HandshakeKind>,
+    pub suite: Option<rustls::SupportedCipherSuite>,
+}
+
+/// `GET /` (Host `default.test`) over a new TLS connection, read to the end of the answer: a
+/// TLS 1.3 session ticket comes after the handshake, so it has arrived by then. Returns the
+/// handshake and the status.
+pub async fn tls_get(
+    addr: SocketAddr,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> (Handshake, u16) {
+    let tls = tls_connect(addr, sni, config).await;
+    let handshake = Handshake {
+        kind: tls.get_ref().1.handshake_kind(),
+        suite: tls.get_ref().1.negotiated_cipher_suite(),
+    };
+    let mut send = h1(tls).await;
+    let req = http::Request::get("/")
+        .header("host", "default.test")
+        .body(empty())
+        .unwrap();
+    let (status, _, _) = read(send_h1(&mut send, req).await).await;
+    (handshake, status)
+}
+
 pub type H1 = hyper::client::conn::http1::SendRequest<ClientBody>;
 pub type H2 = hyper::client::conn::http2::SendRequest<ClientBody>;
 
