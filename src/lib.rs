@@ -23,6 +23,7 @@ pub mod failover;
 pub mod generation;
 pub mod headers;
 pub mod health;
+pub mod http1;
 pub mod listener;
 pub mod logging;
 pub mod metrics;

@@ -1,0 +1,214 @@
+//! Message heads written out: requests to backends and responses to clients. The framing
+//! headers are never copied from the other side; they are written from the framing the proxy
+//! chose for the body it is about to send.
+
+use std::cell::RefCell;
+use std::time::{Duration, SystemTime};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, StatusCode};
+
+/// How the body after a head is delimited, as the proxy sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body follows and none is declared (a GET, a 204).
+    None,
+    /// No body follows, but the head describes one (HEAD, 304): its Content-Length stays.
+    Described,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (to an HTTP/1.0 client that cannot take chunks).
+    Close,
+}
+
+/// A request head for a backend: the origin-form `target`, HTTP/1.1, every header but the
+/// framing ones, then the framing of the body that follows.
+pub fn request_head(
+    method: &Method,
+    target: &str,
+    headers: &HeaderMap,
+    framing: Framing,
+    out: &mut Vec<u8>,
+) {
+    out.reserve(64 + target.len() + headers.len() * 32);
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    fields(headers, framing, out);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A response head for a client. `connection` is written as the `Connection` header when set
+/// (`close`, or `keep-alive` for an HTTP/1.0 client that asked for it).
+pub fn response_head(
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    connection: Option<&'static str>,
+    out: &mut Vec<u8>,
+) {
+    out.reserve(64 + headers.len() * 40);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    if !headers.contains_key(header::DATE) {
+        out.extend_from_slice(b"date: ");
+        with_date(|date| out.extend_from_slice(date));
+        out.extend_from_slice(b"\r\n");
+    }
+    fields(headers, framing, out);
+    if let Some(connection) = connection {
+        out.extend_from_slice(b"connection: ");
+        out.extend_from_slice(connection.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The header fields, with the framing headers replaced by `framing`'s.
+fn fields(headers: &HeaderMap, framing: Framing, out: &mut Vec<u8>) {
+    let keep_length = framing == Framing::Described;
+    for (name, value) in headers {
+        if name == header::TRANSFER_ENCODING || (name == header::CONTENT_LENGTH && !keep_length) {
+            continue;
+        }
+        field(name.as_str().as_bytes(), value, out);
+    }
+    match framing {
+        Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa(n, &mut [0; 20]));
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None | Framing::Described | Framing::Close => {}
+    }
+}
+
+fn field(name: &[u8], value: &HeaderValue, out: &mut Vec<u8>) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Decimal digits of `n`, written into the end of `buf`.
+fn itoa(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
+}
+
+thread_local! {
+    /// The IMF-fixdate of the current second, rendered once per second per thread.
+    static DATE: RefCell<(u64, [u8; 29])> = const { RefCell::new((u64::MAX, [0; 29])) };
+}
+
+/// Calls `f` with the current time as an HTTP date (RFC 9110 §5.6.7).
+pub fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    let now = SystemTime::now();
+    let second = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+        .as_secs();
+    DATE.with(|cell| {
+        let mut cached = cell.borrow_mut();
+        if cached.0 != second {
+            let text = httpdate::fmt_http_date(now);
+            let bytes = text.as_bytes();
+            if bytes.len() == 29 {
+                cached.1.copy_from_slice(bytes);
+                cached.0 = second;
+            }
+        }
+        f(&cached.1)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn framing_headers_are_the_proxys() {
+        let headers = map(&[
+            ("host", "app.test"),
+            ("content-length", "999"),
+            ("transfer-encoding", "chunked"),
+            ("x-a", "1"),
+        ]);
+        let mut out = Vec::new();
+        request_head(
+            &Method::POST,
+            "/p?q=1",
+            &headers,
+            Framing::Length(5),
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "POST /p?q=1 HTTP/1.1\r\nhost: app.test\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        request_head(&Method::PUT, "/", &headers, Framing::Chunked, &mut out);
+        assert!(String::from_utf8(out)
+            .unwrap()
+            .ends_with("x-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"));
+    }
+
+    #[test]
+    fn responses_get_a_date_and_keep_a_described_length() {
+        let headers = map(&[("content-length", "42")]);
+        let mut out = Vec::new();
+        response_head(
+            StatusCode::OK,
+            &headers,
+            Framing::Described,
+            Some("close"),
+            &mut out,
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\ndate: "), "{text}");
+        assert!(
+            text.ends_with(" GMT\r\ncontent-length: 42\r\nconnection: close\r\n\r\n"),
+            "{text}"
+        );
+        let with_date = map(&[("date", "Tue, 01 Dec 2026 00:00:00 GMT")]);
+        let mut out = Vec::new();
+        response_head(
+            StatusCode::NO_CONTENT,
+            &with_date,
+            Framing::None,
+            None,
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 204 No Content\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn digits() {
+        for n in [0u64, 7, 10, 4096, u64::MAX] {
+            assert_eq!(itoa(n, &mut [0; 20]), n.to_string().as_bytes());
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! Message heads: parsed with `httparse` straight out of a read buffer into `http` types whose
+//! values share the buffer (no copy per header), with the framing of the body that follows
+//! decided here, once, by the rules of RFC 9112 §6. Anything ambiguous is refused: the proxy
+//! re-frames every body it forwards, so what the client framed oddly never reaches a backend as
+//! a second request.
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, StatusCode, Uri, Version};
+
+/// How a request's body is delimited (and so how much of the stream is the body).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RequestBody {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// How a response's body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseBody {
+    /// HEAD, 1xx, 204, 304, or `Content-Length: 0`.
+    Empty,
+    Length(u64),
+    Chunked,
+    /// Until the connection closes (no length, no chunking): never reusable.
+    Close,
+}
+
+/// Why a head was refused; each maps to one status (`status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadError {
+    #[error("head larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("request line longer than the head limit of {0} bytes")]
+    UriTooLong(usize),
+    #[error("more than {0} header fields")]
+    TooManyHeaders(usize),
+    #[error("HTTP version not supported")]
+    Version,
+    #[error("malformed head: {0}")]
+    Malformed(&'static str),
+    #[error("ambiguous body framing: {0}")]
+    Framing(&'static str),
+    #[error("transfer coding other than chunked")]
+    UnsupportedCoding,
+}
+
+impl HeadError {
+    /// The answer a client gets for a request head refused this way.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            HeadError::TooLarge(_) | HeadError::TooManyHeaders(_) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
+            HeadError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
+            HeadError::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            HeadError::Malformed(_) | HeadError::Framing(_) => StatusCode::BAD_REQUEST,
+            HeadError::UnsupportedCoding => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+}
+
+/// The size and field-count limits of a head.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_size: usize,
+    pub max_headers: usize,
+}
+
+/// A client's request head and what it says about the connection.
+#[derive(Debug)]
+pub struct RequestHead {
+    pub parts: http::request::Parts,
+    pub body: RequestBody,
+    /// The client wants the connection kept after this exchange (version and `Connection`).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits for a go-ahead before sending the body.
+    pub expect_continue: bool,
+    /// Content-Length and Transfer-Encoding both: served, then the connection is closed
+    /// (RFC 9112 §6.3), so nothing after this body is ever read as a request.
+    pub close_after: bool,
+}
+
+/// A backend's response head.
+#[derive(Debug)]
+pub struct ResponseHead {
+    pub parts: http::response::Parts,
+    pub body: ResponseBody,
+    /// The backend will take another request on this connection.
+    pub keep_alive: bool,
+}
+
+/// Finds where a head ends without parsing it, remembering how far it looked, so a head that
+/// arrives a byte at a time is scanned once in all rather than once per byte (httparse would
+/// parse it from the start on every read).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct HeadScan {
+    scanned: usize,
+}
+
+impl HeadScan {
+    /// Whether `buf` holds a complete head: a line feed followed by an empty line. Empty lines
+    /// before the first line are not an end (RFC 9112 §2.2 lets a server ignore them).
+    pub fn complete(&mut self, buf: &[u8]) -> bool {
+        let leading = buf
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(buf.len());
+        let mut i = self.scanned.max(leading);
+        while let Some(offset) = buf[i..].iter().position(|&b| b == b'\n') {
+            let lf = i + offset;
+            match (buf.get(lf + 1), buf.get(lf + 2)) {
+                (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n')) => return true,
+                (None, _) | (Some(b'\r'), None) => {
+                    self.scanned = lf;
+                    return false;
+                }
+                _ => i = lf + 1,
+            }
+        }
+        self.scanned = buf.len();
+        false
+    }
+
+    pub fn reset(&mut self) {
+        self.scanned = 0;
+    }
+}
+
+/// Where one header's name and value lie in the head.
+struct Span {
+    name: (usize, usize),
+    value: (usize, usize),
+}
+
+fn span_of(base: &[u8], part: &[u8]) -> (usize, usize) {
+    let start = part.as_ptr() as usize - base.as_ptr() as usize;
+    (start, start + part.len())
+}
+
+fn spans(base: &[u8], headers: &[httparse::Header<'_>]) -> Vec<Span> {
+    headers
+        .iter()
+        .map(|h| Span {
+            name: span_of(base, h.name.as_bytes()),
+            value: span_of(base, h.value),
+        })
+        .collect()
+}
+
+/// The header fields as an `http` map whose values share `head`.
+fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    for span in spans {
+        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+            .map_err(|_| HeadError::Malformed("header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+            .map_err(|_| HeadError::Malformed("header value"))?;
+        headers.append(name, value);
+    }
+    Ok(headers)
+}
+
+fn parse_error(e: httparse::Error, max_headers: usize) -> HeadError {
+    match e {
+        httparse::Error::Version => HeadError::Version,
+        httparse::Error::TooManyHeaders => HeadError::TooManyHeaders(max_headers),
+        httparse::Error::HeaderName => HeadError::Malformed("header name"),
+        httparse::Error::HeaderValue => HeadError::Malformed("header value"),
+        httparse::Error::NewLine => HeadError::Malformed("line ending"),
+        httparse::Error::Status => HeadError::Malformed("status"),
+        httparse::Error::Token => HeadError::Malformed("method or token"),
+    }
+}
+
+/// Whether the request line is `method target HTTP/x.y`, however unsupported the version.
+fn names_a_version(buf: &[u8]) -> bool {
+    let Some(line) = buf
+        .split(|&b| b == b'\n')
+        .find(|l| !l.trim_ascii().is_empty())
+    else {
+        return false;
+    };
+    let words: Vec<&[u8]> = line.trim_ascii().split(|&b| b == b' ').collect();
+    matches!(words[..], [_, _, v] if v.starts_with(b"HTTP/") && v.len() == 8)
+}
+
+/// The head is incomplete: refuse it if it can no longer fit.
+fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), HeadError> {
+    if buf.len() <= limits.max_size {
+        return Ok(());
+    }
+    // No end of line yet: it is the request target that does not fit.
+    if !buf.contains(&b'\n') {
+        return Err(HeadError::UriTooLong(limits.max_size));
+    }
+    Err(HeadError::TooLarge(limits.max_size))
+}
+
+/// Parses a request head from the front of `buf` once `scan` says it is complete, splitting it
+/// off; `None` while more bytes are needed.
+pub fn parse_request(
+    buf: &mut BytesMut,
+    scan: &mut HeadScan,
+    limits: &HeadLimits,
+) -> Result<Option<RequestHead>, HeadError> {
+    if !scan.complete(buf) {
+        check_partial(buf, limits)?;
+        return Ok(None);
+    }
+    let (len, spans, method, target, minor) = {
+        let mut storage: Vec<httparse::Header<'_>> = Vec::with_capacity(limits.max_headers);
+        let mut req = httparse::Request::new(&mut []);
+        let status = httparse::ParserConfig::default()
+            .parse_request_with_uninit_headers(
+                &mut req,
+                buf,
+                &mut storage.spare_capacity_mut()[..limits.max_headers],
+            )
+            .map_err(|e| match e {
+                // `GET /a b HTTP/1.1` fails on its "version" too, but it is malformed.
+                httparse::Error::Version if !names_a_version(buf) => {
+                    HeadError::Malformed("request line")
+                }
+                e => parse_error(e, limits.max_headers),
+            })?;
+        let httparse::Status::Complete(len) = status else {
+            // The scan saw an end that httparse reads otherwise: malformed.
+            return Err(HeadError::Malformed("head"));
+        };
+        if len > limits.max_size {
+            return Err(HeadError::TooLarge(limits.max_size));
+        }
+        let spans = spans(buf, req.headers);
+        let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+            .map_err(|_| HeadError::Malformed("method"))?;
+        let target = span_of(buf, req.path.unwrap_or_default().as_bytes());
+        (len, spans, method, target, req.version.unwrap_or(1))
+    };
+    scan.reset();
+    let head = buf.split_to(len).freeze();
+    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
+        .map_err(|_| HeadError::Malformed("request target"))?;
+    let version = if minor == 0 {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    let headers = header_map(&head, &spans)?;
+    let (body, close_after) = request_framing(&headers, version)?;
+    let keep_alive = match version {
+        Version::HTTP_10 => connection_has(&headers, "keep-alive"),
+        _ => !connection_has(&headers, "close"),
+    };
+    let expect_continue = version == Version::HTTP_11
+        && body != RequestBody::None
+        && headers
+            .get(header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Some(RequestHead {
+        parts,
+        body,
+        keep_alive,
+        expect_continue,
+        close_after,
+    }))
+}
+
+/// A backend's response head for a request made with `method`; 1xx heads other than 101 are
+/// skipped (nothing downstream asked for them).
+pub fn parse_response(
+    buf: &mut BytesMut,
+    scan: &mut HeadScan,
+    method: &Method,
+    limits: &HeadLimits,
+) -> Result<Option<ResponseHead>, HeadError> {
+    loop {
+        if !scan.complete(buf) {
+            if buf.len() > limits.max_size {
+                return Err(HeadError::TooLarge(limits.max_size));
+            }
+            return Ok(None);
+        }
+        let (len, spans, code, minor) = {
+            let mut storage: Vec<httparse::Header<'_>> = Vec::with_capacity(limits.max_headers);
+            let mut resp = httparse::Response::new(&mut []);
+            let status = httparse::ParserConfig::default()
+                .parse_response_with_uninit_headers(
+                    &mut resp,
+                    buf,
+                    &mut storage.spare_capacity_mut()[..limits.max_headers],
+                )
+                .map_err(|e| parse_error(e, limits.max_headers))?;
+            let httparse::Status::Complete(len) = status else {
+                return Err(HeadError::Malformed("head"));
+            };
+            if len > limits.max_size {
+                return Err(HeadError::TooLarge(limits.max_size));
+            }
+            let spans = spans(buf, resp.headers);
+            (
+                len,
+                spans,
+                resp.code.unwrap_or(0),
+                resp.version.unwrap_or(1),
+            )
+        };
+        scan.reset();
+        let head = buf.split_to(len).freeze();
+        let status = StatusCode::from_u16(code).map_err(|_| HeadError::Malformed("status"))?;
+        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            continue;
+        }
+        let version = if minor == 0 {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        let headers = header_map(&head, &spans)?;
+        let body = response_framing(&headers, method, status)?;
+        let keep_alive = body != ResponseBody::Close
+            && status != StatusCode::SWITCHING_PROTOCOLS
+            && match version {
+                Version::HTTP_10 => connection_has(&headers, "keep-alive"),
+                _ => !connection_has(&headers, "close"),
+            };
+        let (mut parts, ()) = http::Response::new(()).into_parts();
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        return Ok(Some(ResponseHead {
+            parts,
+            body,
+            keep_alive,
+        }));
+    }
+}
+
+/// Is `token` one of the comma-separated values of `Connection`?
+pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// RFC 9112 §6.3 for requests: Transfer-Encoding must end in chunked (and wins over a
+/// Content-Length, closing the connection after); Content-Length values must all agree.
+fn request_framing(
+    headers: &HeaderMap,
+    version: Version,
+) -> Result<(RequestBody, bool), HeadError> {
+    if let Some(chunked) = transfer_encoding(headers)? {
+        if version == Version::HTTP_10 {
+            return Err(HeadError::Framing("Transfer-Encoding in HTTP/1.0"));
+        }
+        if !chunked {
+            return Err(HeadError::Framing(
+                "Transfer-Encoding not ending in chunked",
+            ));
+        }
+        let close_after = headers.contains_key(header::CONTENT_LENGTH);
+        return Ok((RequestBody::Chunked, close_after));
+    }
+    Ok(match content_length(headers)? {
+        None | Some(0) => (RequestBody::None, false),
+        Some(n) => (RequestBody::Length(n), false),
+    })
+}
+
+fn response_framing(
+    headers: &HeaderMap,
+    method: &Method,
+    status: StatusCode,
+) -> Result<ResponseBody, HeadError> {
+    if method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(ResponseBody::Empty);
+    }
+    match transfer_encoding(headers) {
+        Ok(Some(true)) => return Ok(ResponseBody::Chunked),
+        // Not chunked last (or a coding we do not know): the body runs to the close.
+        Ok(Some(false)) | Err(HeadError::UnsupportedCoding) => return Ok(ResponseBody::Close),
+        Ok(None) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(match content_length(headers)? {
+        Some(0) => ResponseBody::Empty,
+        Some(n) => ResponseBody::Length(n),
+        None => ResponseBody::Close,
+    })
+}
+
+/// `None` without Transfer-Encoding, else whether chunked is its last (and only) coding.
+/// Codings other than chunked are refused: the proxy cannot decode them to re-frame.
+fn transfer_encoding(headers: &HeaderMap) -> Result<Option<bool>, HeadError> {
+    let mut values = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
+    if values.peek().is_none() {
+        return Ok(None);
+    }
+    let mut codings = values
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+        .peekable();
+    let mut chunked_last = false;
+    let mut chunked_seen = false;
+    let mut other = false;
+    while let Some(coding) = codings.next() {
+        let is_chunked = coding.eq_ignore_ascii_case(b"chunked");
+        if is_chunked && chunked_seen {
+            return Err(HeadError::Framing("chunked applied twice"));
+        }
+        chunked_seen |= is_chunked;
+        other |= !is_chunked;
+        if codings.peek().is_none() {
+            chunked_last = is_chunked;
+        }
+    }
+    if !chunked_last {
+        return Ok(Some(false));
+    }
+    if other {
+        return Err(HeadError::UnsupportedCoding);
+    }
+    Ok(Some(true))
+}
+
+/// The Content-Length, if any: every value (and every element of a list) must be the same
+/// string of digits.
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        for element in value.as_bytes().split(|&b| b == b',') {
+            let element = element.trim_ascii();
+            if element.is_empty() || !element.iter().all(u8::is_ascii_digit) {
+                return Err(HeadError::Framing("Content-Length is not a number"));
+            }
+            let n = std::str::from_utf8(element)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(HeadError::Framing("Content-Length too large"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(HeadError::Framing("differing Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(length)
+}
