@@ -26,15 +26,15 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn begin<B>(conn: Arc<ConnContext>, req: &http::Request<B>, log: bool) -> RequestRecord {
+    pub fn begin(conn: Arc<ConnContext>, req: &http::request::Parts, log: bool) -> RequestRecord {
         conn.activity.request_started();
         RequestRecord {
             conn,
             start: Instant::now(),
-            method: req.method().clone(),
-            version: req.version(),
+            method: req.method.clone(),
+            version: req.version,
             path: if log {
-                req.uri().path().to_string()
+                req.uri.path().to_string()
             } else {
                 String::new()
             },

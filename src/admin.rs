@@ -15,15 +15,14 @@ use arc_swap::ArcSwap;
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backends::SharedSnapshot;
 use crate::body::ProxyBody;
-use crate::connection::{self, Activity};
 use crate::error::local_response;
 use crate::failover::state::OperationError;
 use crate::failover::{Failover, Operation, Operator};
@@ -200,7 +199,12 @@ pub async fn accept_loop(
     shutdown: CancellationToken,
     tasks: TaskTracker,
 ) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()).http1_only());
+    let mut builder = http1::Builder::new();
+    // hyper's head timer also runs while a kept-alive connection idles: the idle timeout.
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(ADMIN_IDLE);
+    let builder = Arc::new(builder);
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -216,16 +220,19 @@ pub async fn accept_loop(
         };
         let (admin, builder, shutdown) = (admin.clone(), builder.clone(), shutdown.clone());
         tasks.spawn(async move {
-            let activity = Arc::new(Activity::new());
-            let seen = activity.clone();
-            let handler = move |req: Request<Incoming>| {
-                seen.request_started();
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let resp = admin.handle(&req, peer);
-                seen.request_finished();
-                async move { resp }
-            };
-            let _ = connection::serve(stream, &builder, &activity, ADMIN_IDLE, &shutdown, handler)
-                .await;
+                async move { Ok::<_, std::convert::Infallible>(resp) }
+            });
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
         });
     }
 }

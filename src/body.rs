@@ -1,25 +1,32 @@
-//! The response body type the proxy hands to hyper: a backend's body streamed through as it
-//! arrives, or a short local answer. It carries the request's [`RequestRecord`], which is
-//! finished when the body ends or is dropped, so duration, access log and (later) admission
-//! slots cover the whole response, not just its head.
+//! Bodies on their way through the proxy.
+//!
+//! - [`ProxyBody`], the response body handed to hyper (HTTP/2 clients): a backend's body read
+//!   from its connection as it arrives, or a short local answer. It carries the request's
+//!   [`RequestRecord`], finished when the body ends or is dropped, so duration, access log and
+//!   admission slots cover the whole response, not just its head.
+//! - [`ClientBody`], a client's request body as the exchange with a backend reads it, whatever
+//!   protocol brought it, with the listener's size and rate limits ([`Limited`]).
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
 use crate::access::RequestRecord;
-use crate::upstream::UpstreamBody;
+use crate::upstream::{BodyReadError, UpstreamBody};
 
 pub struct ProxyBody {
     inner: Inner,
     record: Option<RequestRecord>,
     sent: u64,
     ended: bool,
+    /// An HTTP/2 request body the backend answered before reading: kept open until the
+    /// response is over (`Proxy::handle_h2`).
+    request: Option<Box<dyn Send + Sync>>,
 }
 
 enum Inner {
@@ -47,6 +54,7 @@ impl ProxyBody {
             record: None,
             sent: 0,
             ended: false,
+            request: None,
         }
     }
 
@@ -54,16 +62,48 @@ impl ProxyBody {
         self.record = Some(record);
         self
     }
+
+    pub fn holding(mut self, request: impl Send + Sync + 'static) -> ProxyBody {
+        self.request = Some(Box::new(request));
+        self
+    }
+
+    /// The next bytes, `None` at the end (the HTTP/1.1 server's way of reading it).
+    pub fn poll_data(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, BodyReadError>>> {
+        Pin::new(self)
+            .poll_frame(cx)
+            .map(|f| f.map(|f| f.map(|f| f.into_data().unwrap_or_default())))
+    }
+
+    /// The length still to come, when known (HTTP/1.1 then sends a Content-Length).
+    pub fn remaining(&self) -> Option<u64> {
+        match &self.inner {
+            Inner::Upstream(body) => body.remaining(),
+            Inner::Local(bytes) => Some(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+        }
+    }
+
+    /// A backend's connection after its 101 answer, for the tunnel; `None` for any other.
+    pub fn into_upgraded(mut self) -> Option<(crate::upstream::MaybeTls, bytes::BytesMut)> {
+        self.ended = true;
+        match std::mem::replace(&mut self.inner, Inner::Local(None)) {
+            Inner::Upstream(body) => body.into_upgraded(),
+            Inner::Local(_) => None,
+        }
+    }
 }
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyReadError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyReadError>>> {
         let this = self.get_mut();
         let polled = match &mut this.inner {
             Inner::Upstream(body) => Pin::new(body).poll_frame(cx),
@@ -108,23 +148,66 @@ impl Drop for ProxyBody {
     }
 }
 
-/// The request body on its way to the backend, streamed, with the listener's limits: at most
-/// `max` bytes (413), and after `grace`, at least `min_rate` bytes per second on average (408),
-/// so a client trickling a body cannot hold a backend slot for ever.
-pub struct RequestBody {
-    inner: Incoming,
-    received: u64,
-    limits: BodyLimits,
-    start: std::time::Instant,
-    /// Created on the first wait, so bodiless requests never arm a timer.
-    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+/// How long a request body the client declared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyLength {
+    /// No body at all.
+    None,
+    Known(u64),
+    /// Chunked, or HTTP/2 without a content-length: sent on to the backend chunked.
+    Unknown,
+}
+
+/// A client's request body as the exchange with a backend reads it.
+pub trait ClientBody: Send {
+    /// The next bytes, `None` at the end.
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>>;
+    fn length(&self) -> BodyLength;
+    /// Whether any bytes have been read: from then on the request cannot be sent again (to
+    /// another backend, after a failed attempt).
+    fn touched(&self) -> bool;
+}
+
+/// A body as its protocol delivers it, before the listener's limits.
+pub trait RawBody: Send {
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>>;
+    fn length(&self) -> BodyLength;
+}
+
+/// hyper's request body (HTTP/2 clients): data frames in order, trailers dropped.
+impl RawBody for Incoming {
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        loop {
+            return match std::task::ready!(Pin::new(&mut *self).poll_frame(cx)) {
+                None => Poll::Ready(None),
+                Some(Err(_)) => Poll::Ready(Some(Err(BodyError::Aborted))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) if data.is_empty() => continue,
+                    Ok(data) => Poll::Ready(Some(Ok(data))),
+                    // Trailers: nothing the backend asked for; see http1/chunked.rs.
+                    Err(_) => continue,
+                },
+            };
+        }
+    }
+
+    fn length(&self) -> BodyLength {
+        if self.is_end_stream() {
+            return BodyLength::None;
+        }
+        match self.size_hint().exact() {
+            Some(0) => BodyLength::None,
+            Some(n) => BodyLength::Known(n),
+            None => BodyLength::Unknown,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
 pub struct BodyLimits {
     pub max: u64,
     pub min_rate: u64,
-    pub grace: std::time::Duration,
+    pub grace: Duration,
 }
 
 /// Why the request body could not be forwarded.
@@ -136,66 +219,92 @@ pub enum BodyError {
     TooSlow(u64),
     #[error("client aborted the request body")]
     Aborted,
+    #[error("request body framing is malformed")]
+    Malformed,
 }
 
-impl RequestBody {
-    pub fn new(inner: Incoming, limits: BodyLimits) -> RequestBody {
-        RequestBody {
+/// The request body on its way to the backend, streamed, with the listener's limits: at most
+/// `max` bytes (413), and after `grace`, at least `min_rate` bytes per second on average (408),
+/// so a client trickling a body cannot hold a backend slot for ever.
+pub struct Limited<B> {
+    inner: B,
+    received: u64,
+    touched: bool,
+    ended: bool,
+    limits: BodyLimits,
+    /// When the body first arrived or was first waited for: the rate is measured from there
+    /// (a body that is already complete costs no clock read).
+    start: Option<Instant>,
+    /// Created on the first wait, so bodies that are already there never arm a timer.
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B: RawBody> Limited<B> {
+    pub fn new(inner: B, limits: BodyLimits) -> Limited<B> {
+        Limited {
             inner,
             received: 0,
+            touched: false,
+            ended: false,
             limits,
-            start: std::time::Instant::now(),
+            start: None,
             deadline: None,
         }
     }
 
+    pub fn get_mut(&mut self) -> &mut B {
+        &mut self.inner
+    }
+
+    /// Part of the body was not read: the backend answered without it (or failed).
+    pub fn is_unfinished(&self) -> bool {
+        !self.ended && self.inner.length() != BodyLength::None
+    }
+
     /// When the body falls below the minimum rate, given what has arrived so far.
-    fn due(&self) -> tokio::time::Instant {
+    fn due(&self, start: Instant) -> tokio::time::Instant {
         let earned = if self.limits.min_rate == 0 {
-            std::time::Duration::from_secs(u64::MAX / 4)
+            Duration::from_secs(u64::MAX / 4)
         } else {
-            std::time::Duration::from_secs_f64(self.received as f64 / self.limits.min_rate as f64)
+            Duration::from_secs_f64(self.received as f64 / self.limits.min_rate as f64)
         };
-        tokio::time::Instant::from_std(self.start + self.limits.grace + earned)
+        tokio::time::Instant::from_std(start + self.limits.grace + earned)
     }
 }
 
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.received += data.len() as u64;
-                    if this.received > this.limits.max {
-                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.limits.max))));
-                    }
-                    let due = this.due();
-                    if let Some(deadline) = this.deadline.as_mut() {
-                        deadline.as_mut().reset(due);
-                    }
+impl<B: RawBody> ClientBody for Limited<B> {
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        match self.inner.poll_raw(cx) {
+            Poll::Ready(Some(Ok(data))) => {
+                let start = *self.start.get_or_insert_with(Instant::now);
+                self.touched = true;
+                self.received += data.len() as u64;
+                if self.received > self.limits.max {
+                    return Poll::Ready(Some(Err(BodyError::TooLarge(self.limits.max))));
                 }
-                Poll::Ready(Some(Ok(frame)))
+                let due = self.due(start);
+                if let Some(deadline) = self.deadline.as_mut() {
+                    deadline.as_mut().reset(due);
+                }
+                Poll::Ready(Some(Ok(data)))
             }
-            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(BodyError::Aborted))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                self.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
             Poll::Pending => {
-                if this.limits.min_rate == 0 {
+                if self.limits.min_rate == 0 {
                     return Poll::Pending;
                 }
-                let due = this.due();
-                let deadline = this
+                let start = *self.start.get_or_insert_with(Instant::now);
+                let due = self.due(start);
+                let deadline = self
                     .deadline
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
                 match deadline.as_mut().poll(cx) {
                     Poll::Ready(()) => {
-                        Poll::Ready(Some(Err(BodyError::TooSlow(this.limits.min_rate))))
+                        Poll::Ready(Some(Err(BodyError::TooSlow(self.limits.min_rate))))
                     }
                     Poll::Pending => Poll::Pending,
                 }
@@ -203,80 +312,11 @@ impl Body for RequestBody {
         }
     }
 
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+    fn length(&self) -> BodyLength {
+        self.inner.length()
     }
 
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// One attempt's view of the request body. If the attempt ends without the body ever being
-/// polled (the connection failed, or hyper never needed it), the body goes back into `slot`
-/// whole, so the request can be retried on another backend with nothing lost. Once polled, it
-/// is spent: part of it may be on the wire.
-pub struct AttemptBody {
-    inner: Option<RequestBody>,
-    polled: bool,
-    slot: Arc<Mutex<Option<RequestBody>>>,
-}
-
-/// Where an unpolled body comes back to.
-#[derive(Clone, Default)]
-pub struct Reclaim(Arc<Mutex<Option<RequestBody>>>);
-
-impl Reclaim {
-    pub fn attempt(&self, body: RequestBody) -> AttemptBody {
-        AttemptBody {
-            inner: Some(body),
-            polled: false,
-            slot: self.0.clone(),
-        }
-    }
-
-    /// The body back, if the attempt never touched it.
-    pub fn take(&self) -> Option<RequestBody> {
-        self.0.lock().ok()?.take()
-    }
-}
-
-impl Body for AttemptBody {
-    type Data = Bytes;
-    type Error = BodyError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        let this = self.get_mut();
-        this.polled = true;
-        match this.inner.as_mut() {
-            Some(inner) => Pin::new(inner).poll_frame(cx),
-            None => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            Some(inner) => inner.is_end_stream(),
-            None => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), RequestBody::size_hint)
-    }
-}
-
-impl Drop for AttemptBody {
-    fn drop(&mut self) {
-        if !self.polled {
-            if let (Some(body), Ok(mut slot)) = (self.inner.take(), self.slot.lock()) {
-                *slot = Some(body);
-            }
-        }
+    fn touched(&self) -> bool {
+        self.touched
     }
 }

@@ -1,7 +1,7 @@
-//! One client connection after accept (and TLS): hyper-util's auto builder serves HTTP/1.1 or
-//! HTTP/2 on it, and this driver adds what hyper lacks: an idle timeout between requests
-//! (hyper's header timeout does not cover keep-alive idling) and a graceful close when the
-//! proxy drains (HTTP/2 GOAWAY, HTTP/1.1 close after the response in flight).
+//! One client connection after accept (and TLS): ALPN (or, without TLS, an HTTP/2 preface)
+//! decides the protocol. HTTP/1.1 is served by `http1::server`; HTTP/2 by hyper's server,
+//! with what it lacks added here: an idle timeout between streams and a graceful close (GOAWAY)
+//! when the proxy drains.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use http::{Request, Response};
 use hyper::body::Incoming;
+use hyper::server::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
@@ -62,6 +62,14 @@ impl ListenerContext {
             proxy_protocol: config.proxy_protocol.clone(),
             metrics: metrics.listener(&config.name),
             all_metrics: metrics,
+        }
+    }
+
+    pub fn body_limits(&self) -> crate::body::BodyLimits {
+        crate::body::BodyLimits {
+            max: self.limits.max_body_size,
+            min_rate: self.limits.min_body_rate,
+            grace: self.limits.body_rate_grace,
         }
     }
 
@@ -145,20 +153,12 @@ impl Activity {
     }
 }
 
-/// The HTTP/1.1 + HTTP/2 server settings of one listener. A request head larger than
-/// `max_header_size` or with more than `max_headers` fields gets 431 from hyper (HTTP/1.1) or
-/// is refused by the HTTP/2 layer; rapid-reset floods are cut by hyper's reset limits.
-pub fn http_builder(timeouts: &Timeouts, limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+/// The HTTP/2 server settings of one listener. A header list larger than `max_header_size`
+/// is refused by the HTTP/2 layer (431 to that stream); rapid-reset floods are cut by hyper's
+/// reset limits. (HTTP/1.1's limits are applied by `http1::server`.)
+pub fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
+    let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(timeouts.request_header)
-        .max_buf_size(limits.max_header_size)
-        .max_headers(limits.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.max_header_size as u32)
@@ -180,15 +180,15 @@ impl ConnContext {
     }
 }
 
-/// Serves one connection until it closes, closing it gracefully when idle for `idle` or when
-/// `shutdown` fires. Returns hyper's verdict on the connection.
 /// How long a connection asked to close (reload, shutdown) before its first request waits
 /// for that request: a client that just connected sends it within milliseconds.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
-pub async fn serve<I, S, F, B>(
+/// Serves one HTTP/2 connection until it closes, closing it gracefully when idle for `idle` or
+/// when `shutdown` fires. Returns hyper's verdict on the connection.
+pub async fn serve_h2<I, S, F, B>(
     io: I,
-    builder: &auto::Builder<TokioExecutor>,
+    builder: &http2::Builder<TokioExecutor>,
     activity: &Activity,
     idle: Duration,
     shutdown: &CancellationToken,
@@ -205,7 +205,7 @@ where
         let fut = handler(req);
         async move { Ok::<_, Infallible>(fut.await) }
     });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
     // Set when asked to close a connection that has not had its first request yet: it closes
@@ -218,7 +218,7 @@ where
         };
         let grace = closing_after_first.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
-            result = conn.as_mut() => return result,
+            result = conn.as_mut() => return result.map_err(Into::into),
             _ = shutdown.cancelled(), if !closing && closing_after_first.is_none() => {
                 if activity.is_fresh() {
                     closing_after_first = Some(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);

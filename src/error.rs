@@ -59,7 +59,9 @@ impl ProxyError {
             ProxyError::Upstream { error, .. } => match error {
                 UpstreamError::Body(BodyError::TooLarge(_)) => StatusCode::PAYLOAD_TOO_LARGE,
                 UpstreamError::Body(BodyError::TooSlow(_)) => StatusCode::REQUEST_TIMEOUT,
-                UpstreamError::Body(BodyError::Aborted) => StatusCode::BAD_REQUEST,
+                UpstreamError::Body(BodyError::Aborted | BodyError::Malformed) => {
+                    StatusCode::BAD_REQUEST
+                }
                 UpstreamError::ResponseTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
                 UpstreamError::Closed(_) | UpstreamError::Protocol(_) => StatusCode::BAD_GATEWAY,
                 UpstreamError::Connect(c) => match c {
@@ -119,6 +121,7 @@ impl ProxyError {
                 UpstreamError::Body(BodyError::TooLarge(_)) => "request body too large",
                 UpstreamError::Body(BodyError::TooSlow(_)) => "request body too slow",
                 UpstreamError::Body(BodyError::Aborted) => "request body incomplete",
+                UpstreamError::Body(BodyError::Malformed) => "malformed request body",
                 UpstreamError::ResponseTimeout(_) => "backend did not answer in time",
                 UpstreamError::Connect(_) => "backend unreachable",
                 UpstreamError::Closed(_) | UpstreamError::Protocol(_) => {

@@ -33,12 +33,12 @@ pub struct Generation {
 impl Generation {
     /// Builds a generation and starts its tasks. `control` is the parent of the background
     /// tasks' token (the process's control shutdown), `public` the parent of the connections'
-    /// (the public shutdown); `tunnels` tracks upgraded connections for the drain.
+    /// (the public shutdown).
     pub async fn start(
         config: &Config,
         metrics: &Arc<Metrics>,
         control: (&CancellationToken, &TaskTracker),
-        public: (&CancellationToken, &TaskTracker),
+        public: &CancellationToken,
         previous: Option<&Generation>,
     ) -> Result<Generation, StartError> {
         let (control_shutdown, control_tasks) = control;
@@ -73,20 +73,18 @@ impl Generation {
                 control_tasks.spawn(probes.run(background.clone()));
             }
         }
-        let (public_shutdown, public_tasks) = public;
         let proxy = Arc::new(Proxy::new(
             snapshot.clone(),
             config,
             metrics.clone(),
             failover.clone(),
-            public_tasks.clone(),
         ));
         Ok(Generation {
             snapshot,
             proxy,
             failover,
             background,
-            retire: public_shutdown.child_token(),
+            retire: public.child_token(),
         })
     }
 

@@ -62,14 +62,25 @@ fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
 /// `Connection: upgrade` and `Upgrade` pair is put back, since a protocol switch must reach the
 /// other side to happen at all (RFC 9110 §7.8).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // One pass over the names, comparing without hashing, finds which fixed hop-by-hop names
+    // are there; most messages have none, or only `Connection`.
+    let mut present = [false; 8]; // HOP_BY_HOP.len()
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     let upgrade_value = if upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
     // Names listed in Connection: collected first, as removing while reading is not possible.
-    // The usual `keep-alive` is one of the fixed hop-by-hop names, removed below anyway: left
-    // out here, the list stays empty and allocates nothing.
+    // The usual `keep-alive` and `close` are no header's name: left out here, the list stays
+    // empty and allocates nothing.
     let listed: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -77,13 +88,17 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .flat_map(|v| v.split(','))
         .map(str::trim)
         .filter(|t| {
-            !HOP_BY_HOP
-                .iter()
-                .any(|h| t.eq_ignore_ascii_case(h.as_str()))
+            !t.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
         })
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &listed {
+        headers.remove(name);
+    }
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
     if let Some(value) = upgrade_value {
@@ -102,6 +117,9 @@ pub struct Hop {
     element_prefix: String,
     proto: &'static str,
     port: HeaderValue,
+    /// The last Host and the Forwarded element rendered for it: a kept-alive connection asks
+    /// for the same host request after request.
+    last: std::sync::Mutex<Option<(HeaderValue, HeaderValue)>>,
 }
 
 impl Hop {
@@ -118,7 +136,21 @@ impl Hop {
             element_prefix: format!("for={node};proto={proto};host="),
             proto,
             port: HeaderValue::from(port),
+            last: std::sync::Mutex::new(None),
         }
+    }
+
+    /// This hop's Forwarded element for `host`, rendered once per host per connection.
+    fn forwarded_value(&self, host: &HeaderValue) -> HeaderValue {
+        let mut last = self.last.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((h, element)) = last.as_ref() {
+            if h == host {
+                return element.clone();
+            }
+        }
+        let element = chain(None, self.forwarded_element(host));
+        *last = Some((host.clone(), element.clone()));
+        element
     }
 
     /// `for=192.0.2.1;proto=https;host=auth.example.com`, quoting as RFC 7239 §4 requires:
@@ -189,8 +221,11 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
     }
 
     let hop = f.hop;
-    let element = hop.forwarded_element(f.host);
-    headers.insert(header::FORWARDED, chain(prior_forwarded, element));
+    let forwarded = match prior_forwarded {
+        Some(prior) => chain(Some(prior), hop.forwarded_element(f.host)),
+        None => hop.forwarded_value(f.host),
+    };
+    headers.insert(header::FORWARDED, forwarded);
     let client = match prior_xff {
         Some(prior) => chain(
             Some(prior),

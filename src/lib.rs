@@ -28,6 +28,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod paths;
+pub mod prefixed;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;
@@ -149,7 +150,7 @@ impl Server {
             &config,
             &metrics,
             (&control_shutdown, &control_tasks),
-            (&public_shutdown, &public_tasks),
+            &public_shutdown,
             None,
         )
         .await?;
@@ -315,7 +316,7 @@ impl Inner {
             &config,
             &self.metrics,
             (&self.control_shutdown, &self.control_tasks),
-            (&self.public_shutdown, &self.public_tasks),
+            &self.public_shutdown,
             Some(&running.generation),
         )
         .await?;
@@ -424,7 +425,7 @@ fn serving_state(
             .as_ref()
             .map(|set| tokio_rustls::TlsAcceptor::from(set.server_config())),
         proxy: generation.proxy.clone(),
-        builder: Arc::new(connection::http_builder(&config.timeouts, &config.limits)),
+        h2: Arc::new(connection::h2_builder(&config.limits)),
         retire: generation.retire.clone(),
         permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
         per_ip: Arc::new(listener::PerIp::new(config.limits.max_connections_per_ip)),

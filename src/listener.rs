@@ -10,14 +10,15 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
+use hyper::server::conn::http2;
 use hyper_util::rt::TokioExecutor;
-use hyper_util::server::conn::auto;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, ConnContext, ListenerContext};
+use crate::http1;
 use crate::proxy::Proxy;
 use crate::proxy_protocol;
 
@@ -51,7 +52,7 @@ pub struct ServingState {
     pub context: Arc<ListenerContext>,
     pub tls: Option<TlsAcceptor>,
     pub proxy: Arc<Proxy>,
-    pub builder: Arc<auto::Builder<TokioExecutor>>,
+    pub h2: Arc<http2::Builder<TokioExecutor>>,
     /// Closes this generation's connections gracefully (after a reload, or at shutdown).
     pub retire: CancellationToken,
     /// One permit per open client connection: at the cap, the loop stops accepting and the
@@ -207,7 +208,13 @@ where
             tokio::select! {
                 _ = shutdown => Ok(()),
                 done = handshake => match done {
-                    Ok(Ok(tls)) => serve_http(tls, &conn, serving).await,
+                    Ok(Ok(tls)) => {
+                        if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                            serve_h2(tls, &conn, serving).await
+                        } else {
+                            serve_http(tls, &conn, serving).await
+                        }
+                    }
                     Ok(Err(e)) => {
                         ctx.metrics.connection_error("tls_handshake");
                         tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed");
@@ -229,7 +236,22 @@ where
     ctx.metrics.open_connections.dec();
 }
 
+/// HTTP/1.1, or HTTP/2 if the client opens with its preface (prior knowledge).
 async fn serve_http<I>(
+    io: I,
+    conn: &Arc<ConnContext>,
+    serving: &ServingState,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match http1::server::serve(io, conn, &serving.proxy, &serving.retire).await {
+        http1::server::Ended::Closed => Ok(()),
+        http1::server::Ended::Http2(io) => serve_h2(io, conn, serving).await,
+    }
+}
+
+async fn serve_h2<I>(
     io: I,
     conn: &Arc<ConnContext>,
     serving: &ServingState,
@@ -239,19 +261,18 @@ where
 {
     let proxy = serving.proxy.clone();
     let handler_conn = conn.clone();
-    connection::serve(
+    connection::serve_h2(
         io,
-        &serving.builder,
+        &serving.h2,
         &conn.activity,
         conn.listener.timeouts.idle,
         &serving.retire,
         move |req| {
             let proxy = proxy.clone();
             let conn = handler_conn.clone();
-            // Boxed: hyper keeps a slot the size of the service's future for the connection's
-            // lifetime, and moves the future into it. Inline, that is ~4.7 KB per idle
-            // connection and two copies of it per request; boxed, 8 bytes and one.
-            Box::pin(async move { proxy.handle(req, conn).await })
+            // Boxed: hyper keeps a slot the size of the service's future per stream, and
+            // moves the future into it. Inline, that is kilobytes per stream; boxed, 8 bytes.
+            Box::pin(async move { proxy.handle_h2(req, conn).await })
         },
     )
     .await

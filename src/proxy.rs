@@ -1,7 +1,11 @@
 //! One request: check the head (Host, target, path policy, declared size), redirect or pick a
-//! backend, rewrite the head, forward, rewrite the response head, stream the body back. Errors
-//! become responses in `error.rs`; nothing here lets an error reach hyper, which would drop the
-//! connection instead of answering.
+//! backend, rewrite the head, forward, rewrite the response head, and hand back the response
+//! whose body streams from the backend. Errors become responses in `error.rs`; nothing here
+//! lets an error through, which would drop the connection instead of answering.
+//!
+//! Both protocols come here: the HTTP/1.1 server (`http1/server.rs`) and hyper's HTTP/2 server
+//! (`handle_h2`). The request body is borrowed, not owned, so a failed attempt that never read
+//! it leaves it whole for the next backend.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -10,14 +14,12 @@ use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
-use tokio_util::task::TaskTracker;
 
 use crate::access::RequestRecord;
 use crate::admission::Shed;
 use crate::backends::{Backend, InFlight, SharedSnapshot, Site};
 use crate::balance;
-use crate::body::{BodyLimits, ProxyBody, Reclaim, RequestBody};
+use crate::body::{ClientBody, Limited, ProxyBody};
 use crate::config::{Algorithm, Balance, Config, HashKey, HttpsRedirect};
 use crate::connection::{ConnContext, ListenerContext};
 use crate::cookies;
@@ -28,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::paths;
 use crate::select::{NoPick, Outcome, Selection};
 use crate::sticky::{SessionKey, Sticky};
-use crate::upstream::{UpstreamBody, UpstreamError};
+use crate::upstream::{UpstreamError, UpstreamResponse};
 
 pub struct Proxy {
     snapshot: SharedSnapshot,
@@ -38,8 +40,6 @@ pub struct Proxy {
     failover: Arc<Failover>,
     /// The proxy's own /lb-check path, answered here rather than forwarded.
     lb_check: Option<String>,
-    /// Upgraded (WebSocket) tunnels outlive their request; tracked so shutdown waits for them.
-    tunnels: TaskTracker,
     access_log: bool,
 }
 
@@ -49,7 +49,6 @@ impl Proxy {
         config: &Config,
         metrics: Arc<Metrics>,
         failover: Arc<Failover>,
-        tunnels: TaskTracker,
     ) -> Proxy {
         Proxy {
             lb_check: config.failover.lb_check_path.clone(),
@@ -59,17 +58,39 @@ impl Proxy {
             retries: config.upstream.retries,
             metrics,
             access_log: config.log.access_log,
-            tunnels,
         }
     }
 
-    pub async fn handle(
+    /// One HTTP/2 request (hyper's server): its body read as DATA frames arrive.
+    pub async fn handle_h2(
         &self,
         req: Request<Incoming>,
         conn: Arc<ConnContext>,
     ) -> Response<ProxyBody> {
-        let mut record = RequestRecord::begin(conn.clone(), &req, self.access_log);
-        let mut resp = match self.route(req, &conn, &mut record).await {
+        let (parts, incoming) = req.into_parts();
+        let mut body = Limited::new(incoming, conn.listener.body_limits());
+        let resp = self.handle(parts, &mut body, &conn, false).await;
+        // A backend that answered before reading the whole body: the stream's receiving side
+        // stays open until the answer is sent, so the client gets the answer, not a reset.
+        if body.is_unfinished() {
+            resp.map(|b| b.holding(body))
+        } else {
+            resp
+        }
+    }
+
+    /// One request, whatever protocol brought it. `upgrade` says the client asked to switch
+    /// protocols (HTTP/1.1 only): then a 101 from the backend comes back with its connection
+    /// in the body (`ProxyBody::into_upgraded`).
+    pub async fn handle(
+        &self,
+        parts: http::request::Parts,
+        body: &mut dyn ClientBody,
+        conn: &Arc<ConnContext>,
+        upgrade: bool,
+    ) -> Response<ProxyBody> {
+        let mut record = RequestRecord::begin(conn.clone(), &parts, self.access_log);
+        let mut resp = match self.route(parts, body, conn, upgrade, &mut record).await {
             Ok(resp) => resp,
             Err(err) => {
                 // Shedding is logged once per episode by the queue, not once per request.
@@ -91,20 +112,22 @@ impl Proxy {
 
     async fn route(
         &self,
-        mut req: Request<Incoming>,
+        mut parts: http::request::Parts,
+        body: &mut dyn ClientBody,
         conn: &ConnContext,
+        upgrade: bool,
         record: &mut RequestRecord,
     ) -> Result<Response<ProxyBody>, ProxyError> {
-        if req.method() == Method::CONNECT {
+        if parts.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
         }
         let listener = &conn.listener;
-        let host = request_host(&req)?;
+        let host = request_host(&parts)?;
         if let Some(redirect) = listener.redirect {
-            return Ok(https_redirect(&host, req.uri(), redirect));
+            return Ok(https_redirect(&host, &parts.uri, redirect));
         }
         // The exact path the policy checked is the one forwarded.
-        let target = checked_target(req.uri(), listener)?;
+        let target = checked_target(&parts.uri, listener)?;
         if self.lb_check.as_deref() == Some(target.path()) {
             // For a global balancer in front of several proxies: UP while this one can serve.
             let (status, text) = if self.failover.serving() {
@@ -122,29 +145,24 @@ impl Proxy {
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return Ok(resp);
         }
-        let limits = BodyLimits {
-            max: listener.limits.max_body_size,
-            min_rate: listener.limits.min_body_rate,
-            grace: listener.limits.body_rate_grace,
-        };
-        if content_length(req.headers()).is_some_and(|n| n > limits.max) {
-            return Err(ProxyError::BodyTooLarge(limits.max));
+        let max_body = listener.limits.max_body_size;
+        if content_length(&parts.headers).is_some_and(|n| n > max_body) {
+            return Err(ProxyError::BodyTooLarge(max_body));
         }
 
         let snapshot = self.snapshot.load();
         let site = snapshot.active_site().ok_or(ProxyError::NoSite)?;
         let sticky = site.sticky.as_deref();
         let session = sticky.map_or(SessionKey::Unpinned, |s| {
-            s.read(req.headers(), conn.peer.ip())
+            s.read(&parts.headers, conn.peer.ip())
         });
-        let key = hash_key(&self.balance.algorithm, &req, conn);
+        let key = hash_key(&self.balance.algorithm, &parts, conn);
 
-        // Only HTTP/1.1 has Upgrade; HTTP/2 clients never reach this.
-        let client_upgrade = (req.version() == Version::HTTP_11
-            && headers::is_upgrade_request(req.headers()))
-        .then(|| hyper::upgrade::on(&mut req));
-        let (mut parts, body) = req.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, client_upgrade.is_some());
+        let upgrade = upgrade && headers::is_upgrade_request(&parts.headers);
+        headers::strip_hop_by_hop(&mut parts.headers, upgrade);
+        // The proxy answered the client's `Expect: 100-continue` itself (or will, as it reads
+        // the body): the backend is not to wait for a go-ahead of its own.
+        parts.headers.remove(header::EXPECT);
         if let Some(own) = sticky.and_then(Sticky::own_cookie) {
             // The proxy's cookie is for the proxy; backends never see it.
             cookies::remove(&mut parts.headers, own);
@@ -166,10 +184,13 @@ impl Proxy {
         // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs it as Host.
         parts.headers.insert(header::HOST, host_value);
         parts.uri = Uri::from(target);
+        parts.version = Version::HTTP_11;
 
-        let (mut resp, selection) = self
-            .forward(site, &session, key.as_deref(), parts, body, &limits, record)
+        let (upstream, selection) = self
+            .forward(site, &session, key.as_deref(), &parts, body, record)
             .await?;
+        let UpstreamResponse { head, body } = upstream;
+        let mut resp = Response::from_parts(head, body);
         let backend = selection.backend;
         if let Some(sticky) = sticky {
             if let Some(outcomes) = &site.sticky_outcomes {
@@ -190,9 +211,11 @@ impl Proxy {
         }
 
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        if let (true, Some(client)) = (switching, client_upgrade) {
-            let upstream = hyper::upgrade::on(&mut resp);
-            self.tunnels.spawn(tunnel(client, upstream));
+        if switching && !upgrade {
+            return Err(ProxyError::Upstream {
+                backend: backend.id.clone(),
+                error: UpstreamError::Protocol("101 to a request that did not ask for it".into()),
+            });
         }
         let (mut parts, body) = resp.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers, switching);
@@ -207,20 +230,16 @@ impl Proxy {
     /// method), or, for idempotent methods, it closed before a response head. Never once the
     /// body has been read from the client (it could not be sent again) and never after a
     /// response started. Each outcome feeds the backend's passive health.
-    #[allow(clippy::too_many_arguments)]
     async fn forward(
         &self,
         site: &Site,
         session: &SessionKey,
         hash_key: Option<&[u8]>,
-        mut parts: http::request::Parts,
-        body: Incoming,
-        limits: &BodyLimits,
+        parts: &http::request::Parts,
+        body: &mut dyn ClientBody,
         record: &mut RequestRecord,
-    ) -> Result<(Response<UpstreamBody>, Selection), ProxyError> {
+    ) -> Result<(UpstreamResponse, Selection), ProxyError> {
         let idempotent = is_idempotent(&parts.method);
-        let reclaim = Reclaim::default();
-        let mut body = Some(RequestBody::new(body, *limits));
         let mut tried: Vec<Arc<Backend>> = Vec::new();
         let mut failed: Option<ProxyError> = None;
         loop {
@@ -231,25 +250,9 @@ impl Proxy {
             };
             let backend = selection.backend.clone();
             record.backend = Some(slot);
-            // Whether another attempt could follow this one; if not, the head is moved, not
-            // copied.
-            let last = tried.len() >= self.retries as usize
-                || site.members().nth(tried.len() + 1).is_none();
-            let mut req = Request::new(reclaim.attempt(body.take().unwrap_or_else(|| {
-                unreachable!("every attempt after the first has its body back")
-            })));
-            *req.method_mut() = parts.method.clone();
-            *req.version_mut() = Version::HTTP_11;
-            if last {
-                *req.uri_mut() = std::mem::take(&mut parts.uri);
-                *req.headers_mut() = std::mem::take(&mut parts.headers);
-            } else {
-                *req.uri_mut() = parts.uri.clone();
-                *req.headers_mut() = parts.headers.clone();
-            }
-            let error = match site.client.send(&backend, req).await {
+            let error = match site.client.send(&backend, parts, body).await {
                 Ok(resp) => {
-                    let status = resp.status();
+                    let status = resp.head.status;
                     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
                         self.failed(site, &backend);
                     } else {
@@ -268,15 +271,15 @@ impl Proxy {
                 UpstreamError::Closed(_) => idempotent,
                 _ => false,
             };
-            if !last && retryable {
-                body = reclaim.take();
-            }
             let kind = error.kind();
             let error = ProxyError::Upstream {
                 backend: backend.id.clone(),
                 error,
             };
-            if body.is_none() {
+            // Never once the body has been read from the client: it could not be sent again.
+            let another = tried.len() < self.retries as usize
+                && site.members().nth(tried.len() + 1).is_some();
+            if !retryable || !another || body.touched() {
                 return Err(error);
             }
             tracing::debug!(site = %site.name, backend = %backend.id, %error, "retrying on another backend");
@@ -372,13 +375,13 @@ fn is_idempotent(method: &Method) -> bool {
 /// The authority the client asked for: the absolute-form or HTTP/2 authority, else Host. Two
 /// Host headers, or a Host naming another authority than the target, are refused: a backend or
 /// a cache might read the other one.
-fn request_host<B>(req: &Request<B>) -> Result<Authority, ProxyError> {
-    let mut hosts = req.headers().get_all(header::HOST).iter();
+fn request_host(req: &http::request::Parts) -> Result<Authority, ProxyError> {
+    let mut hosts = req.headers.get_all(header::HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
         return Err(ProxyError::DuplicateHost);
     }
-    if let Some(authority) = req.uri().authority() {
+    if let Some(authority) = req.uri.authority() {
         if host.is_some_and(|h| {
             !h.as_bytes()
                 .eq_ignore_ascii_case(authority.as_str().as_bytes())
@@ -417,14 +420,18 @@ fn checked_target(uri: &Uri, listener: &ListenerContext) -> Result<PathAndQuery,
 }
 
 /// The bytes a `hash` algorithm keys on, if the request has them.
-fn hash_key<B>(algorithm: &Algorithm, req: &Request<B>, conn: &ConnContext) -> Option<Vec<u8>> {
+fn hash_key(
+    algorithm: &Algorithm,
+    req: &http::request::Parts,
+    conn: &ConnContext,
+) -> Option<Vec<u8>> {
     let Algorithm::Hash(key) = algorithm else {
         return None;
     };
     match key {
         HashKey::SourceIp => Some(conn.peer.ip().to_string().into_bytes()),
-        HashKey::Header(name) => req.headers().get(name).map(|v| v.as_bytes().to_vec()),
-        HashKey::Cookie(name) => cookies::find(req.headers(), name).map(|v| v.as_bytes().to_vec()),
+        HashKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes().to_vec()),
+        HashKey::Cookie(name) => cookies::find(&req.headers, name).map(|v| v.as_bytes().to_vec()),
     }
 }
 
@@ -451,18 +458,5 @@ fn https_redirect(host: &Authority, uri: &Uri, redirect: HttpsRedirect) -> Respo
             resp
         }
         Err(_) => ProxyError::BadHost.into_response(),
-    }
-}
-
-/// Copies bytes both ways once both sides have switched protocols.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    match tokio::join!(client, upstream) {
-        (Ok(client), Ok(upstream)) => {
-            let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-                tracing::debug!(error = %e, "upgraded connection ended with an error");
-            }
-        }
-        (Err(e), _) | (_, Err(e)) => tracing::debug!(error = %e, "protocol upgrade failed"),
     }
 }

@@ -6,11 +6,11 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use ppp::{v1, v2, HeaderResult, PartialResult};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+pub use crate::prefixed::Prefixed;
 
 /// A v2 header with room for the usual TLVs; HAProxy reads at most this much too.
 const MAX_HEADER: usize = 536;
@@ -81,12 +81,7 @@ where
         };
         buf.truncate(filled);
         let rest = buf.split_off(len);
-        let prefixed = Prefixed {
-            prefix: rest,
-            pos: 0,
-            inner: io,
-        };
-        return Ok((prefixed, client.unwrap_or(peer)));
+        return Ok((Prefixed::new(rest, io), client.unwrap_or(peer)));
     }
 }
 
@@ -106,64 +101,6 @@ fn v2_client(header: &v2::Header<'_>) -> Option<SocketAddr> {
         v2::Addresses::IPv4(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
         v2::Addresses::IPv6(a) => Some(SocketAddr::from((a.source_address, a.source_port))),
         v2::Addresses::Unix(_) | v2::Addresses::Unspecified => None,
-    }
-}
-
-/// A stream that first yields the bytes read past the PROXY header.
-pub struct Prefixed<I> {
-    prefix: Vec<u8>,
-    pos: usize,
-    inner: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.pos < this.prefix.len() {
-            let n = (this.prefix.len() - this.pos).min(buf.remaining());
-            buf.put_slice(&this.prefix[this.pos..this.pos + n]);
-            this.pos += n;
-            if this.pos == this.prefix.len() {
-                this.prefix = Vec::new();
-                this.pos = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -1,24 +1,21 @@
-//! One health probe: a GET to the backend's check path on its own connection pool (probes
-//! never queue behind requests), judged by status and, optionally, a JSON `status` of `UP`.
+//! One health probe: a GET to the backend's check path on a connection of its own (probes never
+//! queue behind requests, nor find a kept-alive connection the backend gave up on), judged by
+//! status and, optionally, a JSON `status` of `UP`.
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Request, Uri};
-use http_body_util::{BodyExt, Empty, Limited};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http::Uri;
 
 use crate::backends::Backend;
 use crate::config::HealthCheck;
 use crate::tls::UpstreamTls;
-use crate::upstream::Connector;
+use crate::upstream::{probe_get, Connector};
 
 /// Health bodies are small; a larger one is read this far and judged on that.
 const MAX_BODY: usize = 64 * 1024;
 
 pub struct Prober {
-    client: Client<Connector, Empty<Bytes>>,
+    connector: Connector,
     scheme: &'static str,
     check: HealthCheck,
 }
@@ -26,13 +23,8 @@ pub struct Prober {
 impl Prober {
     pub fn new(tls: Option<UpstreamTls>, check: HealthCheck) -> Prober {
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(check.interval * 2)
-            .pool_max_idle_per_host(1)
-            .build(Connector::new(tls, check.timeout));
         Prober {
-            client,
+            connector: Connector::new(tls, check.timeout),
             scheme,
             check,
         }
@@ -46,28 +38,17 @@ impl Prober {
     /// Probes any URI with this prober's expectations.
     pub async fn probe_uri(&self, uri: Uri) -> Result<(), String> {
         let exchange = async {
-            let req = Request::get(uri)
-                .header(http::header::USER_AGENT, "sessiongate-health-check")
-                .body(Empty::new())
+            let authority = uri.authority().ok_or("no authority in the check URI")?;
+            let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+            let (status, body) = probe_get(&self.connector, authority, target, MAX_BODY)
+                .await
                 .map_err(|e| e.to_string())?;
-            let resp = self.client.request(req).await.map_err(|e| {
-                let mut text = e.to_string();
-                if let Some(s) = std::error::Error::source(&e) {
-                    text.push_str(&format!(": {s}"));
-                }
-                text
-            })?;
-            let status = resp.status().as_u16();
+            let status = status.as_u16();
             let (lo, hi) = self.check.expect_status;
             if !(lo..=hi).contains(&status) {
                 return Err(format!("status {status}"));
             }
             if self.check.expect_json_up {
-                let body = Limited::new(resp.into_body(), MAX_BODY)
-                    .collect()
-                    .await
-                    .map_err(|e| format!("reading the body: {e}"))?
-                    .to_bytes();
                 json_status_up(&body)?;
             }
             Ok(())

@@ -5,6 +5,7 @@
 use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
 
+use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, StatusCode};
 
@@ -28,11 +29,11 @@ pub fn request_head(
     target: &str,
     headers: &HeaderMap,
     framing: Framing,
-    out: &mut Vec<u8>,
+    out: &mut BytesMut,
 ) {
     out.reserve(64 + target.len() + headers.len() * 32);
     out.extend_from_slice(method.as_str().as_bytes());
-    out.push(b' ');
+    out.extend_from_slice(b" ");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     fields(headers, framing, out);
@@ -46,12 +47,12 @@ pub fn response_head(
     headers: &HeaderMap,
     framing: Framing,
     connection: Option<&'static str>,
-    out: &mut Vec<u8>,
+    out: &mut BytesMut,
 ) {
     out.reserve(64 + headers.len() * 40);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
+    out.extend_from_slice(b" ");
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     if !headers.contains_key(header::DATE) {
@@ -69,7 +70,7 @@ pub fn response_head(
 }
 
 /// The header fields, with the framing headers replaced by `framing`'s.
-fn fields(headers: &HeaderMap, framing: Framing, out: &mut Vec<u8>) {
+fn fields(headers: &HeaderMap, framing: Framing, out: &mut BytesMut) {
     let keep_length = framing == Framing::Described;
     for (name, value) in headers {
         if name == header::TRANSFER_ENCODING || (name == header::CONTENT_LENGTH && !keep_length) {
@@ -88,7 +89,7 @@ fn fields(headers: &HeaderMap, framing: Framing, out: &mut Vec<u8>) {
     }
 }
 
-fn field(name: &[u8], value: &HeaderValue, out: &mut Vec<u8>) {
+fn field(name: &[u8], value: &HeaderValue, out: &mut BytesMut) {
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
     out.extend_from_slice(value.as_bytes());
@@ -154,7 +155,7 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("x-a", "1"),
         ]);
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         request_head(
             &Method::POST,
             "/p?q=1",
@@ -163,12 +164,12 @@ mod tests {
             &mut out,
         );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out.to_vec()).unwrap(),
             "POST /p?q=1 HTTP/1.1\r\nhost: app.test\r\nx-a: 1\r\ncontent-length: 5\r\n\r\n"
         );
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         request_head(&Method::PUT, "/", &headers, Framing::Chunked, &mut out);
-        assert!(String::from_utf8(out)
+        assert!(String::from_utf8(out.to_vec())
             .unwrap()
             .ends_with("x-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"));
     }
@@ -176,7 +177,7 @@ mod tests {
     #[test]
     fn responses_get_a_date_and_keep_a_described_length() {
         let headers = map(&[("content-length", "42")]);
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         response_head(
             StatusCode::OK,
             &headers,
@@ -184,14 +185,14 @@ mod tests {
             Some("close"),
             &mut out,
         );
-        let text = String::from_utf8(out).unwrap();
+        let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(text.starts_with("HTTP/1.1 200 OK\r\ndate: "), "{text}");
         assert!(
             text.ends_with(" GMT\r\ncontent-length: 42\r\nconnection: close\r\n\r\n"),
             "{text}"
         );
         let with_date = map(&[("date", "Tue, 01 Dec 2026 00:00:00 GMT")]);
-        let mut out = Vec::new();
+        let mut out = BytesMut::new();
         response_head(
             StatusCode::NO_CONTENT,
             &with_date,
@@ -200,7 +201,7 @@ mod tests {
             &mut out,
         );
         assert_eq!(
-            String::from_utf8(out).unwrap(),
+            String::from_utf8(out.to_vec()).unwrap(),
             "HTTP/1.1 204 No Content\r\ndate: Tue, 01 Dec 2026 00:00:00 GMT\r\n\r\n"
         );
     }

@@ -4,6 +4,8 @@
 //! re-frames every body it forwards, so what the client framed oddly never reaches a backend as
 //! a second request.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Uri, Version};
@@ -100,9 +102,10 @@ pub struct HeadScan {
 }
 
 impl HeadScan {
-    /// Whether `buf` holds a complete head: a line feed followed by an empty line. Empty lines
-    /// before the first line are not an end (RFC 9112 §2.2 lets a server ignore them).
-    pub fn complete(&mut self, buf: &[u8]) -> bool {
+    /// Where the head in `buf` ends (just past its empty line), once it is complete: a line
+    /// feed followed by an empty line. Empty lines before the first line are not an end
+    /// (RFC 9112 §2.2 lets a server ignore them).
+    pub fn end(&mut self, buf: &[u8]) -> Option<usize> {
         let leading = buf
             .iter()
             .position(|&b| b != b'\r' && b != b'\n')
@@ -111,16 +114,17 @@ impl HeadScan {
         while let Some(offset) = buf[i..].iter().position(|&b| b == b'\n') {
             let lf = i + offset;
             match (buf.get(lf + 1), buf.get(lf + 2)) {
-                (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n')) => return true,
+                (Some(b'\n'), _) => return Some(lf + 2),
+                (Some(b'\r'), Some(b'\n')) => return Some(lf + 3),
                 (None, _) | (Some(b'\r'), None) => {
                     self.scanned = lf;
-                    return false;
+                    return None;
                 }
                 _ => i = lf + 1,
             }
         }
         self.scanned = buf.len();
-        false
+        None
     }
 
     pub fn reset(&mut self) {
@@ -128,38 +132,34 @@ impl HeadScan {
     }
 }
 
-/// Where one header's name and value lie in the head.
-struct Span {
-    name: (usize, usize),
-    value: (usize, usize),
-}
+/// Header slots for httparse on the stack, for up to this many fields (more: on the heap).
+const STACK_HEADERS: usize = 128;
 
-fn span_of(base: &[u8], part: &[u8]) -> (usize, usize) {
-    let start = part.as_ptr() as usize - base.as_ptr() as usize;
-    (start, start + part.len())
-}
-
-fn spans(base: &[u8], headers: &[httparse::Header<'_>]) -> Vec<Span> {
-    headers
-        .iter()
-        .map(|h| Span {
-            name: span_of(base, h.name.as_bytes()),
-            value: span_of(base, h.value),
-        })
-        .collect()
-}
-
-/// The header fields as an `http` map whose values share `head`.
-fn header_map(head: &Bytes, spans: &[Span]) -> Result<HeaderMap, HeadError> {
-    let mut headers = HeaderMap::with_capacity(spans.len());
-    for span in spans {
-        let name = HeaderName::from_bytes(&head[span.name.0..span.name.1])
+/// The header fields as an `http` map whose values share `head` (no copy per value).
+fn header_map(head: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for field in fields {
+        let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(span.value.0..span.value.1))
+        let value = HeaderValue::from_maybe_shared(head.slice_ref(field.value))
             .map_err(|_| HeadError::Malformed("header value"))?;
         headers.append(name, value);
     }
     Ok(headers)
+}
+
+/// Runs `parse` with header slots for `max` fields: on the stack when they fit.
+fn with_slots<'b, R>(
+    max: usize,
+    parse: impl FnOnce(&mut [MaybeUninit<httparse::Header<'b>>]) -> R,
+) -> R {
+    if max <= STACK_HEADERS {
+        let mut slots = [const { MaybeUninit::uninit() }; STACK_HEADERS];
+        parse(&mut slots[..max])
+    } else {
+        let mut slots = Vec::with_capacity(max);
+        parse(&mut slots.spare_capacity_mut()[..max])
+    }
 }
 
 fn parse_error(e: httparse::Error, max_headers: usize) -> HeadError {
@@ -205,49 +205,44 @@ pub fn parse_request(
     scan: &mut HeadScan,
     limits: &HeadLimits,
 ) -> Result<Option<RequestHead>, HeadError> {
-    if !scan.complete(buf) {
+    let Some(end) = scan.end(buf) else {
         check_partial(buf, limits)?;
         return Ok(None);
+    };
+    if end > limits.max_size {
+        return Err(HeadError::TooLarge(limits.max_size));
     }
-    let (len, spans, method, target, minor) = {
-        let mut storage: Vec<httparse::Header<'_>> = Vec::with_capacity(limits.max_headers);
+    scan.reset();
+    // Split first, then parse the frozen head: values can then share it directly.
+    let head = buf.split_to(end).freeze();
+    let parsed = with_slots(limits.max_headers, |slots| {
         let mut req = httparse::Request::new(&mut []);
         let status = httparse::ParserConfig::default()
-            .parse_request_with_uninit_headers(
-                &mut req,
-                buf,
-                &mut storage.spare_capacity_mut()[..limits.max_headers],
-            )
+            .parse_request_with_uninit_headers(&mut req, &head, slots)
             .map_err(|e| match e {
                 // `GET /a b HTTP/1.1` fails on its "version" too, but it is malformed.
-                httparse::Error::Version if !names_a_version(buf) => {
+                httparse::Error::Version if !names_a_version(&head) => {
                     HeadError::Malformed("request line")
                 }
                 e => parse_error(e, limits.max_headers),
             })?;
-        let httparse::Status::Complete(len) = status else {
+        if status != httparse::Status::Complete(end) {
             // The scan saw an end that httparse reads otherwise: malformed.
             return Err(HeadError::Malformed("head"));
-        };
-        if len > limits.max_size {
-            return Err(HeadError::TooLarge(limits.max_size));
         }
-        let spans = spans(buf, req.headers);
         let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
             .map_err(|_| HeadError::Malformed("method"))?;
-        let target = span_of(buf, req.path.unwrap_or_default().as_bytes());
-        (len, spans, method, target, req.version.unwrap_or(1))
-    };
-    scan.reset();
-    let head = buf.split_to(len).freeze();
-    let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
-        .map_err(|_| HeadError::Malformed("request target"))?;
+        let uri = Uri::from_maybe_shared(head.slice_ref(req.path.unwrap_or_default().as_bytes()))
+            .map_err(|_| HeadError::Malformed("request target"))?;
+        let headers = header_map(&head, req.headers)?;
+        Ok((method, uri, req.version.unwrap_or(1), headers))
+    });
+    let (method, uri, minor, headers) = parsed?;
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    let headers = header_map(&head, &spans)?;
     let (body, close_after) = request_framing(&headers, version)?;
     let keep_alive = match version {
         Version::HTTP_10 => connection_has(&headers, "keep-alive"),
@@ -281,48 +276,42 @@ pub fn parse_response(
     limits: &HeadLimits,
 ) -> Result<Option<ResponseHead>, HeadError> {
     loop {
-        if !scan.complete(buf) {
+        let Some(end) = scan.end(buf) else {
             if buf.len() > limits.max_size {
                 return Err(HeadError::TooLarge(limits.max_size));
             }
             return Ok(None);
+        };
+        if end > limits.max_size {
+            return Err(HeadError::TooLarge(limits.max_size));
         }
-        let (len, spans, code, minor) = {
-            let mut storage: Vec<httparse::Header<'_>> = Vec::with_capacity(limits.max_headers);
+        scan.reset();
+        let head = buf.split_to(end).freeze();
+        let parsed = with_slots(limits.max_headers, |slots| {
             let mut resp = httparse::Response::new(&mut []);
             let status = httparse::ParserConfig::default()
-                .parse_response_with_uninit_headers(
-                    &mut resp,
-                    buf,
-                    &mut storage.spare_capacity_mut()[..limits.max_headers],
-                )
+                .parse_response_with_uninit_headers(&mut resp, &head, slots)
                 .map_err(|e| parse_error(e, limits.max_headers))?;
-            let httparse::Status::Complete(len) = status else {
+            if status != httparse::Status::Complete(end) {
                 return Err(HeadError::Malformed("head"));
-            };
-            if len > limits.max_size {
-                return Err(HeadError::TooLarge(limits.max_size));
             }
-            let spans = spans(buf, resp.headers);
-            (
-                len,
-                spans,
-                resp.code.unwrap_or(0),
-                resp.version.unwrap_or(1),
-            )
-        };
-        scan.reset();
-        let head = buf.split_to(len).freeze();
-        let status = StatusCode::from_u16(code).map_err(|_| HeadError::Malformed("status"))?;
-        if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+            let status = StatusCode::from_u16(resp.code.unwrap_or(0))
+                .map_err(|_| HeadError::Malformed("status"))?;
+            if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+                return Ok(None);
+            }
+            let headers = header_map(&head, resp.headers)?;
+            Ok(Some((status, resp.version.unwrap_or(1), headers)))
+        });
+        // Interim answers (100, 103) are skipped: nothing downstream asked for them.
+        let Some((status, minor, headers)) = parsed? else {
             continue;
-        }
+        };
         let version = if minor == 0 {
             Version::HTTP_10
         } else {
             Version::HTTP_11
         };
-        let headers = header_map(&head, &spans)?;
         let body = response_framing(&headers, method, status)?;
         let keep_alive = body != ResponseBody::Close
             && status != StatusCode::SWITCHING_PROTOCOLS

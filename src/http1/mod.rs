@@ -8,11 +8,21 @@
 //!
 //! - `head`: request and response heads, parsed from a read buffer, and their body framing.
 //! - `chunked`: the chunked transfer coding, decoded incrementally and strictly.
+//! - `decode`: a body read off a connection by its framing (either direction).
 //! - `encode`: heads written out, with the framing the proxy chose.
+//! - `inbound`, `outgoing`: bytes read from a socket and queued for one, on either side.
+//! - `server`: one client connection, request after request.
 
 pub mod chunked;
+pub mod decode;
 pub mod encode;
 pub mod head;
+mod inbound;
+mod outgoing;
+pub mod server;
+
+pub use inbound::Inbound;
+pub use outgoing::Outgoing;
 
 #[cfg(test)]
 mod tests;

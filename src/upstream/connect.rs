@@ -1,7 +1,6 @@
-//! Connections to backends: TCP with the reason of a failure kept, TLS verifying a configured
-//! server name rather than the address, and the I/O type hyper's client runs on.
+//! Connections to backends: TCP with the reason of a failure kept, and TLS verifying a
+//! configured server name rather than the address.
 
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,9 +8,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::uri::Authority;
-use http::Uri;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
@@ -34,29 +30,9 @@ impl Connector {
     }
 }
 
-impl tower_service::Service<Uri> for Connector {
-    type Response = UpstreamIo;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<UpstreamIo, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            match uri.authority() {
-                Some(authority) => this.connect(authority).await,
-                None => Err(ConnectError::BadAddress(uri.to_string())),
-            }
-        })
-    }
-}
-
 impl Connector {
     /// A new connection to `host:port`, TLS included when the site re-encrypts.
-    pub(crate) async fn connect(&self, to: &Authority) -> Result<UpstreamIo, ConnectError> {
+    pub(crate) async fn connect(&self, to: &Authority) -> Result<MaybeTls, ConnectError> {
         let authority = to.as_str().to_string();
         let (host, Some(port)) = (to.host(), to.port_u16()) else {
             return Err(ConnectError::BadAddress(authority));
@@ -84,7 +60,7 @@ impl Connector {
         };
         match tokio::time::timeout(timeout, attempt).await {
             Err(_) => Err(ConnectError::Timeout(authority, timeout)),
-            Ok(result) => result.map(|io| UpstreamIo(TokioIo::new(io))),
+            Ok(result) => result,
         }
     }
 }
@@ -108,7 +84,8 @@ async fn connect_any(host: &str, port: u16, authority: &str) -> Result<TcpStream
     Err(last)
 }
 
-pub(crate) enum MaybeTls {
+/// A backend connection, plain or re-encrypted.
+pub enum MaybeTls {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -168,54 +145,5 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
-    }
-}
-
-/// A backend connection as hyper's client sees it.
-pub(crate) struct UpstreamIo(TokioIo<MaybeTls>);
-
-impl Connection for UpstreamIo {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl hyper::rt::Read for UpstreamIo {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
-    }
-}
-
-impl hyper::rt::Write for UpstreamIo {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.0.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
     }
 }

@@ -1,25 +1,30 @@
-//! The client to the backends of one site: connections kept alive per backend (`pool.rs`),
-//! made by a connector that knows *why* a connection failed — refused, timed out, TLS — so the
-//! proxy can answer and count it correctly (`connect.rs`).
+//! The client to the backends of one site, HTTP/1.1 written for proxying (`crate::http1`):
+//! the request owns a backend connection (`conn.rs`) for its exchange, takes it from the
+//! backend's pool of kept-alive ones (`pool.rs`) or opens one with a connector that knows *why*
+//! a connection failed (refused, timed out, TLS) so the proxy can answer and count it correctly
+//! (`connect.rs`), and the response body gives it back when it ends (`response.rs`).
 
+mod conn;
 mod connect;
+mod exchange;
 mod pool;
+mod response;
 
 use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
-use hyper::client::conn::http1;
-
-use crate::backends::Backend;
-use crate::body::{AttemptBody, BodyError};
+use crate::body::BodyError;
 use crate::config::{Timeouts, UpstreamPool};
 use crate::tls::UpstreamTls;
 
 pub(crate) use connect::Connector;
-pub use pool::{IdlePool, UpstreamBody};
-use pool::{PoolSettings, Reuse, Sender};
+pub use connect::MaybeTls;
+pub(crate) use exchange::probe_get;
+pub use exchange::UpstreamResponse;
+pub use pool::IdlePool;
+use pool::PoolSettings;
+pub use response::{BodyReadError, UpstreamBody};
 
 /// Why a backend exchange failed; each kind maps to one status and one metric label.
 #[derive(Debug, thiserror::Error)]
@@ -104,109 +109,17 @@ impl UpstreamClient {
             response_timeout: timeouts.upstream_response,
         }
     }
-
-    /// Sends a request (origin-form target, Host set) to `backend`; waits for the response
-    /// head at most the response timeout, connecting included. Bodies stream both ways:
-    /// nothing here buffers them.
-    pub async fn send(
-        &self,
-        backend: &Arc<Backend>,
-        req: Request<AttemptBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.exchange(backend, req)).await {
-            Err(_) => Err(UpstreamError::ResponseTimeout(self.response_timeout)),
-            Ok(result) => result,
-        }
-    }
-
-    async fn exchange(
-        &self,
-        backend: &Arc<Backend>,
-        mut req: Request<AttemptBody>,
-    ) -> Result<Response<UpstreamBody>, UpstreamError> {
-        loop {
-            let (mut sender, fresh) = match backend.pool.take(self.pool.idle_timeout) {
-                Some(sender) => (sender, false),
-                // Boxed: connecting (TLS state included) is the rare path, and inline it
-                // would make every request's future kilobytes larger, copied as it moves.
-                None => (Box::pin(self.open(backend)).await?, true),
-            };
-            // A returned connection is ready once hyper has seen its last response end.
-            if !sender.is_ready() && sender.ready().await.is_err() {
-                if fresh {
-                    return Err(UpstreamError::Closed(
-                        "closed before the first request".into(),
-                    ));
-                }
-                continue;
-            }
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    // An upgraded connection belongs to its tunnel, never to the pool.
-                    let reuse = (resp.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Reuse {
-                        sender,
-                        backend: backend.clone(),
-                        settings: self.pool.clone(),
-                    });
-                    return Ok(resp.map(|body| UpstreamBody::new(body, reuse)));
-                }
-                Err(mut e) => match e.take_message() {
-                    // Not a byte was written: a kept-alive connection the backend had just
-                    // closed. Safe to send again, whatever the method; a new connection that
-                    // fails this way is the backend's answer.
-                    Some(unsent) if !fresh => req = unsent,
-                    _ => return Err(classify(e.into_error())),
-                },
-            }
-        }
-    }
-
-    async fn open(&self, backend: &Backend) -> Result<Sender, UpstreamError> {
-        let io = self.connector.connect(&backend.authority).await?;
-        let (sender, conn) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
-        let id = backend.id.clone();
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(backend = %id, error = %e, "backend connection ended with an error");
-            }
-        });
-        Ok(sender)
-    }
 }
 
-fn classify(e: hyper::Error) -> UpstreamError {
-    // The client's body failing the exchange is not the backend's fault.
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(s) = source {
-        if let Some(b) = s.downcast_ref::<BodyError>() {
-            return UpstreamError::Body(*b);
-        }
-        source = s.source();
-    }
-    let reset = std::error::Error::source(&e)
-        .and_then(|s| s.downcast_ref::<io::Error>())
-        .is_some_and(|io| {
-            matches!(
-                io.kind(),
-                io::ErrorKind::ConnectionReset
-                    | io::ErrorKind::ConnectionAborted
-                    | io::ErrorKind::BrokenPipe
-            )
-        });
-    let closed = e.is_incomplete_message() || e.is_canceled() || reset;
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    if closed {
-        UpstreamError::Closed(text)
-    } else {
-        UpstreamError::Protocol(text)
+/// A read or write on a backend connection failed: reset or closed means the backend went
+/// away (the request may or may not have been processed), anything else is a protocol error.
+fn io_failure(e: &io::Error, doing: &str) -> UpstreamError {
+    let text = format!("{doing}: {e}");
+    match e.kind() {
+        io::ErrorKind::ConnectionReset
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe
+        | io::ErrorKind::UnexpectedEof => UpstreamError::Closed(text),
+        _ => UpstreamError::Protocol(text),
     }
 }

@@ -1,0 +1,617 @@
+//! One HTTP/1.1 client connection, request after request, in one task: read a head, hand it to
+//! the proxy with the body still on the connection, write the answer as the backend sends it.
+//!
+//! Timeouts, all on one timer per connection, which is pushed later as the connection moves on
+//! (a later deadline costs no work in Tokio's timer wheel):
+//! - `idle` between requests: the connection is closed without a word;
+//! - `request_header` from the first byte of a head to its end: 408, then closed;
+//! - `idle` again while a response is written and the client reads nothing of it: closed.
+//!
+//! A request without a body is abandoned when its client goes away (the backend slot or queue
+//! place it held is freed at once), as nginx does. When the connection is closed with bytes of
+//! the client's still unread (an error, a body not read), it is closed the way nginx's
+//! lingering close does: the write side first, then what the client still sends is read and
+//! dropped for a moment, so the client reads the answer instead of a reset.
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode, Version};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
+use super::decode::{Decoder, ReadError};
+use super::encode::{self, Framing};
+use super::head::{self, HeadError, HeadLimits, RequestBody, RequestHead};
+use super::{Inbound, Outgoing};
+use crate::body::{BodyError, BodyLength, ClientBody, Limited, ProxyBody, RawBody};
+use crate::connection::ConnContext;
+use crate::error::local_response;
+use crate::prefixed::Prefixed;
+use crate::proxy::Proxy;
+
+/// How long a connection asked to close (reload, shutdown) before its first request waits
+/// for that request: a client that just connected sends it within milliseconds.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// A connection without a request for this long gives back its buffers and waits holding
+/// none (10k idle connections then cost no buffers; nginx frees them at once). Under load the
+/// next request comes sooner, and the buffers are reused instead of allocated per request.
+const PARK_AFTER: Duration = Duration::from_millis(200);
+/// The HTTP/2 connection preface: a client speaking HTTP/2 with prior knowledge.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// A lingering close reads and drops at most this long and this much.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 1 << 20;
+/// Queued response bytes are written out once they reach this much.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// How a connection's HTTP/1.1 service ended.
+pub enum Ended<I> {
+    Closed,
+    /// The client opened with the HTTP/2 preface: serve it as HTTP/2 (the preface included).
+    Http2(Prefixed<I>),
+}
+
+/// The client connection and what has been read from it.
+struct Client<I> {
+    io: I,
+    inbound: Inbound,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.inbound.poll_fill(Pin::new(&mut self.io), cx)
+    }
+
+    fn poll_write_out(&mut self, cx: &mut Context<'_>, out: &mut Outgoing) -> Poll<io::Result<()>> {
+        out.poll_write_to(Pin::new(&mut self.io), cx)
+    }
+
+    async fn write_all(&mut self, out: &mut Outgoing) -> io::Result<()> {
+        poll_fn(|cx| {
+            std::task::ready!(self.poll_write_out(cx, out))?;
+            Pin::new(&mut self.io).poll_flush(cx)
+        })
+        .await
+    }
+}
+
+/// What a connection keeps between requests.
+struct Connection<'a, I> {
+    client: Client<I>,
+    conn: &'a Arc<ConnContext>,
+    proxy: &'a Proxy,
+    limits: HeadLimits,
+    /// One timer for the connection's deadlines, pushed along as it goes.
+    timer: Pin<Box<Sleep>>,
+    /// Responses on their way to the client (reused from one to the next).
+    out: Outgoing,
+    retire: Pin<Box<WaitForCancellationFutureOwned>>,
+    retire_token: &'a CancellationToken,
+    retiring: bool,
+    served: u64,
+}
+
+pub async fn serve<I>(
+    io: I,
+    conn: &Arc<ConnContext>,
+    proxy: &Proxy,
+    retire: &CancellationToken,
+) -> Ended<I>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let limits = &conn.listener.limits;
+    let mut c = Connection {
+        client: Client {
+            io,
+            inbound: Inbound::default(),
+        },
+        conn,
+        proxy,
+        limits: HeadLimits {
+            max_size: limits.max_header_size,
+            max_headers: limits.max_headers,
+        },
+        timer: Box::pin(tokio::time::sleep(conn.listener.timeouts.idle)),
+        out: Outgoing::default(),
+        retire: Box::pin(retire.clone().cancelled_owned()),
+        retire_token: retire,
+        retiring: retire.is_cancelled(),
+        served: 0,
+    };
+    loop {
+        let head = match c.read_head().await {
+            Ok(Next::Head(head)) => head,
+            Ok(Next::Http2) => {
+                let Client { io, inbound } = c.client;
+                return Ended::Http2(Prefixed::new(inbound.bytes.freeze(), io));
+            }
+            Ok(Next::Close) => {
+                let _ = shutdown(&mut c.client.io).await;
+                return Ended::Closed;
+            }
+            Err(refused) => {
+                c.refuse(refused).await;
+                return Ended::Closed;
+            }
+        };
+        c.served += 1;
+        match c.exchange(head).await {
+            Ok(true) => {}
+            Ok(false) => return Ended::Closed,
+            Err(e) => {
+                tracing::debug!(listener = %conn.listener.name, peer = %conn.peer, error = %e, "client connection failed");
+                return Ended::Closed;
+            }
+        }
+    }
+}
+
+// Not boxed: it is returned once per request and matched at once.
+#[allow(clippy::large_enum_variant)]
+enum Next {
+    Head(RequestHead),
+    Http2,
+    Close,
+}
+
+/// A head that gets an answer and a close rather than a request.
+enum Refused {
+    Head(HeadError),
+    Timeout,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
+    /// The next request head, or why the connection ends.
+    async fn read_head(&mut self) -> Result<Next, Refused> {
+        let timeouts = &self.conn.listener.timeouts;
+        // When the wait for this head began, and when its first byte came.
+        let idle_from = Instant::now();
+        let mut head_from = (!self.client.inbound.is_empty()).then_some(idle_from);
+        let mut parked = false;
+        loop {
+            if !self.client.inbound.is_empty() {
+                if self.served == 0 && is_h2_preface(&self.client.inbound.bytes) {
+                    if self.client.inbound.bytes.len() >= H2_PREFACE.len() {
+                        return Ok(Next::Http2);
+                    }
+                } else {
+                    let inbound = &mut self.client.inbound;
+                    match head::parse_request(&mut inbound.bytes, &mut inbound.scan, &self.limits) {
+                        Ok(Some(head)) => return Ok(Next::Head(head)),
+                        Ok(None) => {}
+                        Err(e) => return Err(Refused::Head(e)),
+                    }
+                }
+            }
+            // The usual case: the next request is already there.
+            if let Poll::Ready(read) = poll_fn(|cx| Poll::Ready(self.client.poll_fill(cx))).await {
+                match read {
+                    Ok(0) | Err(_) => return Ok(Next::Close),
+                    Ok(_) => {
+                        head_from.get_or_insert_with(Instant::now);
+                        continue;
+                    }
+                }
+            }
+            let deadline = match head_from {
+                Some(start) => start + timeouts.request_header,
+                None if self.retiring => idle_from + FIRST_REQUEST_GRACE,
+                None if !parked => idle_from + PARK_AFTER.min(timeouts.idle),
+                None => idle_from + timeouts.idle,
+            };
+            if self.timer.deadline() != deadline {
+                self.timer.as_mut().reset(deadline);
+            }
+            tokio::select! {
+                biased;
+                read = poll_fn(|cx| self.client.poll_fill(cx)) => match read {
+                    Ok(0) | Err(_) => return Ok(Next::Close),
+                    Ok(_) => {
+                        head_from.get_or_insert_with(Instant::now);
+                    }
+                },
+                () = self.timer.as_mut() => match head_from {
+                    Some(_) => return Err(Refused::Timeout),
+                    // Quiet for a while: wait on without buffers (see PARK_AFTER).
+                    None if !parked && !self.retiring => {
+                        self.client.inbound.release();
+                        self.out.release();
+                        parked = true;
+                    }
+                    None => return Ok(Next::Close),
+                },
+                () = self.retire.as_mut(), if !self.retiring => {
+                    self.retiring = true;
+                    // A connection that has not sent its first request yet may have it on the
+                    // wire: it gets a moment. Others close now if idle; a head under way is
+                    // still answered.
+                    if head_from.is_none() && self.served > 0 {
+                        return Ok(Next::Close);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers a refused head and closes.
+    async fn refuse(&mut self, refused: Refused) {
+        let (status, kind) = match refused {
+            Refused::Head(e) => {
+                tracing::debug!(listener = %self.conn.listener.name, peer = %self.conn.peer, error = %e, "request head refused");
+                (e.status(), "bad_request_head")
+            }
+            Refused::Timeout => (StatusCode::REQUEST_TIMEOUT, "request_header_timeout"),
+        };
+        self.conn.listener.metrics.connection_error(kind);
+        let resp = local_response(status, "");
+        let (parts, mut body) = resp.into_parts();
+        let len = body.remaining().unwrap_or(0);
+        let out = &mut self.out;
+        let framing = Framing::Length(len);
+        encode::response_head(
+            parts.status,
+            &parts.headers,
+            framing,
+            Some("close"),
+            out.head_buf(),
+        );
+        out.queue_head();
+        // A local answer: its bytes are there at once.
+        if let Poll::Ready(Some(Ok(data))) = poll_fn(|cx| Poll::Ready(body.poll_data(cx))).await {
+            out.push(data);
+        }
+        let write = self.client.write_all(out);
+        if tokio::time::timeout(LINGER, write).await.is_ok() {
+            linger(&mut self.client).await;
+        }
+    }
+
+    /// One request and its answer. `Ok(true)`: the connection takes another request.
+    async fn exchange(&mut self, head: RequestHead) -> io::Result<bool> {
+        let RequestHead {
+            parts,
+            body: framing,
+            keep_alive,
+            expect_continue,
+            close_after,
+        } = head;
+        let method = parts.method.clone();
+        let version = parts.version;
+        let upgrade = version == Version::HTTP_11;
+        let (resp, body_finished) = if framing == RequestBody::None {
+            let mut none = NoBody;
+            let handling = self.proxy.handle(parts, &mut none, self.conn, upgrade);
+            match watch_client(Box::pin(handling), &mut self.client, &self.limits).await {
+                Some(resp) => (resp, true),
+                None => return Ok(false),
+            }
+        } else {
+            let decoder = match framing {
+                RequestBody::Length(n) => Decoder::Length(n),
+                _ => Decoder::Chunked(ChunkedDecoder::new()),
+            };
+            let raw = H1Body {
+                client: &mut self.client,
+                decoder,
+                length: match framing {
+                    RequestBody::Length(n) => BodyLength::Known(n),
+                    _ => BodyLength::Unknown,
+                },
+                send_continue: expect_continue,
+                continue_out: None,
+            };
+            let mut body = Limited::new(raw, self.conn.listener.body_limits());
+            let resp = Box::pin(self.proxy.handle(parts, &mut body, self.conn, upgrade)).await;
+            let finished = body.get_mut().decoder.is_done();
+            (resp, finished)
+        };
+
+        let (parts, body) = resp.into_parts();
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            return self.switch(parts, body).await.map(|()| false);
+        }
+        self.retiring |= self.retire_token.is_cancelled();
+        let retiring = self.retiring;
+        let mut keep = keep_alive && !close_after && body_finished && !retiring;
+        let bodiless = method == Method::HEAD
+            || parts.status.is_informational()
+            || parts.status == StatusCode::NO_CONTENT
+            || parts.status == StatusCode::NOT_MODIFIED;
+        let framing = if bodiless {
+            Framing::Described
+        } else {
+            match body.remaining() {
+                Some(n) => Framing::Length(n),
+                None if version == Version::HTTP_11 => Framing::Chunked,
+                None => {
+                    keep = false;
+                    Framing::Close
+                }
+            }
+        };
+        let connection = match (keep, version) {
+            (false, _) => Some("close"),
+            (true, Version::HTTP_10) => Some("keep-alive"),
+            (true, _) => None,
+        };
+        encode::response_head(
+            parts.status,
+            &parts.headers,
+            framing,
+            connection,
+            self.out.head_buf(),
+        );
+        self.out.queue_head();
+        let mut body = body;
+        let sent = self.respond(&mut body, framing, bodiless).await;
+        drop(body);
+        match sent {
+            Ok(()) if keep => Ok(true),
+            Ok(()) => {
+                if body_finished {
+                    let _ = shutdown(&mut self.client.io).await;
+                } else {
+                    linger(&mut self.client).await;
+                }
+                Ok(false)
+            }
+            Err(Respond::Backend(e)) => {
+                // The head is out: all the client can be told is that the body ends early.
+                tracing::debug!(listener = %self.conn.listener.name, peer = %self.conn.peer, error = %e, "backend body failed mid-response");
+                Ok(false)
+            }
+            Err(Respond::Client(e)) => Err(e),
+            Err(Respond::Stalled) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Writes the head in `out` and the body after it. Bytes the body already has go out with
+    /// the head in one write. Gives up when nothing moves for the idle timeout, either way: a
+    /// client that reads nothing, or a backend that sends nothing more.
+    async fn respond(
+        &mut self,
+        body: &mut ProxyBody,
+        framing: Framing,
+        bodiless: bool,
+    ) -> Result<(), Respond> {
+        let idle = self.conn.listener.timeouts.idle;
+        let mut done = bodiless || body.remaining() == Some(0);
+        // Set when something moved since the timer was last pushed along.
+        let mut moved = true;
+        let client = &mut self.client;
+        let timer = &mut self.timer;
+        let out = &mut self.out;
+        poll_fn(|cx| loop {
+            let mut body_pending = false;
+            while !done && out.len() < WRITE_BATCH {
+                match body.poll_data(cx) {
+                    Poll::Ready(Some(Ok(data))) => {
+                        queue(out, data, framing);
+                        moved = true;
+                    }
+                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Respond::Backend(e))),
+                    Poll::Ready(None) => {
+                        if framing == Framing::Chunked {
+                            out.push(Bytes::from_static(LAST_CHUNK));
+                        }
+                        done = true;
+                    }
+                    Poll::Pending => {
+                        body_pending = true;
+                        break;
+                    }
+                }
+            }
+            let wrote = if out.is_empty() {
+                Poll::Ready(Ok(()))
+            } else {
+                let before = out.len();
+                let wrote = client.poll_write_out(cx, out);
+                moved |= out.len() != before;
+                wrote
+            };
+            match wrote {
+                Poll::Ready(Ok(())) if !done && !body_pending => continue,
+                Poll::Ready(Ok(())) => match Pin::new(&mut client.io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) if done => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(())) | Poll::Pending => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Respond::Client(e))),
+                },
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Respond::Client(e))),
+                Poll::Pending => {}
+            }
+            // Waiting on the client or the backend.
+            if moved {
+                moved = false;
+                timer.as_mut().reset(Instant::now() + idle);
+            }
+            return match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(Respond::Stalled)),
+                Poll::Pending => Poll::Pending,
+            };
+        })
+        .await
+    }
+
+    /// The backend switched protocols: the 101 goes to the client, then bytes flow both ways
+    /// until either side closes.
+    async fn switch(&mut self, parts: http::response::Parts, body: ProxyBody) -> io::Result<()> {
+        let Some((upstream, upstream_rest)) = body.into_upgraded() else {
+            return Ok(());
+        };
+        encode::response_head(
+            parts.status,
+            &parts.headers,
+            Framing::None,
+            None,
+            self.out.head_buf(),
+        );
+        self.out.queue_head();
+        self.client.write_all(&mut self.out).await?;
+        let client_rest = std::mem::take(&mut self.client.inbound.bytes).freeze();
+        let mut upstream = Prefixed::new(upstream_rest.freeze(), upstream);
+        let client = &mut self.client.io;
+        let mut client = Prefixed::new(client_rest, client);
+        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                tracing::debug!(error = %e, "upgraded connection ended with an error");
+                Ok(())
+            }
+        }
+    }
+}
+
+enum Respond {
+    Backend(ReadError),
+    Client(io::Error),
+    Stalled,
+}
+
+fn queue(out: &mut Outgoing, data: Bytes, framing: Framing) {
+    if framing == Framing::Chunked {
+        out.push(chunk_header(data.len()));
+        out.push(data);
+        out.push(Bytes::from_static(CHUNK_END));
+    } else {
+        out.push(data);
+    }
+}
+
+/// Runs a bodiless request's exchange, watching its client: `None` if the client went away
+/// first. Pipelined bytes that arrive meanwhile are kept for the next request.
+async fn watch_client<F, I>(
+    mut handling: Pin<Box<F>>,
+    client: &mut Client<I>,
+    limits: &HeadLimits,
+) -> Option<F::Output>
+where
+    F: std::future::Future,
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    poll_fn(|cx| {
+        if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
+            return Poll::Ready(Some(resp));
+        }
+        // Past a head's worth of pipelined bytes, stop reading: the client waits its turn.
+        while client.inbound.bytes.len() <= limits.max_size {
+            match client.poll_fill(cx) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(None),
+                Poll::Ready(Ok(_)) => {}
+                Poll::Pending => break,
+            }
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+fn is_h2_preface(bytes: &[u8]) -> bool {
+    let n = bytes.len().min(H2_PREFACE.len());
+    bytes[..n] == H2_PREFACE[..n]
+}
+
+/// Closes the write side (a TLS close_notify first), bounded in time.
+async fn shutdown<I: AsyncWrite + Unpin>(io: &mut I) -> io::Result<()> {
+    match tokio::time::timeout(LINGER, io.shutdown()).await {
+        Ok(result) => result,
+        Err(_) => Err(io::ErrorKind::TimedOut.into()),
+    }
+}
+
+/// Closes the write side, then reads and drops what the client still sends for a moment, so
+/// closing with its bytes unread does not reset the connection under the answer.
+async fn linger<I: AsyncRead + AsyncWrite + Unpin>(client: &mut Client<I>) {
+    if shutdown(&mut client.io).await.is_err() {
+        return;
+    }
+    let drain = async {
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            match poll_fn(|cx| client.poll_fill(cx)).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    dropped += n;
+                    client.inbound.bytes.clear();
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// A request without a body.
+struct NoBody;
+
+impl ClientBody for NoBody {
+    fn poll_chunk(&mut self, _: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        Poll::Ready(None)
+    }
+
+    fn length(&self) -> BodyLength {
+        BodyLength::None
+    }
+
+    fn touched(&self) -> bool {
+        false
+    }
+}
+
+/// A request body read off the client connection as the backend takes it.
+struct H1Body<'a, I> {
+    client: &'a mut Client<I>,
+    decoder: Decoder,
+    length: BodyLength,
+    /// `Expect: 100-continue`: the go-ahead is sent when the body is first asked for, that is,
+    /// once a backend has been chosen and connected to.
+    send_continue: bool,
+    continue_out: Option<Outgoing>,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin + Send> RawBody for H1Body<'_, I> {
+    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
+        if self.send_continue {
+            let out = self.continue_out.get_or_insert_with(|| {
+                let mut out = Outgoing::default();
+                out.push(Bytes::from_static(b"HTTP/1.1 100 Continue\r\n\r\n"));
+                out
+            });
+            match self.client.poll_write_out(cx, out) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(_)) => return Poll::Ready(Some(Err(BodyError::Aborted))),
+                Poll::Pending => return Poll::Pending,
+            }
+            if let Poll::Ready(Err(_)) = Pin::new(&mut self.client.io).poll_flush(cx) {
+                return Poll::Ready(Some(Err(BodyError::Aborted)));
+            }
+            self.send_continue = false;
+            self.continue_out = None;
+        }
+        let client = &mut *self.client;
+        match self
+            .decoder
+            .poll_next(&mut client.inbound, Pin::new(&mut client.io), cx)
+        {
+            Poll::Ready(Some(Err(ReadError::Framing(_)))) => {
+                Poll::Ready(Some(Err(BodyError::Malformed)))
+            }
+            Poll::Ready(Some(Err(_))) => Poll::Ready(Some(Err(BodyError::Aborted))),
+            Poll::Ready(Some(Ok(data))) => Poll::Ready(Some(Ok(data))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn length(&self) -> BodyLength {
+        self.length
+    }
+}
