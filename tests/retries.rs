@@ -9,35 +9,18 @@ use std::net::SocketAddr;
 
 use bytes::Bytes;
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-/// A backend that reads each request head and then answers `reply` (`None`: closes without
-/// answering) and closes the connection.
+/// A backend that answers `reply` (`None`: closes without answering) and closes.
 async fn scripted_backend(reply: Option<&'static str>) -> SocketAddr {
-    let listener = TcpListener::bind(localhost()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 1024];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match tcp.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
-                if let Some(status) = reply {
-                    let resp = format!(
-                        "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
-                    );
-                    let _ = tcp.write_all(resp.as_bytes()).await;
-                }
-            });
-        }
-    });
-    addr
+    RawBackend::start(move |_| match reply {
+        Some(status) => RawReply::close(format!(
+            "HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        )),
+        None => RawReply::close(""),
+    })
+    .await
+    .addr
 }
 
 async fn send(proxy: SocketAddr, method: &str, path: &str, body: &'static str) -> (u16, String) {

@@ -198,6 +198,26 @@ fn check_partial(buf: &[u8], limits: &HeadLimits) -> Result<(), HeadError> {
     Err(HeadError::TooLarge(limits.max_size))
 }
 
+/// The complete head at the front of `buf`, split off with its length, once `scan` finds its
+/// end; while incomplete, `partial` decides whether it can still fit. Split first, parsed
+/// after: the frozen head's values can then be shared directly.
+fn split_head(
+    buf: &mut BytesMut,
+    scan: &mut HeadScan,
+    limits: &HeadLimits,
+    partial: impl FnOnce(&[u8], &HeadLimits) -> Result<(), HeadError>,
+) -> Result<Option<(Bytes, usize)>, HeadError> {
+    let Some(end) = scan.end(buf) else {
+        partial(buf, limits)?;
+        return Ok(None);
+    };
+    if end > limits.max_size {
+        return Err(HeadError::TooLarge(limits.max_size));
+    }
+    scan.reset();
+    Ok(Some((buf.split_to(end).freeze(), end)))
+}
+
 /// Parses a request head from the front of `buf` once `scan` says it is complete, splitting it
 /// off; `None` while more bytes are needed.
 pub fn parse_request(
@@ -205,16 +225,9 @@ pub fn parse_request(
     scan: &mut HeadScan,
     limits: &HeadLimits,
 ) -> Result<Option<RequestHead>, HeadError> {
-    let Some(end) = scan.end(buf) else {
-        check_partial(buf, limits)?;
+    let Some((head, end)) = split_head(buf, scan, limits, check_partial)? else {
         return Ok(None);
     };
-    if end > limits.max_size {
-        return Err(HeadError::TooLarge(limits.max_size));
-    }
-    scan.reset();
-    // Split first, then parse the frozen head: values can then share it directly.
-    let head = buf.split_to(end).freeze();
     let parsed = with_slots(limits.max_headers, |slots| {
         let mut req = httparse::Request::new(&mut []);
         let status = httparse::ParserConfig::default()
@@ -276,17 +289,13 @@ pub fn parse_response(
     limits: &HeadLimits,
 ) -> Result<Option<ResponseHead>, HeadError> {
     loop {
-        let Some(end) = scan.end(buf) else {
-            if buf.len() > limits.max_size {
-                return Err(HeadError::TooLarge(limits.max_size));
-            }
+        let too_large = |buf: &[u8], limits: &HeadLimits| match buf.len() > limits.max_size {
+            true => Err(HeadError::TooLarge(limits.max_size)),
+            false => Ok(()),
+        };
+        let Some((head, end)) = split_head(buf, scan, limits, too_large)? else {
             return Ok(None);
         };
-        if end > limits.max_size {
-            return Err(HeadError::TooLarge(limits.max_size));
-        }
-        scan.reset();
-        let head = buf.split_to(end).freeze();
         let parsed = with_slots(limits.max_headers, |slots| {
             let mut resp = httparse::Response::new(&mut []);
             let status = httparse::ParserConfig::default()

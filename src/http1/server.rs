@@ -385,6 +385,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
     ) -> Result<(), Respond> {
         let idle = self.conn.listener.timeouts.idle;
         let mut done = bodiless || body.remaining() == Some(0);
+        // The backend's body failed: what was read of it still goes out, then the close.
+        let mut failed: Option<ReadError> = None;
         // Set when something moved since the timer was last pushed along.
         let mut moved = true;
         let client = &mut self.client;
@@ -398,7 +400,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
                         queue(out, data, framing);
                         moved = true;
                     }
-                    Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(Respond::Backend(e))),
+                    Poll::Ready(Some(Err(e))) => {
+                        failed = Some(e);
+                        done = true;
+                    }
                     Poll::Ready(None) => {
                         if framing == Framing::Chunked {
                             out.push(Bytes::from_static(LAST_CHUNK));
@@ -422,7 +427,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             match wrote {
                 Poll::Ready(Ok(())) if !done && !body_pending => continue,
                 Poll::Ready(Ok(())) => match Pin::new(&mut client.io).poll_flush(cx) {
-                    Poll::Ready(Ok(())) if done => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(())) if done => {
+                        return Poll::Ready(match failed.take() {
+                            Some(e) => Err(Respond::Backend(e)),
+                            None => Ok(()),
+                        })
+                    }
                     Poll::Ready(Ok(())) | Poll::Pending => {}
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(Respond::Client(e))),
                 },

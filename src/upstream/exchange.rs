@@ -105,9 +105,22 @@ impl UpstreamClient {
                 Err(SendError::Io(e)) => return Err(io_failure(&e, "writing the request")),
                 Err(SendError::Body(e)) => return Err(UpstreamError::Body(e)),
             };
-            let head = within(&mut conn, |conn, cx| poll_head(conn, cx, &req.method))
+            let head = match within(&mut conn, |conn, cx| poll_head(conn, cx, &req.method))
                 .await
-                .ok_or(UpstreamError::ResponseTimeout(timeout))??;
+                .ok_or(UpstreamError::ResponseTimeout(timeout))?
+            {
+                Ok(head) => head,
+                // A kept-alive connection closed with not a byte of answer: the backend closed
+                // it as it sat idle, just before (or as) the request arrived. An idempotent
+                // request is sent again on another connection to the same backend; a pooled
+                // connection is usually checked before use (`is_reusable`), this is the race.
+                Err(UpstreamError::Closed(_))
+                    if !fresh && conn.inbound.is_empty() && retry_safe(req, body) =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            };
             let ResponseHead {
                 parts,
                 body: framing,
@@ -131,6 +144,12 @@ impl UpstreamClient {
         let io = self.connector.connect(&backend.authority).await?;
         Ok(UpstreamConn::new(io))
     }
+}
+
+/// Whether a request that may have reached the backend can be sent again: idempotent, and
+/// none of its body read.
+fn retry_safe(req: &http::request::Parts, body: &dyn ClientBody) -> bool {
+    crate::proxy::is_idempotent(&req.method) && !body.touched()
 }
 
 /// Methods whose requests normally carry a body.

@@ -388,6 +388,126 @@ impl GateBackend {
     }
 }
 
+/// What a [`RawBackend`] does with one request: writes `bytes` (exactly, framing and all), then
+/// keeps the connection for the next request or closes it. Empty `bytes` with `close`: the
+/// connection closes without an answer.
+pub struct RawReply {
+    pub bytes: Vec<u8>,
+    pub close: bool,
+}
+
+impl RawReply {
+    pub fn keep(bytes: impl AsRef<[u8]>) -> RawReply {
+        RawReply {
+            bytes: bytes.as_ref().to_vec(),
+            close: false,
+        }
+    }
+
+    pub fn close(bytes: impl AsRef<[u8]>) -> RawReply {
+        RawReply {
+            bytes: bytes.as_ref().to_vec(),
+            close: true,
+        }
+    }
+}
+
+/// A backend speaking raw bytes, for what a well-behaved server never sends: it reads each
+/// request head (and a Content-Length body, unless the reply is to come before it), hands the
+/// head to `reply`, and writes what that returns. It records every head and counts
+/// connections.
+pub struct RawBackend {
+    pub addr: SocketAddr,
+    pub heads: Arc<std::sync::Mutex<Vec<String>>>,
+    pub connections: Arc<AtomicUsize>,
+}
+
+impl RawBackend {
+    pub async fn start<F>(reply: F) -> RawBackend
+    where
+        F: Fn(&str) -> RawReply + Send + Sync + 'static,
+    {
+        RawBackend::start_reading(true, reply).await
+    }
+
+    /// Like `start`, but answers as soon as the head is in, without reading any body.
+    pub async fn start_early<F>(reply: F) -> RawBackend
+    where
+        F: Fn(&str) -> RawReply + Send + Sync + 'static,
+    {
+        RawBackend::start_reading(false, reply).await
+    }
+
+    async fn start_reading<F>(read_body: bool, reply: F) -> RawBackend
+    where
+        F: Fn(&str) -> RawReply + Send + Sync + 'static,
+    {
+        let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let connections = Arc::new(AtomicUsize::new(0));
+        let reply = Arc::new(reply);
+        let (seen, count) = (heads.clone(), connections.clone());
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                let (seen, reply) = (seen.clone(), reply.clone());
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match tcp.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end);
+                        if read_body {
+                            let length = head
+                                .lines()
+                                .filter_map(|l| l.split_once(':'))
+                                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                                .and_then(|(_, v)| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            while buf.len() < length {
+                                let mut chunk = [0u8; 4096];
+                                match tcp.read(&mut chunk).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                                }
+                            }
+                            buf.drain(..length);
+                        }
+                        seen.lock().unwrap().push(head.clone());
+                        let answer = reply(&head);
+                        if tcp.write_all(&answer.bytes).await.is_err() || answer.close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        RawBackend {
+            addr,
+            heads,
+            connections,
+        }
+    }
+
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap().clone()
+    }
+
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
 /// Reads from a connection until the peer closes it; panics if that takes longer than PATIENCE.
 pub async fn wait_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
     let mut out = Vec::new();

@@ -1,0 +1,313 @@
+//! The proxy's own HTTP/1.1 (src/http1): what a client and a backend can do on the wire and
+//! what each must then get. Raw bytes on both sides, where a well-behaved library would never
+//! produce the case.
+
+mod common;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Reads one response whose body has a Content-Length; returns its head and body.
+async fn read_response(tcp: &mut TcpStream) -> (String, String) {
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+                let length = head
+                    .lines()
+                    .filter_map(|l| l.split_once(": "))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |(_, v)| v.trim().parse::<usize>().unwrap());
+                if buf.len() >= end + 4 + length {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]);
+                    return (head, body.into_owned());
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("a response")
+}
+
+#[tokio::test]
+async fn pipelined_requests_are_answered_in_order_on_one_connection() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let out = raw(
+        proxy.plain_addr(),
+        b"GET /echo?n=1 HTTP/1.1\r\nHost: app.test\r\n\r\nGET /echo?n=2 HTTP/1.1\r\nHost: app.test\r\n\r\nGET /echo?n=3 HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 3, "{out}");
+    let order: Vec<usize> = ["/echo?n=1", "/echo?n=2", "/echo?n=3"]
+        .iter()
+        .map(|t| out.find(&format!("GET {t} HTTP/1.1")).expect(t))
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "{out}");
+    assert!(
+        out.contains("connection: close\r\n"),
+        "the last one closes: {out}"
+    );
+}
+
+#[tokio::test]
+async fn http10_clients_keep_alive_only_when_they_ask() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(b"GET /echo HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, body) = read_response(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("connection: keep-alive\r\n"), "{head}");
+    // The backend was asked in HTTP/1.1, whatever the client spoke.
+    assert!(body.contains("GET /echo HTTP/1.1"), "{body}");
+    tcp.write_all(b"GET /echo HTTP/1.0\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let rest = String::from_utf8(wait_closed(&mut tcp).await).unwrap();
+    assert!(rest.starts_with("HTTP/1.1 200"), "{rest}");
+    assert!(rest.contains("connection: close\r\n"), "{rest}");
+}
+
+#[tokio::test]
+async fn chunked_and_close_delimited_backend_bodies_are_reframed_for_each_client() {
+    let backend = RawBackend::start(|head| {
+        if head.starts_with("GET /chunked") {
+            RawReply::keep(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n",
+            )
+        } else {
+            // HTTP/1.0 style: no length, the body ends when the connection does.
+            RawReply::close("HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end")
+        }
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+
+    // HTTP/1.1 client, both bodies on one connection: re-chunked, trailers dropped.
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(b"GET /chunked HTTP/1.1\r\nHost: app.test\r\n\r\nGET /close HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let out = String::from_utf8(wait_closed(&mut tcp).await).unwrap();
+    assert_eq!(
+        out.matches("transfer-encoding: chunked\r\n").count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        out.contains("5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"),
+        "{out}"
+    );
+    assert!(out.contains("d\r\nuntil the end\r\n0\r\n\r\n"), "{out}");
+    assert!(
+        !out.contains("X-Trailer") && !out.contains("ext=1"),
+        "{out}"
+    );
+
+    // HTTP/1.0 client: no chunks for it, the body ends with the connection.
+    let out = raw(
+        proxy.plain_addr(),
+        b"GET /chunked HTTP/1.0\r\nHost: app.test\r\n\r\n",
+    )
+    .await;
+    assert!(!out.contains("transfer-encoding"), "{out}");
+    assert!(out.ends_with("\r\n\r\nhello world"), "{out}");
+}
+
+#[tokio::test]
+async fn expect_100_continue_gets_its_go_ahead_and_the_backend_never_waits_for_one() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
+        .await
+        .unwrap();
+    let mut interim = [0u8; 25];
+    tokio::time::timeout(PATIENCE, tcp.read_exact(&mut interim))
+        .await
+        .expect("a go-ahead before the body")
+        .unwrap();
+    assert_eq!(&interim, b"HTTP/1.1 100 Continue\r\n\r\n");
+    tcp.write_all(b"hello").await.unwrap();
+    let (head, body) = read_response(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "5\n");
+
+    tcp.write_all(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
+        .await
+        .unwrap();
+    tcp.read_exact(&mut interim).await.unwrap();
+    tcp.write_all(b"ok").await.unwrap();
+    let (_, echo) = read_response(&mut tcp).await;
+    assert!(echoed_header(&echo, "expect").is_empty(), "{echo}");
+}
+
+#[tokio::test]
+async fn a_backend_answering_before_the_body_is_read_is_heard_and_its_connection_dropped() {
+    let backend = RawBackend::start_early(|_| {
+        RawReply::keep("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig\n")
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    // A head that promises a large body, and only the start of it.
+    tcp.write_all(
+        b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1000000\r\n\r\nfirst bytes",
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8(wait_closed(&mut tcp).await).unwrap();
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("connection: close\r\n"), "{out}");
+    assert!(out.ends_with("big\n"), "{out}");
+    // That backend connection had a request half sent: it is never lent again.
+    let _ = raw(
+        proxy.plain_addr(),
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(backend.connections(), 2);
+}
+
+#[tokio::test]
+async fn interim_answers_from_the_backend_are_not_passed_on() {
+    let backend = RawBackend::start(|_| {
+        RawReply::keep("HTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    let out = raw(
+        proxy.plain_addr(),
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    assert!(!out.contains("103") && out.ends_with("\r\n\r\nok"), "{out}");
+}
+
+#[tokio::test]
+async fn a_backend_body_cut_short_closes_the_client_connection_and_others_are_served() {
+    let backend = RawBackend::start(|head| {
+        if head.starts_with("GET /short") {
+            RawReply::close("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
+        } else {
+            RawReply::keep("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(b"GET /short HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    // The client learns the body is short the only way left once the head is out: the
+    // connection closes before the promised length.
+    let out = String::from_utf8(wait_closed(&mut tcp).await).unwrap();
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("\r\n\r\nabc"),
+        "{out}"
+    );
+    assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
+}
+
+#[tokio::test]
+async fn kept_alive_connections_the_backend_closed_are_never_used() {
+    // Answers as if keeping the connection, then closes it (as a backend's idle timeout does).
+    let backend =
+        RawBackend::start(|_| RawReply::close("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"))
+            .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    for _ in 0..10 {
+        let (status, _, body) = get_plain(proxy.plain_addr(), "/").await;
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+    assert_eq!(backend.connections(), 10);
+    let metrics = proxy.metrics().await;
+    assert!(
+        !metrics.contains("sessiongate_upstream_errors_total{"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn chunked_request_bodies_are_decoded_and_sent_on_with_a_length_or_chunked() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let out = raw(
+        proxy.plain_addr(),
+        b"POST /upload HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n4;x=y\r\ndefg\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(
+        out.starts_with("HTTP/1.1 200") && out.ends_with("\r\n\r\n7\n"),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_body_sent_after_a_refusal_does_not_reset_the_answer() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "[limits]\nmax_body_size = \"64KiB\"\n").await;
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 600000\r\n\r\n")
+        .await
+        .unwrap();
+    // The client sends its body regardless, as many do; the proxy reads and drops it while it
+    // closes, so the answer arrives instead of a reset.
+    let body = vec![b'x'; 600_000];
+    let (mut rx, mut tx) = tcp.split();
+    let (written, out) = tokio::join!(tx.write_all(&body), async {
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while let Ok(Ok(n)) = tokio::time::timeout(PATIENCE, rx.read(&mut chunk)).await {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    });
+    let _ = written;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+}
+
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_cut_off_after_the_idle_timeout() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "[timeouts]\nidle = \"300ms\"\n").await;
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(b"GET /bytes?n=100000000 HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    // Read nothing until the proxy has given up on this connection, then drain: the stream
+    // ends long before 100 MB.
+    eventually("the stalled connection closed", || async {
+        let metrics = proxy.metrics().await;
+        metric(&metrics, "sessiongate_open_connections{listener=\"plain\"}") == Some(0.0)
+    })
+    .await;
+    let mut got = 0usize;
+    let mut chunk = vec![0u8; 64 * 1024];
+    let drained = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+        }
+    })
+    .await;
+    assert!(drained.is_ok(), "the proxy closed the connection");
+    assert!(got < 100_000_000, "{got} bytes");
+    assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
+}
