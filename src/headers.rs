@@ -117,8 +117,8 @@ pub struct Hop {
     element_prefix: String,
     proto: &'static str,
     port: HeaderValue,
-    /// The last Host and the Forwarded element rendered for it: a kept-alive connection asks
-    /// for the same host request after request.
+    /// The last Host (owned, see `forwarded_value`) and the Forwarded element rendered for it:
+    /// a kept-alive connection asks for the same host request after request.
     last: std::sync::Mutex<Option<(HeaderValue, HeaderValue)>>,
 }
 
@@ -149,7 +149,10 @@ impl Hop {
             }
         }
         let element = chain(None, self.forwarded_element(host));
-        *last = Some((host.clone(), element.clone()));
+        // A copy, not a clone: the client's value is a slice of the read buffer, and holding
+        // it would keep that whole buffer for the connection's life.
+        let own = HeaderValue::from_bytes(host.as_bytes()).unwrap_or_else(|_| host.clone());
+        *last = Some((own, element.clone()));
         element
     }
 

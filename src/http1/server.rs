@@ -139,12 +139,16 @@ where
                 return Ended::Closed;
             }
             Err(refused) => {
-                c.refuse(refused).await;
+                // Boxed, as the other rare paths: inline, their state would enlarge every
+                // connection's task for its whole life.
+                Box::pin(c.refuse(refused)).await;
                 return Ended::Closed;
             }
         };
         c.served += 1;
-        match c.exchange(head).await {
+        // Boxed, once per request: the exchange's state is kilobytes, and inline it would stay
+        // in the connection's task while the connection idles.
+        match Box::pin(c.exchange(head)).await {
             Ok(true) => {}
             Ok(false) => return Ended::Closed,
             Err(e) => {
@@ -290,7 +294,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         let (resp, body_finished) = if framing == RequestBody::None {
             let mut none = NoBody;
             let handling = self.proxy.handle(parts, &mut none, self.conn, upgrade);
-            match watch_client(Box::pin(handling), &mut self.client, &self.limits).await {
+            match watch_client(handling, &mut self.client, &self.limits).await {
                 Some(resp) => (resp, true),
                 None => return Ok(false),
             }
@@ -310,14 +314,17 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
                 continue_out: None,
             };
             let mut body = Limited::new(raw, self.conn.listener.body_limits());
-            let resp = Box::pin(self.proxy.handle(parts, &mut body, self.conn, upgrade)).await;
+            let resp = self
+                .proxy
+                .handle(parts, &mut body, self.conn, upgrade)
+                .await;
             let finished = body.get_mut().decoder.is_done();
             (resp, finished)
         };
 
         let (parts, body) = resp.into_parts();
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            return self.switch(parts, body).await.map(|()| false);
+            return Box::pin(self.switch(parts, body)).await.map(|()| false);
         }
         self.retiring |= self.retire_token.is_cancelled();
         let retiring = self.retiring;
@@ -500,7 +507,7 @@ fn queue(out: &mut Outgoing, data: Bytes, framing: Framing) {
 /// Runs a bodiless request's exchange, watching its client: `None` if the client went away
 /// first. Pipelined bytes that arrive meanwhile are kept for the next request.
 async fn watch_client<F, I>(
-    mut handling: Pin<Box<F>>,
+    handling: F,
     client: &mut Client<I>,
     limits: &HeadLimits,
 ) -> Option<F::Output>
@@ -508,6 +515,7 @@ where
     F: std::future::Future,
     I: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut handling = std::pin::pin!(handling);
     poll_fn(|cx| {
         if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(resp));
