@@ -26,11 +26,17 @@ pub struct RequestRecord {
 }
 
 impl RequestRecord {
-    pub fn begin(conn: Arc<ConnContext>, req: &http::request::Parts, log: bool) -> RequestRecord {
+    /// `start`: when the request's head arrived.
+    pub fn begin(
+        conn: Arc<ConnContext>,
+        req: &http::request::Parts,
+        start: Instant,
+        log: bool,
+    ) -> RequestRecord {
         conn.activity.request_started();
         RequestRecord {
             conn,
-            start: Instant::now(),
+            start,
             method: req.method.clone(),
             version: req.version,
             path: if log {
@@ -55,7 +61,8 @@ impl RequestRecord {
     /// Called once, when the response body is done: `complete` is false when the client went
     /// away or the backend failed mid-body.
     pub fn finish(self, bytes_sent: u64, complete: bool) {
-        let elapsed = self.start.elapsed();
+        let now = Instant::now();
+        let elapsed = now.saturating_duration_since(self.start);
         let listener = &self.conn.listener;
         let backend = self
             .backend
@@ -64,7 +71,7 @@ impl RequestRecord {
         listener
             .metrics
             .request_done(self.status, backend, elapsed.as_secs_f64());
-        self.conn.activity.request_finished();
+        self.conn.activity.request_finished(now);
         if self.log {
             tracing::info!(
                 target: "sessiongate::access",

@@ -130,8 +130,9 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
     }
 
-    pub fn request_finished(&self) {
-        let now = self.opened.elapsed().as_millis() as u64;
+    /// `now`: when it finished (the caller has just read the clock).
+    pub fn request_finished(&self, now: Instant) {
+        let now = now.saturating_duration_since(self.opened).as_millis() as u64;
         self.last_ms.store(now, Ordering::Release);
         self.in_flight.fetch_sub(1, Ordering::AcqRel);
         self.finished.notify_one();

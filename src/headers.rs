@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that only ever describe one hop, whether or not `Connection` lists them.
-const HOP_BY_HOP: [HeaderName; 8] = [
+pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     header::TE,
     header::TRAILER,
@@ -78,23 +78,13 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
-    // Names listed in Connection: collected first, as removing while reading is not possible.
-    // The usual `keep-alive` and `close` are no header's name: left out here, the list stays
-    // empty and allocates nothing.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|t| {
-            !t.eq_ignore_ascii_case("close")
-                && !HOP_BY_HOP
-                    .iter()
-                    .any(|h| t.eq_ignore_ascii_case(h.as_str()))
-        })
-        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
-        .collect();
+    // Collected first, as removing while reading is not possible.
+    let listed = listed_in_connection(
+        headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .map(|v| v.as_bytes()),
+    );
     for name in &listed {
         headers.remove(name);
     }
@@ -105,6 +95,24 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, value);
     }
+}
+
+/// The field names `Connection` values list, beyond the fixed hop-by-hop ones. The usual
+/// `keep-alive` and `close` are no field's name: left out, the list stays empty and allocates
+/// nothing.
+pub(crate) fn listed_in_connection<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<HeaderName> {
+    values
+        .flat_map(|v| v.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|h| t.eq_ignore_ascii_case(h.as_str().as_bytes()))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
+        .collect()
 }
 
 /// What the proxy knows about the hop a connection came in on, rendered once when it opens:

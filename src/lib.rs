@@ -32,6 +32,7 @@ pub mod prefixed;
 pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;
+pub mod reply;
 pub mod select;
 pub mod sticky;
 pub mod tls;

@@ -28,6 +28,7 @@ use crate::failover::Failover;
 use crate::headers::{self, ForwardedFor};
 use crate::metrics::Metrics;
 use crate::paths;
+use crate::reply::{Fields, Reply};
 use crate::select::{NoPick, Outcome, Selection};
 use crate::sticky::{SessionKey, Sticky};
 use crate::upstream::{UpstreamError, UpstreamResponse};
@@ -69,29 +70,33 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let (parts, incoming) = req.into_parts();
         let mut body = Limited::new(incoming, conn.listener.body_limits());
-        let resp = self.handle(parts, &mut body, &conn, false).await;
+        let reply = self
+            .handle(parts, &mut body, &conn, false, std::time::Instant::now())
+            .await;
         // A backend that answered before reading the whole body: the stream's receiving side
         // stays open until the answer is sent, so the client gets the answer, not a reset.
-        if body.is_unfinished() {
-            resp.map(|b| b.holding(body))
+        let reply = if body.is_unfinished() {
+            reply.map_body(|b| b.holding(body))
         } else {
-            resp
-        }
+            reply
+        };
+        reply.into_response()
     }
 
-    /// One request, whatever protocol brought it. `upgrade` says the client asked to switch
-    /// protocols (HTTP/1.1 only): then a 101 from the backend comes back with its connection
-    /// in the body (`ProxyBody::into_upgraded`).
+    /// One request, whatever protocol brought it, whose head arrived at `start`. `upgrade`
+    /// says the client asked to switch protocols (HTTP/1.1 only): then a 101 from the backend
+    /// comes back with its connection in the body (`ProxyBody::into_upgraded`).
     pub async fn handle(
         &self,
         parts: http::request::Parts,
         body: &mut dyn ClientBody,
         conn: &Arc<ConnContext>,
         upgrade: bool,
-    ) -> Response<ProxyBody> {
-        let mut record = RequestRecord::begin(conn.clone(), &parts, self.access_log);
-        let mut resp = match self.route(parts, body, conn, upgrade, &mut record).await {
-            Ok(resp) => resp,
+        start: std::time::Instant,
+    ) -> Reply {
+        let mut record = RequestRecord::begin(conn.clone(), &parts, start, self.access_log);
+        let mut reply = match self.route(parts, body, conn, upgrade, &mut record).await {
+            Ok(reply) => reply,
             Err(err) => {
                 // Shedding is logged once per episode by the queue, not once per request.
                 if err.is_client_error() || matches!(err, ProxyError::Shed(_)) {
@@ -99,15 +104,16 @@ impl Proxy {
                 } else {
                     tracing::warn!(peer = %record.peer(), error = %err, "request failed");
                 }
-                err.into_response()
+                Reply::local(err.into_response())
             }
         };
         if let Some(hsts) = &conn.listener.hsts {
-            resp.headers_mut()
+            reply
+                .fields
                 .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
-        record.status = resp.status();
-        resp.map(|body| body.with_record(record))
+        record.status = reply.status;
+        reply.map_body(|body| body.with_record(record))
     }
 
     async fn route(
@@ -117,14 +123,14 @@ impl Proxy {
         conn: &ConnContext,
         upgrade: bool,
         record: &mut RequestRecord,
-    ) -> Result<Response<ProxyBody>, ProxyError> {
+    ) -> Result<Reply, ProxyError> {
         if parts.method == Method::CONNECT {
             return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
         }
         let listener = &conn.listener;
         let host = request_host(&parts)?;
         if let Some(redirect) = listener.redirect {
-            return Ok(https_redirect(&host, &parts.uri, redirect));
+            return Ok(Reply::local(https_redirect(&host, &parts.uri, redirect)));
         }
         // The exact path the policy checked is the one forwarded.
         let target = checked_target(&parts.uri, listener)?;
@@ -143,7 +149,7 @@ impl Proxy {
             );
             resp.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return Ok(resp);
+            return Ok(Reply::local(resp));
         }
         let max_body = listener.limits.max_body_size;
         if content_length(&parts.headers).is_some_and(|n| n > max_body) {
@@ -189,8 +195,12 @@ impl Proxy {
         let (upstream, selection) = self
             .forward(site, &session, key.as_deref(), &parts, body, record)
             .await?;
-        let UpstreamResponse { head, body } = upstream;
-        let mut resp = Response::from_parts(head, body);
+        let UpstreamResponse {
+            status,
+            fields,
+            body,
+        } = upstream;
+        let mut fields = Fields::Backend(fields);
         let backend = selection.backend;
         if let Some(sticky) = sticky {
             if let Some(outcomes) = &site.sticky_outcomes {
@@ -205,22 +215,25 @@ impl Proxy {
             if let Some(cookie) =
                 nonce.and_then(|n| sticky.set_cookie(n, backend.tag, listener.tls))
             {
-                resp.headers_mut().append(header::SET_COOKIE, cookie);
+                fields.append(header::SET_COOKIE, cookie);
             }
-            sticky.learn(resp.headers(), &backend.id, backend.route.as_deref());
+            let set_cookies = fields.get_all(&header::SET_COOKIE);
+            sticky.learn(set_cookies, &backend.id, backend.route.as_deref());
         }
 
-        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
         if switching && !upgrade {
             return Err(ProxyError::Upstream {
                 backend: backend.id.clone(),
                 error: UpstreamError::Protocol("101 to a request that did not ask for it".into()),
             });
         }
-        let (mut parts, body) = resp.into_parts();
-        headers::strip_hop_by_hop(&mut parts.headers, switching);
-        parts.version = Version::HTTP_11;
-        Ok(Response::from_parts(parts, ProxyBody::upstream(body)))
+        fields.strip_hop_by_hop(switching);
+        Ok(Reply {
+            status,
+            fields,
+            body: ProxyBody::upstream(body),
+        })
     }
 }
 
@@ -252,7 +265,7 @@ impl Proxy {
             record.backend = Some(slot);
             let error = match site.client.send(&backend, parts, body).await {
                 Ok(resp) => {
-                    let status = resp.head.status;
+                    let status = resp.status;
                     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
                         self.failed(site, &backend);
                     } else {

@@ -19,7 +19,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use http::header::{HeaderMap, HeaderValue, SET_COOKIE};
+use http::header::{HeaderMap, HeaderValue};
 use ring::hmac;
 
 use crate::balance::stable_hash;
@@ -200,16 +200,21 @@ impl Sticky {
 
     /// Route mode: remembers the route a backend put in its session cookie, when it is not the
     /// one the backend is already known by.
-    pub fn learn(&self, response: &HeaderMap, backend_id: &str, known_route: Option<&str>) {
+    /// `set_cookies`: the response's Set-Cookie values.
+    pub fn learn<'a>(
+        &self,
+        set_cookies: impl Iterator<Item = &'a [u8]>,
+        backend_id: &str,
+        known_route: Option<&str>,
+    ) {
         let Mode::Route { cookie, learn, .. } = &self.mode else {
             return;
         };
         if !learn {
             return;
         }
-        for line in response.get_all(SET_COOKIE) {
-            let Some((_, route)) = cookies::set_by(line.as_bytes(), cookie).and_then(split_route)
-            else {
+        for line in set_cookies {
+            let Some((_, route)) = cookies::set_by(line, cookie).and_then(split_route) else {
                 continue;
             };
             if known_route == Some(route)
@@ -402,14 +407,10 @@ mod tests {
             SessionKey::Unpinned
         );
 
-        let mut resp = HeaderMap::new();
-        resp.append(
-            SET_COOKIE,
-            "AUTH_SESSION_ID=xyz.pod-7; Path=/".parse().unwrap(),
-        );
-        s.learn(&resp, "10.0.0.9:8080", None);
+        let set_cookies = [&b"Other=1"[..], b"AUTH_SESSION_ID=xyz.pod-7; Path=/"];
+        s.learn(set_cookies.into_iter(), "10.0.0.9:8080", None);
         assert_eq!(s.learned("pod-7").as_deref(), Some("10.0.0.9:8080"));
-        s.learn(&resp, "10.0.0.3:8080", Some("pod-7"));
+        s.learn(set_cookies.into_iter(), "10.0.0.3:8080", Some("pod-7"));
         assert_eq!(
             s.learned("pod-7").as_deref(),
             Some("10.0.0.9:8080"),

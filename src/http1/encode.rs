@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::HeaderMap;
 use http::{Method, StatusCode};
 
 /// How the body after a head is delimited, as the proxy sends it.
@@ -36,31 +36,40 @@ pub fn request_head(
     out.extend_from_slice(b" ");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    fields(headers, framing, out);
+    fields(map_fields(headers), framing, out);
     out.extend_from_slice(b"\r\n");
 }
 
-/// A response head for a client. `connection` is written as the `Connection` header when set
+/// A map's fields as names and values.
+pub fn map_fields(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .iter()
+        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+}
+
+/// A response head for a client, its fields as names and values (`has_date`: a Date is among
+/// them, else one is written). `connection` is written as the `Connection` header when set
 /// (`close`, or `keep-alive` for an HTTP/1.0 client that asked for it).
-pub fn response_head(
+pub fn response_head<'a>(
     status: StatusCode,
-    headers: &HeaderMap,
+    fields_in: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    has_date: bool,
     framing: Framing,
     connection: Option<&'static str>,
     out: &mut BytesMut,
 ) {
-    out.reserve(64 + headers.len() * 40);
+    out.reserve(512);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
-    if !headers.contains_key(header::DATE) {
+    if !has_date {
         out.extend_from_slice(b"date: ");
         with_date(|date| out.extend_from_slice(date));
         out.extend_from_slice(b"\r\n");
     }
-    fields(headers, framing, out);
+    fields(fields_in, framing, out);
     if let Some(connection) = connection {
         out.extend_from_slice(b"connection: ");
         out.extend_from_slice(connection.as_bytes());
@@ -70,13 +79,19 @@ pub fn response_head(
 }
 
 /// The header fields, with the framing headers replaced by `framing`'s.
-fn fields(headers: &HeaderMap, framing: Framing, out: &mut BytesMut) {
+fn fields<'a>(
+    fields: impl Iterator<Item = (&'a [u8], &'a [u8])>,
+    framing: Framing,
+    out: &mut BytesMut,
+) {
     let keep_length = framing == Framing::Described;
-    for (name, value) in headers {
-        if name == header::TRANSFER_ENCODING || (name == header::CONTENT_LENGTH && !keep_length) {
+    for (name, value) in fields {
+        if name.eq_ignore_ascii_case(b"transfer-encoding")
+            || (!keep_length && name.eq_ignore_ascii_case(b"content-length"))
+        {
             continue;
         }
-        field(name.as_str().as_bytes(), value, out);
+        field(name, value, out);
     }
     match framing {
         Framing::Length(n) => {
@@ -89,10 +104,11 @@ fn fields(headers: &HeaderMap, framing: Framing, out: &mut BytesMut) {
     }
 }
 
-fn field(name: &[u8], value: &HeaderValue, out: &mut BytesMut) {
+fn field(name: &[u8], value: &[u8], out: &mut BytesMut) {
+    out.reserve(name.len() + value.len() + 4);
     out.extend_from_slice(name);
     out.extend_from_slice(b": ");
-    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(value);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -138,6 +154,7 @@ pub fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::HeaderValue;
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -180,7 +197,8 @@ mod tests {
         let mut out = BytesMut::new();
         response_head(
             StatusCode::OK,
-            &headers,
+            map_fields(&headers),
+            false,
             Framing::Described,
             Some("close"),
             &mut out,
@@ -195,7 +213,8 @@ mod tests {
         let mut out = BytesMut::new();
         response_head(
             StatusCode::NO_CONTENT,
-            &with_date,
+            map_fields(&with_date),
+            true,
             Framing::None,
             None,
             &mut out,

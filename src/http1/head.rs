@@ -7,7 +7,9 @@
 use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
+
+use super::fields::{Facts, RawFields};
 use http::{Method, StatusCode, Uri, Version};
 
 /// How a request's body is delimited (and so how much of the stream is the body).
@@ -87,7 +89,9 @@ pub struct RequestHead {
 /// A backend's response head.
 #[derive(Debug)]
 pub struct ResponseHead {
-    pub parts: http::response::Parts,
+    pub status: StatusCode,
+    pub version: Version,
+    pub fields: RawFields,
     pub body: ResponseBody,
     /// The backend will take another request on this connection.
     pub keep_alive: bool,
@@ -111,7 +115,7 @@ impl HeadScan {
             .position(|&b| b != b'\r' && b != b'\n')
             .unwrap_or(buf.len());
         let mut i = self.scanned.max(leading);
-        while let Some(offset) = buf[i..].iter().position(|&b| b == b'\n') {
+        while let Some(offset) = memchr::memchr(b'\n', &buf[i..]) {
             let lf = i + offset;
             match (buf.get(lf + 1), buf.get(lf + 2)) {
                 (Some(b'\n'), _) => return Some(lf + 2),
@@ -135,9 +139,14 @@ impl HeadScan {
 /// Header slots for httparse on the stack, for up to this many fields (more: on the heap).
 const STACK_HEADERS: usize = 128;
 
-/// The header fields as an `http` map whose values share `head` (no copy per value).
-fn header_map(head: &Bytes, fields: &[httparse::Header<'_>]) -> Result<HeaderMap, HeadError> {
-    let mut headers = HeaderMap::with_capacity(fields.len());
+/// The header fields as an `http` map whose values share `head` (no copy per value), with room
+/// for `extra` more (the forwarded headers the proxy adds), so it does not grow mid-request.
+fn header_map(
+    head: &Bytes,
+    fields: &[httparse::Header<'_>],
+    extra: usize,
+) -> Result<HeaderMap, HeadError> {
+    let mut headers = HeaderMap::with_capacity(fields.len() + extra);
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("header name"))?;
@@ -247,25 +256,22 @@ pub fn parse_request(
             .map_err(|_| HeadError::Malformed("method"))?;
         let uri = Uri::from_maybe_shared(head.slice_ref(req.path.unwrap_or_default().as_bytes()))
             .map_err(|_| HeadError::Malformed("request target"))?;
-        let headers = header_map(&head, req.headers)?;
-        Ok((method, uri, req.version.unwrap_or(1), headers))
+        let facts = Facts::of(req.headers);
+        // The proxy strips a request's hop-by-hop fields itself: whether `Upgrade` stays is
+        // its decision.
+        let headers = header_map(&head, req.headers, 8)?;
+        Ok((method, uri, req.version.unwrap_or(1), headers, facts))
     });
-    let (method, uri, minor, headers) = parsed?;
+    let (method, uri, minor, headers, facts) = parsed?;
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
         Version::HTTP_11
     };
-    let (body, close_after) = request_framing(&headers, version)?;
-    let keep_alive = match version {
-        Version::HTTP_10 => connection_has(&headers, "keep-alive"),
-        _ => !connection_has(&headers, "close"),
-    };
-    let expect_continue = version == Version::HTTP_11
-        && body != RequestBody::None
-        && headers
-            .get(header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let (body, close_after) = facts.request_body(version)?;
+    let keep_alive = facts.persistent(version);
+    let expect_continue =
+        version == Version::HTTP_11 && body != RequestBody::None && facts.expect_continue;
     let (mut parts, ()) = http::Request::new(()).into_parts();
     parts.method = method;
     parts.uri = uri;
@@ -309,11 +315,16 @@ pub fn parse_response(
             if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
                 return Ok(None);
             }
-            let headers = header_map(&head, resp.headers)?;
-            Ok(Some((status, resp.version.unwrap_or(1), headers)))
+            let facts = Facts::of(resp.headers);
+            // Hop-by-hop fields never reach the client, so they are not put in the map, unless
+            // `Connection` names others (then the proxy's strip removes them all) or the
+            // protocol switches (the switch needs `Upgrade`).
+            let skip = !facts.connection_lists_others && status != StatusCode::SWITCHING_PROTOCOLS;
+            let fields = RawFields::new(&head, resp.headers, skip);
+            Ok(Some((status, resp.version.unwrap_or(1), fields, facts)))
         });
         // Interim answers (100, 103) are skipped: nothing downstream asked for them.
-        let Some((status, minor, headers)) = parsed? else {
+        let Some((status, minor, fields, facts)) = parsed? else {
             continue;
         };
         let version = if minor == 0 {
@@ -321,138 +332,16 @@ pub fn parse_response(
         } else {
             Version::HTTP_11
         };
-        let body = response_framing(&headers, method, status)?;
+        let body = facts.response_body(method, status)?;
         let keep_alive = body != ResponseBody::Close
             && status != StatusCode::SWITCHING_PROTOCOLS
-            && match version {
-                Version::HTTP_10 => connection_has(&headers, "keep-alive"),
-                _ => !connection_has(&headers, "close"),
-            };
-        let (mut parts, ()) = http::Response::new(()).into_parts();
-        parts.status = status;
-        parts.version = version;
-        parts.headers = headers;
+            && facts.persistent(version);
         return Ok(Some(ResponseHead {
-            parts,
+            status,
+            version,
+            fields,
             body,
             keep_alive,
         }));
     }
-}
-
-/// Is `token` one of the comma-separated values of `Connection`?
-pub fn connection_has(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-}
-
-/// RFC 9112 §6.3 for requests: Transfer-Encoding must end in chunked (and wins over a
-/// Content-Length, closing the connection after); Content-Length values must all agree.
-fn request_framing(
-    headers: &HeaderMap,
-    version: Version,
-) -> Result<(RequestBody, bool), HeadError> {
-    if let Some(chunked) = transfer_encoding(headers)? {
-        if version == Version::HTTP_10 {
-            return Err(HeadError::Framing("Transfer-Encoding in HTTP/1.0"));
-        }
-        if !chunked {
-            return Err(HeadError::Framing(
-                "Transfer-Encoding not ending in chunked",
-            ));
-        }
-        let close_after = headers.contains_key(header::CONTENT_LENGTH);
-        return Ok((RequestBody::Chunked, close_after));
-    }
-    Ok(match content_length(headers)? {
-        None | Some(0) => (RequestBody::None, false),
-        Some(n) => (RequestBody::Length(n), false),
-    })
-}
-
-fn response_framing(
-    headers: &HeaderMap,
-    method: &Method,
-    status: StatusCode,
-) -> Result<ResponseBody, HeadError> {
-    if method == Method::HEAD
-        || status.is_informational()
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
-        return Ok(ResponseBody::Empty);
-    }
-    match transfer_encoding(headers) {
-        Ok(Some(true)) => return Ok(ResponseBody::Chunked),
-        // Not chunked last (or a coding we do not know): the body runs to the close.
-        Ok(Some(false)) | Err(HeadError::UnsupportedCoding) => return Ok(ResponseBody::Close),
-        Ok(None) => {}
-        Err(e) => return Err(e),
-    }
-    Ok(match content_length(headers)? {
-        Some(0) => ResponseBody::Empty,
-        Some(n) => ResponseBody::Length(n),
-        None => ResponseBody::Close,
-    })
-}
-
-/// `None` without Transfer-Encoding, else whether chunked is its last (and only) coding.
-/// Codings other than chunked are refused: the proxy cannot decode them to re-frame.
-fn transfer_encoding(headers: &HeaderMap) -> Result<Option<bool>, HeadError> {
-    let mut values = headers.get_all(header::TRANSFER_ENCODING).iter().peekable();
-    if values.peek().is_none() {
-        return Ok(None);
-    }
-    let mut codings = values
-        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
-        .map(<[u8]>::trim_ascii)
-        .filter(|c| !c.is_empty())
-        .peekable();
-    let mut chunked_last = false;
-    let mut chunked_seen = false;
-    let mut other = false;
-    while let Some(coding) = codings.next() {
-        let is_chunked = coding.eq_ignore_ascii_case(b"chunked");
-        if is_chunked && chunked_seen {
-            return Err(HeadError::Framing("chunked applied twice"));
-        }
-        chunked_seen |= is_chunked;
-        other |= !is_chunked;
-        if codings.peek().is_none() {
-            chunked_last = is_chunked;
-        }
-    }
-    if !chunked_last {
-        return Ok(Some(false));
-    }
-    if other {
-        return Err(HeadError::UnsupportedCoding);
-    }
-    Ok(Some(true))
-}
-
-/// The Content-Length, if any: every value (and every element of a list) must be the same
-/// string of digits.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
-    let mut length = None;
-    for value in headers.get_all(header::CONTENT_LENGTH) {
-        for element in value.as_bytes().split(|&b| b == b',') {
-            let element = element.trim_ascii();
-            if element.is_empty() || !element.iter().all(u8::is_ascii_digit) {
-                return Err(HeadError::Framing("Content-Length is not a number"));
-            }
-            let n = std::str::from_utf8(element)
-                .ok()
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or(HeadError::Framing("Content-Length too large"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(HeadError::Framing("differing Content-Length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(length)
 }

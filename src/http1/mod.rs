@@ -6,7 +6,8 @@
 //! request). Parsing is `httparse`'s; framing, limits and keep-alive are decided here, by the
 //! rules of RFC 9112, strictly.
 //!
-//! - `head`: request and response heads, parsed from a read buffer, and their body framing.
+//! - `head`: request and response heads, parsed from a read buffer; `fields`: what their
+//!   fields say about framing and the connection, read in one pass.
 //! - `chunked`: the chunked transfer coding, decoded incrementally and strictly.
 //! - `decode`: a body read off a connection by its framing (either direction).
 //! - `encode`: heads written out, with the framing the proxy chose.
@@ -16,6 +17,7 @@
 pub mod chunked;
 pub mod decode;
 pub mod encode;
+pub mod fields;
 pub mod head;
 mod inbound;
 mod outgoing;

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, StatusCode, Version};
+use http::{header, Method, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -36,6 +36,7 @@ use crate::connection::ConnContext;
 use crate::error::local_response;
 use crate::prefixed::Prefixed;
 use crate::proxy::Proxy;
+use crate::reply::{Fields, Reply};
 
 /// How long a connection asked to close (reload, shutdown) before its first request waits
 /// for that request: a client that just connected sends it within milliseconds.
@@ -128,8 +129,8 @@ where
         served: 0,
     };
     loop {
-        let head = match c.read_head().await {
-            Ok(Next::Head(head)) => head,
+        let (head, arrived) = match c.read_head().await {
+            Ok(Next::Head(head, arrived)) => (head, arrived),
             Ok(Next::Http2) => {
                 let Client { io, inbound } = c.client;
                 return Ended::Http2(Prefixed::new(inbound.bytes.freeze(), io));
@@ -148,7 +149,7 @@ where
         c.served += 1;
         // Boxed, once per request: the exchange's state is kilobytes, and inline it would stay
         // in the connection's task while the connection idles.
-        match Box::pin(c.exchange(head)).await {
+        match Box::pin(c.exchange(head, arrived)).await {
             Ok(true) => {}
             Ok(false) => return Ended::Closed,
             Err(e) => {
@@ -162,7 +163,8 @@ where
 // Not boxed: it is returned once per request and matched at once.
 #[allow(clippy::large_enum_variant)]
 enum Next {
-    Head(RequestHead),
+    /// A head, and when its first bytes were there.
+    Head(RequestHead, std::time::Instant),
     Http2,
     Close,
 }
@@ -190,7 +192,10 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
                 } else {
                     let inbound = &mut self.client.inbound;
                     match head::parse_request(&mut inbound.bytes, &mut inbound.scan, &self.limits) {
-                        Ok(Some(head)) => return Ok(Next::Head(head)),
+                        Ok(Some(head)) => {
+                            let arrived = head_from.unwrap_or(idle_from).into_std();
+                            return Ok(Next::Head(head, arrived));
+                        }
                         Ok(None) => {}
                         Err(e) => return Err(Refused::Head(e)),
                     }
@@ -263,7 +268,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         let framing = Framing::Length(len);
         encode::response_head(
             parts.status,
-            &parts.headers,
+            encode::map_fields(&parts.headers),
+            false,
             framing,
             Some("close"),
             out.head_buf(),
@@ -280,7 +286,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
     }
 
     /// One request and its answer. `Ok(true)`: the connection takes another request.
-    async fn exchange(&mut self, head: RequestHead) -> io::Result<bool> {
+    async fn exchange(
+        &mut self,
+        head: RequestHead,
+        arrived: std::time::Instant,
+    ) -> io::Result<bool> {
         let RequestHead {
             parts,
             body: framing,
@@ -293,7 +303,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         let upgrade = version == Version::HTTP_11;
         let (resp, body_finished) = if framing == RequestBody::None {
             let mut none = NoBody;
-            let handling = self.proxy.handle(parts, &mut none, self.conn, upgrade);
+            let handling = self
+                .proxy
+                .handle(parts, &mut none, self.conn, upgrade, arrived);
             match watch_client(handling, &mut self.client, &self.limits).await {
                 Some(resp) => (resp, true),
                 None => return Ok(false),
@@ -316,23 +328,29 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             let mut body = Limited::new(raw, self.conn.listener.body_limits());
             let resp = self
                 .proxy
-                .handle(parts, &mut body, self.conn, upgrade)
+                .handle(parts, &mut body, self.conn, upgrade, arrived)
                 .await;
             let finished = body.get_mut().decoder.is_done();
             (resp, finished)
         };
 
-        let (parts, body) = resp.into_parts();
-        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-            return Box::pin(self.switch(parts, body)).await.map(|()| false);
+        let Reply {
+            status,
+            fields,
+            body,
+        } = resp;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Box::pin(self.switch(status, fields, body))
+                .await
+                .map(|()| false);
         }
         self.retiring |= self.retire_token.is_cancelled();
         let retiring = self.retiring;
         let mut keep = keep_alive && !close_after && body_finished && !retiring;
         let bodiless = method == Method::HEAD
-            || parts.status.is_informational()
-            || parts.status == StatusCode::NO_CONTENT
-            || parts.status == StatusCode::NOT_MODIFIED;
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
         let framing = if bodiless {
             Framing::Described
         } else {
@@ -351,8 +369,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             (true, _) => None,
         };
         encode::response_head(
-            parts.status,
-            &parts.headers,
+            status,
+            fields.iter(),
+            fields.contains(&header::DATE),
             framing,
             connection,
             self.out.head_buf(),
@@ -461,13 +480,19 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
 
     /// The backend switched protocols: the 101 goes to the client, then bytes flow both ways
     /// until either side closes.
-    async fn switch(&mut self, parts: http::response::Parts, body: ProxyBody) -> io::Result<()> {
+    async fn switch(
+        &mut self,
+        status: StatusCode,
+        fields: Fields,
+        body: ProxyBody,
+    ) -> io::Result<()> {
         let Some((upstream, upstream_rest)) = body.into_upgraded() else {
             return Ok(());
         };
         encode::response_head(
-            parts.status,
-            &parts.headers,
+            status,
+            fields.iter(),
+            fields.contains(&header::DATE),
             Framing::None,
             None,
             self.out.head_buf(),

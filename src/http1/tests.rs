@@ -205,7 +205,7 @@ fn interim_responses_are_skipped_but_101_is_the_answer() {
     let head = parse_response(&mut buf, &mut HeadScan::default(), &Method::POST, &LIMITS)
         .unwrap()
         .unwrap();
-    assert_eq!(head.parts.status, StatusCode::CREATED);
+    assert_eq!(head.status, StatusCode::CREATED);
     assert!(buf.is_empty());
     let switch = response(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
@@ -213,6 +213,27 @@ fn interim_responses_are_skipped_but_101_is_the_answer() {
     )
     .unwrap()
     .unwrap();
-    assert_eq!(switch.parts.status, StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(switch.status, StatusCode::SWITCHING_PROTOCOLS);
     assert!(!switch.keep_alive);
+}
+
+#[test]
+fn hop_by_hop_response_fields_stay_out_of_the_map_unless_the_proxy_must_see_them() {
+    let r = |raw: &str| {
+        response(raw, Method::GET)
+            .unwrap()
+            .unwrap()
+            .fields
+            .into_map()
+    };
+    let plain = r("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n");
+    let names: Vec<_> = plain.keys().map(|k| k.as_str()).collect();
+    assert_eq!(names, ["x-a", "content-length"]);
+    // `Connection` names another field: everything is kept for the proxy's strip to remove.
+    let listed =
+        r("HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: 1\r\nContent-Length: 0\r\n\r\n");
+    assert!(listed.contains_key("connection") && listed.contains_key("x-secret"));
+    let switch =
+        r("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
+    assert_eq!(switch["upgrade"], "websocket");
 }

@@ -20,6 +20,7 @@ use crate::backends::Backend;
 use crate::body::{BodyError, BodyLength, ClientBody};
 use crate::http1::chunked::{chunk_header, CHUNK_END, LAST_CHUNK};
 use crate::http1::encode::{self, Framing};
+use crate::http1::fields::RawFields;
 use crate::http1::head::{self, HeadLimits, ResponseHead};
 use crate::http1::Outgoing;
 
@@ -29,9 +30,10 @@ const RESPONSE_HEAD: HeadLimits = HeadLimits {
     max_headers: 256,
 };
 
-/// A backend's answer: the head, and the body still on the connection.
+/// A backend's answer: its status and fields as sent, and the body still on the connection.
 pub struct UpstreamResponse {
-    pub head: http::response::Parts,
+    pub status: StatusCode,
+    pub fields: RawFields,
     pub body: UpstreamBody,
 }
 
@@ -122,11 +124,13 @@ impl UpstreamClient {
                 Err(e) => return Err(e),
             };
             let ResponseHead {
-                parts,
+                status,
+                fields,
                 body: framing,
                 keep_alive,
+                ..
             } = head;
-            let body = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            let body = if status == StatusCode::SWITCHING_PROTOCOLS {
                 // The connection belongs to the tunnel now, never to the pool.
                 UpstreamBody::switched(conn)
             } else {
@@ -136,11 +140,15 @@ impl UpstreamClient {
                 });
                 UpstreamBody::new(conn, framing, reuse)
             };
-            return Ok(UpstreamResponse { head: parts, body });
+            return Ok(UpstreamResponse {
+                status,
+                fields,
+                body,
+            });
         }
     }
 
-    async fn open(&self, backend: &Backend) -> Result<UpstreamConn, UpstreamError> {
+    async fn open(&self, backend: &Backend) -> Result<Box<UpstreamConn>, UpstreamError> {
         let io = self.connector.connect(&backend.authority).await?;
         Ok(UpstreamConn::new(io))
     }
@@ -334,7 +342,7 @@ pub(crate) async fn probe_get(
     .await
     .map_err(|e| io_failure(&e, "writing the probe"))?;
     let head = poll_fn(|cx| poll_head(&mut conn, cx, &Method::GET)).await?;
-    let status = head.parts.status;
+    let status = head.status;
     let mut body = UpstreamBody::new(conn, head.body, None);
     let mut collected = Vec::new();
     while collected.len() < max_body {

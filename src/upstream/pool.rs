@@ -17,7 +17,9 @@ use crate::backends::Backend;
 /// warmest, and the ones at the bottom are left to age out.
 #[derive(Default)]
 pub struct IdlePool {
-    idle: Mutex<Vec<UpstreamConn>>,
+    // Boxed on purpose: connections move out to requests and back, a pointer at a time.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<UpstreamConn>>>,
     /// Whether the client's sweeper knows this pool.
     registered: AtomicBool,
 }
@@ -30,7 +32,7 @@ impl std::fmt::Debug for IdlePool {
 
 impl IdlePool {
     /// An idle connection not older than `max_age` that the backend has not closed.
-    pub(crate) fn take(&self, max_age: Duration) -> Option<UpstreamConn> {
+    pub(crate) fn take(&self, max_age: Duration) -> Option<Box<UpstreamConn>> {
         let now = Instant::now();
         let mut idle = self.lock();
         while let Some(mut conn) = idle.pop() {
@@ -41,7 +43,7 @@ impl IdlePool {
         None
     }
 
-    pub(crate) fn put(&self, mut conn: UpstreamConn, max_idle: usize) {
+    pub(crate) fn put(&self, mut conn: Box<UpstreamConn>, max_idle: usize) {
         let mut idle = self.lock();
         if idle.len() < max_idle {
             conn.idle_since = Instant::now();
@@ -66,7 +68,8 @@ impl IdlePool {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<UpstreamConn>> {
+    #[allow(clippy::vec_box)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Box<UpstreamConn>>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }

@@ -28,7 +28,7 @@ pub(crate) struct ReturnTo {
 }
 
 impl ReturnTo {
-    fn give_back(self, mut conn: UpstreamConn) {
+    fn give_back(self, mut conn: Box<UpstreamConn>) {
         conn.served += 1;
         self.settings.register(&self.backend);
         self.backend.pool.put(conn, self.settings.max_idle);
@@ -36,14 +36,14 @@ impl ReturnTo {
 }
 
 pub struct UpstreamBody {
-    conn: Option<UpstreamConn>,
+    conn: Option<Box<UpstreamConn>>,
     decoder: Decoder,
     reuse: Option<ReturnTo>,
 }
 
 impl UpstreamBody {
     pub(crate) fn new(
-        conn: UpstreamConn,
+        conn: Box<UpstreamConn>,
         framing: ResponseBody,
         reuse: Option<ReturnTo>,
     ) -> UpstreamBody {
@@ -65,7 +65,7 @@ impl UpstreamBody {
     }
 
     /// A body that is over before it starts (a protocol switch takes the connection).
-    pub(crate) fn switched(conn: UpstreamConn) -> UpstreamBody {
+    pub(crate) fn switched(conn: Box<UpstreamConn>) -> UpstreamBody {
         UpstreamBody {
             conn: Some(conn),
             decoder: Decoder::Done,
@@ -75,7 +75,7 @@ impl UpstreamBody {
 
     /// The connection after a 101 answer, with what the backend already sent past the head.
     pub(crate) fn into_upgraded(mut self) -> Option<(MaybeTls, BytesMut)> {
-        self.conn.take().map(UpstreamConn::into_upgraded)
+        self.conn.take().map(|conn| (*conn).into_upgraded())
     }
 
     pub fn is_end(&self) -> bool {

@@ -1,0 +1,138 @@
+//! An answer on its way to the client, whatever protocol carries it: its status, its fields and
+//! its body. A backend's fields stay as it sent them (`RawFields`: slices of its head) and
+//! are written on as they came to HTTP/1.1 clients; the proxy's own answers carry a map. Only
+//! an HTTP/2 client's answer is turned into an `http::Response` (hyper needs one).
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::ProxyBody;
+use crate::headers;
+use crate::http1::fields::RawFields;
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub fields: Fields,
+    pub body: ProxyBody,
+}
+
+pub enum Fields {
+    Backend(RawFields),
+    Local(HeaderMap),
+}
+
+impl Reply {
+    /// One of the proxy's own answers.
+    pub fn local(resp: Response<ProxyBody>) -> Reply {
+        let (parts, body) = resp.into_parts();
+        Reply {
+            status: parts.status,
+            fields: Fields::Local(parts.headers),
+            body,
+        }
+    }
+
+    /// For hyper (HTTP/2).
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut resp = Response::new(self.body);
+        *resp.status_mut() = self.status;
+        *resp.headers_mut() = match self.fields {
+            Fields::Backend(raw) => raw.into_map(),
+            Fields::Local(map) => map,
+        };
+        resp
+    }
+
+    pub fn map_body(self, f: impl FnOnce(ProxyBody) -> ProxyBody) -> Reply {
+        Reply {
+            body: f(self.body),
+            ..self
+        }
+    }
+}
+
+impl Fields {
+    pub fn insert(&mut self, name: HeaderName, value: HeaderValue) {
+        match self {
+            Fields::Backend(raw) => raw.insert(name, value),
+            Fields::Local(map) => {
+                map.insert(name, value);
+            }
+        }
+    }
+
+    pub fn append(&mut self, name: HeaderName, value: HeaderValue) {
+        match self {
+            Fields::Backend(raw) => raw.append(name, value),
+            Fields::Local(map) => {
+                map.append(name, value);
+            }
+        }
+    }
+
+    pub fn contains(&self, name: &HeaderName) -> bool {
+        match self {
+            Fields::Backend(raw) => raw.contains(name),
+            Fields::Local(map) => map.contains_key(name),
+        }
+    }
+
+    /// The values of `name`, in order.
+    pub fn get_all<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        match self {
+            Fields::Backend(raw) => Either::A(raw.get_all(name)),
+            Fields::Local(map) => Either::B(map.get_all(name).iter().map(HeaderValue::as_bytes)),
+        }
+    }
+
+    /// Every field, as names and values.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        match self {
+            Fields::Backend(raw) => Either::A(raw.iter()),
+            Fields::Local(map) => Either::B(crate::http1::encode::map_fields(map)),
+        }
+    }
+
+    /// Removes what describes one hop only (see `headers::strip_hop_by_hop`).
+    pub fn strip_hop_by_hop(&mut self, upgrade: bool) {
+        match self {
+            Fields::Backend(raw) => {
+                // Left out when the head was read, unless a protocol switch or a
+                // `Connection` that names other fields needs them looked at here.
+                if raw.hop_by_hop_left_out() {
+                    return;
+                }
+                let upgrade_value = upgrade
+                    .then(|| raw.get_all(&header::UPGRADE).next())
+                    .flatten()
+                    .and_then(|v| HeaderValue::from_bytes(v).ok());
+                let listed = headers::listed_in_connection(raw.get_all(&header::CONNECTION));
+                for name in listed.iter().chain(headers::HOP_BY_HOP.iter()) {
+                    raw.remove(name);
+                }
+                if let Some(value) = upgrade_value {
+                    raw.append(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    raw.append(header::UPGRADE, value);
+                }
+            }
+            Fields::Local(map) => headers::strip_hop_by_hop(map, upgrade),
+        }
+    }
+}
+
+/// One of two iterators of the same items.
+enum Either<A, B> {
+    A(A),
+    B(B),
+}
+
+impl<A: Iterator, B: Iterator<Item = A::Item>> Iterator for Either<A, B> {
+    type Item = A::Item;
+
+    fn next(&mut self) -> Option<A::Item> {
+        match self {
+            Either::A(a) => a.next(),
+            Either::B(b) => b.next(),
+        }
+    }
+}
