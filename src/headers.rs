@@ -205,8 +205,21 @@ fn proxy_only(name: &HeaderName) -> Option<usize> {
     })
 }
 
-/// Writes `Forwarded` (RFC 7239) and `X-Forwarded-For/-Proto/-Host/-Port`.
+/// The proxy's forwarded fields for one request: `Forwarded` (RFC 7239) and
+/// `X-Forwarded-For/-Proto/-Host/-Port`.
+pub type Forwarded = [(HeaderName, HeaderValue); 5];
+
+/// Writes `Forwarded` (RFC 7239) and `X-Forwarded-For/-Proto/-Host/-Port` into `headers`.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
+    for (name, value) in forwarded(headers, f) {
+        headers.insert(name, value);
+    }
+}
+
+/// Removes every forwarded-style field the client sent from `headers` and returns the proxy's
+/// own, to be written after them (the HTTP/1.1 encoder takes them as they are, so the request
+/// path never inserts them into the map).
+pub fn forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) -> Forwarded {
     // Kept from a trusted peer: the chain so far (the exact names, not underscore spellings).
     let (mut prior_forwarded, mut prior_xff) = (None, None);
     if f.trusted {
@@ -236,7 +249,6 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
         Some(prior) => chain(Some(prior), hop.forwarded_element(f.host)),
         None => hop.forwarded_value(f.host),
     };
-    headers.insert(header::FORWARDED, forwarded);
     let client = match prior_xff {
         Some(prior) => chain(
             Some(prior),
@@ -244,19 +256,22 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
         ),
         None => hop.client.clone(),
     };
-    headers.insert(X_FORWARDED_FOR.clone(), client);
-    headers.insert(
-        X_FORWARDED_PROTO.clone(),
-        proto.unwrap_or(HeaderValue::from_static(hop.proto)),
-    );
-    headers.insert(
-        X_FORWARDED_HOST.clone(),
-        host.unwrap_or_else(|| f.host.clone()),
-    );
-    headers.insert(
-        X_FORWARDED_PORT.clone(),
-        port.unwrap_or_else(|| hop.port.clone()),
-    );
+    [
+        (header::FORWARDED, forwarded),
+        (X_FORWARDED_FOR.clone(), client),
+        (
+            X_FORWARDED_PROTO.clone(),
+            proto.unwrap_or(HeaderValue::from_static(hop.proto)),
+        ),
+        (
+            X_FORWARDED_HOST.clone(),
+            host.unwrap_or_else(|| f.host.clone()),
+        ),
+        (
+            X_FORWARDED_PORT.clone(),
+            port.unwrap_or_else(|| hop.port.clone()),
+        ),
+    ]
 }
 
 /// All values of a header as one comma-separated list, if any are valid text.

@@ -175,11 +175,14 @@ impl Proxy {
         }
         // The client's own Host value when that is where the host came from: checked by
         // `request_host`, and shared with the request's buffer rather than copied.
-        let host_value = match parts.headers.get(header::HOST) {
-            Some(value) if parts.uri.authority().is_none() => value.clone(),
-            _ => HeaderValue::from_str(host.as_str()).map_err(|_| ProxyError::BadHost)?,
+        let (host_value, host_in_map) = match parts.headers.get(header::HOST) {
+            Some(value) if parts.uri.authority().is_none() => (value.clone(), true),
+            _ => (
+                HeaderValue::from_str(host.as_str()).map_err(|_| ProxyError::BadHost)?,
+                false,
+            ),
         };
-        headers::set_forwarded(
+        let forwarded = headers::forwarded(
             &mut parts.headers,
             &ForwardedFor {
                 hop: &conn.hop,
@@ -187,13 +190,22 @@ impl Proxy {
                 trusted: listener.trusts(conn.peer.ip()),
             },
         );
-        // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs it as Host.
-        parts.headers.insert(header::HOST, host_value);
+        if !host_in_map {
+            // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs it as Host.
+            parts.headers.insert(header::HOST, host_value);
+        }
         parts.uri = Uri::from(target);
         parts.version = Version::HTTP_11;
 
         let (upstream, selection) = self
-            .forward(site, &session, key.as_deref(), &parts, body, record)
+            .forward(
+                site,
+                &session,
+                key.as_deref(),
+                (&parts, &forwarded),
+                body,
+                record,
+            )
             .await?;
         let UpstreamResponse {
             status,
@@ -248,7 +260,7 @@ impl Proxy {
         site: &Site,
         session: &SessionKey,
         hash_key: Option<&[u8]>,
-        parts: &http::request::Parts,
+        (parts, forwarded): (&http::request::Parts, &headers::Forwarded),
         body: &mut dyn ClientBody,
         record: &mut RequestRecord,
     ) -> Result<(UpstreamResponse, Selection), ProxyError> {
@@ -263,7 +275,7 @@ impl Proxy {
             };
             let backend = selection.backend.clone();
             record.backend = Some(slot);
-            let error = match site.client.send(&backend, parts, body).await {
+            let error = match site.client.send(&backend, parts, forwarded, body).await {
                 Ok(resp) => {
                     let status = resp.status;
                     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {

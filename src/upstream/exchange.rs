@@ -52,14 +52,15 @@ enum SendError {
 }
 
 impl UpstreamClient {
-    /// Sends a request (origin-form target and Host already set in `req`) to `backend` and
-    /// waits for the response head, at most the response timeout, connecting included. The
-    /// body is read from `body` as it is sent; if `body` has not been touched when this fails,
-    /// the request can be sent again elsewhere.
+    /// Sends a request (origin-form target and Host already set in `req`, `extra` fields
+    /// written after its own) to `backend` and waits for the response head, at most the
+    /// response timeout, connecting included. The body is read from `body` as it is sent; if
+    /// `body` has not been touched when this fails, the request can be sent again elsewhere.
     pub async fn send(
         &self,
         backend: &Arc<Backend>,
         req: &http::request::Parts,
+        extra: &[(http::HeaderName, http::HeaderValue)],
         body: &mut dyn ClientBody,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let framing = match body.length() {
@@ -81,13 +82,8 @@ impl UpstreamClient {
             // The connection is there: from now on the response timeout runs. (Connecting
             // is bounded by the connect timeout.)
             conn.arm(tokio::time::Instant::now() + timeout);
-            encode::request_head(
-                &req.method,
-                target,
-                &req.headers,
-                framing,
-                conn.out.head_buf(),
-            );
+            let head = conn.out.head_buf();
+            encode::request_head(&req.method, target, &req.headers, extra, framing, head);
             conn.out.queue_head();
             let mut sending = Sending {
                 framing,
@@ -327,13 +323,8 @@ pub(crate) async fn probe_get(
         http::header::CONNECTION,
         http::HeaderValue::from_static("close"),
     );
-    encode::request_head(
-        &Method::GET,
-        target,
-        &headers,
-        Framing::None,
-        conn.out.head_buf(),
-    );
+    let head = conn.out.head_buf();
+    encode::request_head(&Method::GET, target, &headers, &[], Framing::None, head);
     conn.out.queue_head();
     poll_fn(|cx| {
         std::task::ready!(conn.poll_write_out(cx))?;
