@@ -117,11 +117,11 @@ fn cases() -> Vec<Case> {
             "CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\nConnection: close\r\n\r\n",
             405,
         ),
-        // Smuggling shapes: hyper refuses ambiguous framing, and the proxy re-frames what it
+        // Smuggling shapes: src/http1 refuses ambiguous framing, and the proxy re-frames what it
         // forwards, so nothing the client framed oddly reaches the backend as a second request.
-        // hyper lets Transfer-Encoding win (RFC 9112 §6.1), drops Content-Length, answers and
-        // closes the connection (§6.3): the "smuggled" request after the body is never read,
-        // and the body the backend gets is re-framed by the proxy.
+        // Transfer-Encoding wins over Content-Length (RFC 9112 §6.1), the request is answered
+        // and the connection closed (§6.3): the "smuggled" request after the body is never
+        // read, and the body the backend gets is re-framed by the proxy.
         Case {
             what: "Content-Length and Transfer-Encoding",
             request: "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /metrics HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n".into(),
@@ -162,6 +162,67 @@ fn cases() -> Vec<Case> {
             "overflowing chunk size",
             "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nFFFFFFFFFFFFFFFFFFFF\r\nabc\r\n0\r\n\r\n",
             400,
+        ),
+        // Shapes aimed at a hand-written HTTP/1.1 parser (src/http1): each is a place where two
+        // parsers have been known to disagree, so the answer is a refusal, never a guess.
+        raw_case(
+            "obs-fold continuation line",
+            "GET /realms/x HTTP/1.1\r\nHost: app.test\r\nX-A: a\r\n b\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "Transfer-Encoding folded onto a second line",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding:\r\n chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "chunked named twice",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "bare LF after a chunk size",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\nabc\r\n0\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "chunk data longer than its size, a request behind it",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcGET /metrics HTTP/1.1\r\nHost: app.test\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "chunk extension flood",
+            &format!(
+                "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n1;{}\r\na\r\n0\r\n\r\n",
+                "e".repeat(5000)
+            ),
+            400,
+        ),
+        raw_case(
+            "NUL in a header value",
+            "GET /realms/x HTTP/1.1\r\nHost: app.test\r\nX-A: a\0b\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "lone CR in a header value",
+            "GET /realms/x HTTP/1.1\r\nHost: app.test\r\nX-A: a\rb\r\nConnection: close\r\n\r\n",
+            400,
+        ),
+        raw_case(
+            "Content-Length with a sign",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: +4\r\nConnection: close\r\n\r\nabcd",
+            400,
+        ),
+        raw_case(
+            "HTTP/1.2",
+            "GET /realms/x HTTP/1.2\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+            505,
+        ),
+        // Agreeing Content-Length values are one length (RFC 9112 §6.3): served.
+        raw_case(
+            "a Content-Length list that agrees",
+            "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: 4, 4\r\nConnection: close\r\n\r\nabcd",
+            200,
         ),
         // Limits.
         get("URI too long", &format!("/realms/{}", "a".repeat(5000)), 414),

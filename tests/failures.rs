@@ -101,10 +101,33 @@ async fn slow_request_headers_are_cut_off_while_others_are_served() {
     assert_eq!(status, 200);
     let got = wait_closed(&mut slow).await;
     assert!(
-        got.is_empty() || got.starts_with(b"HTTP/1.1 408"),
+        got.starts_with(b"HTTP/1.1 408"),
         "{}",
         String::from_utf8_lossy(&got)
     );
+    assert!(String::from_utf8_lossy(&got).contains("connection: close"));
+}
+
+#[tokio::test]
+async fn request_header_does_not_cut_an_idle_keep_alive_connection() {
+    // The head deadline runs from a head's first byte; between requests only `idle` applies
+    // (nginx's keepalive_timeout, HAProxy's timeout http-keep-alive).
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(
+        &[nodes[0].addr],
+        "[timeouts]\nrequest_header = \"200ms\"\nidle = \"30s\"\n",
+    )
+    .await;
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    for _ in 0..2 {
+        tcp.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        let (head, _) = read_response(&mut tcp).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        // Longer than request_header: the connection must still be open after it.
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+    }
 }
 
 #[tokio::test]

@@ -237,3 +237,157 @@ fn hop_by_hop_response_fields_stay_out_of_the_map_unless_the_proxy_must_see_them
         r("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n");
     assert_eq!(switch["upgrade"], "websocket");
 }
+
+/// A fixed-seed xorshift walk: the same inputs every run.
+struct Walk(u64);
+
+impl Walk {
+    fn next(&mut self, below: usize) -> usize {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 % below as u64) as usize
+    }
+
+    /// `count` random pieces, one after another.
+    fn assemble(&mut self, pieces: &[&[u8]], count: usize) -> Vec<u8> {
+        (0..count)
+            .flat_map(|_| pieces[self.next(pieces.len())].iter().copied())
+            .collect()
+    }
+}
+
+/// What parsing `input` as a request head gives when it arrives in the pieces `cuts` makes:
+/// the answer (as text, to compare) and the bytes left after the head.
+fn request_in_pieces(input: &[u8], cuts: &[usize]) -> (String, Vec<u8>) {
+    let mut buf = BytesMut::new();
+    let mut scan = HeadScan::default();
+    let mut from = 0;
+    for &to in cuts.iter().chain([&input.len()]) {
+        buf.extend_from_slice(&input[from..to]);
+        from = to;
+        match parse_request(&mut buf, &mut scan, &LIMITS) {
+            Ok(None) => continue,
+            // What was not fed yet is still "left" after the head.
+            other => {
+                let mut rest = buf.to_vec();
+                rest.extend_from_slice(&input[from..]);
+                return (format!("{other:?}"), rest);
+            }
+        }
+    }
+    ("incomplete".into(), input.to_vec())
+}
+
+/// However a client's bytes are split by the network, the proxy reads the same head and
+/// leaves the same bytes for what follows: an incremental parser that answered differently at
+/// some split would be a desynchronisation (a smuggling primitive). Inputs are built from
+/// pieces both valid and hostile, and every split point of each is tried.
+#[test]
+fn a_head_reads_the_same_at_every_split_point() {
+    const PIECES: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\n",
+        b"POST /p?q=1 HTTP/1.0\r\n",
+        b"GET http://a/x HTTP/1.1\r\n",
+        b"Host: a\r\n",
+        b"Content-Length: 3\r\n",
+        b"Content-Length: 3, 4\r\n",
+        b"Transfer-Encoding: chunked\r\n",
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"Connection: close\r\n",
+        b"Expect: 100-continue\r\n",
+        b"X: a\r\n b\r\n",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b" ",
+        b":",
+        b"\0",
+        b"abc",
+    ];
+    let mut walk = Walk(0x9e37_79b9_7f4a_7c15);
+    let mut answers = std::collections::HashSet::new();
+    for _ in 0..3000 {
+        let count = 2 + walk.next(7);
+        let input = walk.assemble(PIECES, count);
+        let whole = request_in_pieces(&input, &[]);
+        for cut in 1..input.len() {
+            assert_eq!(
+                request_in_pieces(&input, &[cut]),
+                whole,
+                "split at {cut}: {:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+        let bytewise: Vec<usize> = (1..input.len()).collect();
+        assert_eq!(request_in_pieces(&input, &bytewise), whole);
+        answers.insert(whole.0.split('(').next().unwrap_or("").to_owned());
+    }
+    // The walk reached complete heads, refusals and incomplete input alike.
+    for kind in ["Ok", "Err", "incomplete"] {
+        assert!(answers.contains(kind), "{answers:?}");
+    }
+}
+
+/// What decoding `input` as a chunked body gives when it arrives in pieces of `step` bytes:
+/// the body and how much of the input it consumed, or the error.
+fn chunked_in_steps(input: &[u8], step: usize) -> Result<(Vec<u8>, usize), String> {
+    use super::chunked::{Chunk, ChunkedDecoder};
+    let mut decoder = ChunkedDecoder::new();
+    let (mut buf, mut body, mut fed) = (BytesMut::new(), Vec::new(), 0);
+    loop {
+        match decoder.decode(&mut buf).map_err(|e| e.to_string())? {
+            Chunk::Data(data) => body.extend_from_slice(&data),
+            Chunk::End => return Ok((body, fed - buf.len())),
+            Chunk::Incomplete if fed == input.len() => return Err("incomplete".into()),
+            Chunk::Incomplete => {
+                let next = (fed + step).min(input.len());
+                buf.extend_from_slice(&input[fed..next]);
+                fed = next;
+            }
+        }
+    }
+}
+
+/// The chunked decoder, the same way: one answer and one end of the body whatever the read
+/// sizes, so what follows a body is never read as part of it, or the other way round.
+#[test]
+fn a_chunked_body_decodes_the_same_at_every_read_size() {
+    const PIECES: &[&[u8]] = &[
+        b"5\r\n",
+        b"hello",
+        b"\r\n",
+        b"0\r\n",
+        b"a;ext=\"v\"\r\n",
+        b"3 ;x\r\n",
+        b"0123456789",
+        b"X-Trailer: 1\r\n",
+        b"\n",
+        b"\r",
+        b"FFFFFFFFFFFFFFFFF\r\n",
+        b"GET / HTTP/1.1\r\n",
+    ];
+    let mut walk = Walk(0x2545_f491_4f6c_dd1d);
+    let (mut decoded, mut refused) = (0, 0);
+    for _ in 0..3000 {
+        let count = 2 + walk.next(8);
+        let input = walk.assemble(PIECES, count);
+        let whole = chunked_in_steps(&input, input.len().max(1));
+        for step in 1..input.len() {
+            assert_eq!(
+                chunked_in_steps(&input, step),
+                whole,
+                "step {step}: {:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+        match whole {
+            Ok(_) => decoded += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    assert!(
+        decoded > 50 && refused > 50,
+        "{decoded} decoded, {refused} refused"
+    );
+}

@@ -508,6 +508,34 @@ impl RawBackend {
     }
 }
 
+/// Reads one response whose body has a Content-Length; returns its head and body.
+pub async fn read_response(tcp: &mut TcpStream) -> (String, String) {
+    let mut buf = Vec::new();
+    let read = async {
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+                let length = head
+                    .lines()
+                    .filter_map(|l| l.split_once(": "))
+                    .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                    .map_or(0, |(_, v)| v.trim().parse::<usize>().unwrap());
+                if buf.len() >= end + 4 + length {
+                    let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]);
+                    return (head, body.into_owned());
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&buf));
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(PATIENCE, read)
+        .await
+        .expect("a response")
+}
+
 /// Reads from a connection until the peer closes it; panics if that takes longer than PATIENCE.
 pub async fn wait_closed<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
     let mut out = Vec::new();
