@@ -9,6 +9,8 @@ use sessiongate::config::{Config, LogFormat};
 use sessiongate::demo::{self, DemoOptions};
 use sessiongate::{logging, Drained, Server};
 
+mod allocator;
+
 /// sysexits' EX_USAGE: the invocation or the config is wrong, retrying will not help.
 const EXIT_CONFIG: u8 = 64;
 const EXIT_RUNTIME: u8 = 1;
@@ -120,7 +122,7 @@ fn main() -> ExitCode {
 /// objects (head maps, futures, buffers), and glibc's arena bookkeeping (`_int_malloc`,
 /// `malloc_consolidate`) measured about 6% of the CPU per request (BENCHMARKS.md).
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 
 fn runtime(threads: Option<u16>) -> tokio::runtime::Runtime {
     let mut builder = match threads {
