@@ -303,9 +303,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         let upgrade = version == Version::HTTP_11;
         let (resp, body_finished) = if framing == RequestBody::None {
             let mut none = NoBody;
-            let handling = self
+            // Pinned here and lent, not moved into `watch_client`: a future taken by value is
+            // stored twice in the caller's state (as the argument and as the pinned local),
+            // which made every request's boxed exchange 2.3 KB larger.
+            let handling = std::pin::pin!(self
                 .proxy
-                .handle(parts, &mut none, self.conn, upgrade, arrived);
+                .handle(parts, &mut none, self.conn, upgrade, arrived));
             match watch_client(handling, &mut self.client, &self.limits).await {
                 Some(resp) => (resp, true),
                 None => return Ok(false),
@@ -532,7 +535,7 @@ fn queue(out: &mut Outgoing, data: Bytes, framing: Framing) {
 /// Runs a bodiless request's exchange, watching its client: `None` if the client went away
 /// first. Pipelined bytes that arrive meanwhile are kept for the next request.
 async fn watch_client<F, I>(
-    handling: F,
+    mut handling: Pin<&mut F>,
     client: &mut Client<I>,
     limits: &HeadLimits,
 ) -> Option<F::Output>
@@ -540,7 +543,6 @@ where
     F: std::future::Future,
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut handling = std::pin::pin!(handling);
     poll_fn(|cx| {
         if let Poll::Ready(resp) = handling.as_mut().poll(cx) {
             return Poll::Ready(Some(resp));
