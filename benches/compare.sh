@@ -30,6 +30,12 @@ H2_STREAMS=${H2_STREAMS:-10}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 LEGS=${LEGS:-"memory plain tls h2 newtls resume latency"}
 BASE_PORT=${BASE_PORT:-19080}
+# This machine is a VM: its hypervisor sometimes runs a neighbour on our cores ("steal" in
+# /proc/stat). One 50 ms steal burst in an 8 s open-loop sample is the whole p99. A sample during
+# which the hypervisor took more than STEAL_MAX percent of the machine is measured again, up to
+# TRIES times in all; the cleanest is kept, and every sample's steal is printed and tabled.
+STEAL_MAX=${STEAL_MAX:-1}
+TRIES=${TRIES:-4}
 
 has_leg() { [[ " $LEGS " == *" $1 "* ]]; }
 
@@ -214,7 +220,28 @@ hz=$(getconf CLK_TCK)
 to_us() { awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) print n; else if (v ~ /ms$/) print n * 1000; else if (v ~ /s$/) print n * 1000000; else print n }'; }
 results="$work/results.tsv"
 : > "$results"
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$results"; }
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >> "$results"; }
+
+# Ticks the hypervisor gave to others while this machine's vCPUs wanted to run (all cores).
+steal_ticks() { awk '/^cpu / {print $9}' /proc/stat; }
+cores=$(nproc)
+# Runs "$@" (a command printing one line) until the steal during it is at most STEAL_MAX percent
+# of the machine's CPU time, at most TRIES times. Prints the cleanest run's line and its steal %.
+calm() {
+  local best="" best_pct="" try out s0 t0 pct
+  for try in $(seq "$TRIES"); do
+    s0=$(steal_ticks); t0=$(date +%s%N)
+    out=$("$@")
+    pct=$(awk -v s=$(($(steal_ticks) - s0)) -v ns=$(($(date +%s%N) - t0)) -v hz="$hz" -v n="$cores" \
+      'BEGIN { printf "%.2f", s / hz / (ns / 1e9 * n) * 100 }')
+    if [ -z "$best_pct" ] || awk -v a="$pct" -v b="$best_pct" 'BEGIN { exit !(a < b) }'; then
+      best=$out best_pct=$pct
+    fi
+    awk -v a="$pct" -v m="$STEAL_MAX" 'BEGIN { exit !(a <= m) }' && break
+    [ "$try" -lt "$TRIES" ] && echo "  ($2 $3: the hypervisor took ${pct}% of the machine; measuring again)" >&2
+  done
+  echo "$best $best_pct"
+}
 
 # One closed-loop load: prints "requests rps p50_us p99_us".
 load() {
@@ -239,6 +266,18 @@ load() {
     while read -r n r p50 p99; do echo "$n $r $(to_us "$p50") $(to_us "$p99")"; done
 }
 
+# One closed-loop load with the proxy's CPU time read around it: prints "rps p50_us p99_us cpu_us".
+closed() {
+  local leg=$1 name=$2 pid=${owner[$2]:-} before=0 after=0 n rps p50 p99
+  [ -n "$pid" ] && before=$(ticks "$pid")
+  read -r n rps p50 p99 <<<"$(load "$leg" "$name")"
+  [ -n "$pid" ] && after=$(ticks "$pid")
+  echo "$rps $p50 $p99 $(awk -v t=$((after - before)) -v hz="$hz" -v n="$n" \
+    'BEGIN { if (n > 0 && t > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')"
+}
+# One open-loop load: prints "p50_us p99_us p999_us sent errors".
+open_loop() { taskset -c 1 "$loadgen" latency "http://127.0.0.1:${plain_port[$2]}/" "$rate" "$DURATION" "$CONNECTIONS"; }
+
 if has_leg memory; then
   for name in "${proxies[@]}"; do
     idle=$(pss_kib "${owner[$name]}")
@@ -251,7 +290,7 @@ if has_leg memory; then
     kill $holder; wait $holder 2>/dev/null || true
     per_conn=$(awk -v a="$idle" -v b="$held" -v n="$IDLE_CONNS" 'BEGIN { printf "%.1f", (b - a) * 1024 / n / 1024 }')
     echo "memory $name: idle ${idle} KiB, ${per_conn} KiB per idle TLS connection (${IDLE_CONNS} held)" >&2
-    record memory "$name" 1 "$idle" "$per_conn" - -
+    record memory "$name" 1 "$idle" "$per_conn" - - -
     sleep 2 # let the proxy close the connections the holder left
   done
 fi
@@ -262,13 +301,9 @@ for run in $(seq "$RUNS"); do
     targets=("${proxies[@]}")
     [ "$leg" = plain ] && targets=(direct "${proxies[@]}")
     for name in "${targets[@]}"; do
-      pid=${owner[$name]:-}
-      before=0; [ -n "$pid" ] && before=$(ticks "$pid")
-      read -r n rps p50 p99 <<<"$(load "$leg" "$name")"
-      after=0; [ -n "$pid" ] && after=$(ticks "$pid")
-      cpu=$(awk -v t=$((after - before)) -v hz="$hz" -v n="$n" 'BEGIN { if (n > 0 && t > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')
-      record "$leg" "$name" "$run" "$rps" "$p50" "$p99" "$cpu"
-      echo "run $run $leg $name: $rps req/s, p50 ${p50}us, p99 ${p99}us, cpu ${cpu}us/req" >&2
+      read -r rps p50 p99 cpu steal <<<"$(calm closed "$leg" "$name")"
+      record "$leg" "$name" "$run" "$rps" "$p50" "$p99" "$cpu" "$steal"
+      echo "run $run $leg $name: $rps req/s, p50 ${p50}us, p99 ${p99}us, cpu ${cpu}us/req, steal ${steal}%" >&2
     done
   done
 done
@@ -285,9 +320,9 @@ PY
 )}
   for run in $(seq "$RUNS"); do
     for name in direct "${proxies[@]}"; do
-      read -r p50 p99 p999 sent errors <<<"$(taskset -c 1 "$loadgen" latency "http://127.0.0.1:${plain_port[$name]}/" "$rate" "$DURATION" "$CONNECTIONS")"
-      record latency "$name" "$run" "$rate" "$p50" "$p99" "$errors"
-      echo "run $run latency $name at $rate req/s: p50 ${p50}us, p99 ${p99}us, p99.9 ${p999}us, $sent sent, $errors errors" >&2
+      read -r p50 p99 p999 sent errors steal <<<"$(calm open_loop latency "$name")"
+      record latency "$name" "$run" "$rate" "$p50" "$p99" "$errors" "$steal"
+      echo "run $run latency $name at $rate req/s: p50 ${p50}us, p99 ${p99}us, p99.9 ${p999}us, $sent sent, $errors errors, steal ${steal}%" >&2
     done
   done
 fi

@@ -1,6 +1,7 @@
 """The tables of benches/compare.sh: medians per leg and target, then sessiongate's ratios to the
 better of nginx and HAProxy against the performance targets. Input: the harness's TSV rows
-(leg, target, run, a, b, c, d); see compare.sh for what the columns hold per leg."""
+(leg, target, run, a, b, c, d, steal); see compare.sh for what the columns hold per leg. *steal* is the
+share of the machine the hypervisor took during the sample (the cleanest of the tries kept)."""
 
 import statistics
 import sys
@@ -30,27 +31,36 @@ for leg, title in LOADS.items():
     if not any(r[0] == leg for r in rows):
         continue
     print(f"\n{title}")
-    print(f"| target | req/s | p50 us | p99 us | cpu us/req |")
-    print("|---|---:|---:|---:|---:|")
+    print(f"| target | req/s | p50 us | p99 us | cpu us/req | steal % |")
+    print("|---|---:|---:|---:|---:|---:|")
     for target in NAMES:
         if median(leg, target, 3) is None:
             continue
         print(f"| {NAMES[target]} | {fmt(median(leg, target, 3), 0)} | {fmt(median(leg, target, 4), 0)} "
-              f"| {fmt(median(leg, target, 5), 0)} | {fmt(median(leg, target, 6))} |")
+              f"| {fmt(median(leg, target, 5), 0)} | {fmt(median(leg, target, 6))} | {fmt(median(leg, target, 7), 2)} |")
+
+def added(target, col):
+    """The median over runs of target's percentile minus going direct's in the same run: each
+    run's direct figure is the floor of that moment's machine."""
+    direct = {r[2]: float(r[col]) for r in rows if r[0] == "latency" and r[1] == "direct"}
+    values = [float(r[col]) - direct[r[2]] for r in rows
+              if r[0] == "latency" and r[1] == target and r[2] in direct]
+    return statistics.median(values) if values else None
+
 
 if any(r[0] == "latency" for r in rows):
     rate = median("latency", "direct", 3)
     print(f"\nopen loop at {fmt(rate, 0)} req/s (half the better peer's plain capacity), microseconds")
-    print("| target | p50 | p99 | added p50 | added p99 | errors |")
-    print("|---|---:|---:|---:|---:|---:|")
-    d50, d99 = median("latency", "direct", 4), median("latency", "direct", 5)
+    print("| target | p50 | p99 | added p50 | added p99 | errors | steal % |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for target in NAMES:
         p50, p99 = median("latency", target, 4), median("latency", target, 5)
         if p50 is None:
             continue
-        added = (p50 - d50, p99 - d99) if target != "direct" else (None, None)
+        extra = (added(target, 4), added(target, 5)) if target != "direct" else (None, None)
         errors = sum(int(r[6]) for r in rows if r[0] == "latency" and r[1] == target)
-        print(f"| {NAMES[target]} | {fmt(p50, 0)} | {fmt(p99, 0)} | {fmt(added[0], 0)} | {fmt(added[1], 0)} | {errors} |")
+        print(f"| {NAMES[target]} | {fmt(p50, 0)} | {fmt(p99, 0)} | {fmt(extra[0], 0)} | {fmt(extra[1], 0)} "
+              f"| {errors} | {fmt(median('latency', target, 7), 2)} |")
 
 if any(r[0] == "memory" for r in rows):
     print("\nmemory (PSS, KiB)")
@@ -67,11 +77,6 @@ def ratio(value, peers, target):
         return None
     r = value / min(peers)
     return r, None if target is None else r <= target
-
-
-def added(target, col):
-    v, d = median("latency", target, col), median("latency", "direct", col)
-    return None if v is None or d is None else v - d
 
 
 checks = [
