@@ -126,8 +126,8 @@ static ALLOCATOR: allocator::MiMalloc = allocator::MiMalloc;
 
 fn runtime(threads: Option<u16>) -> tokio::runtime::Runtime {
     let mut builder = match threads {
-        // One thread needs no cross-thread wake-ups or work stealing. Whether that saves CPU
-        // on this machine is not settled yet (BENCHMARKS.md, "Runtime experiment").
+        // One thread needs no cross-thread wake-ups or work stealing; the benchmarks pin each
+        // proxy to one core and run it this way (BENCHMARKS.md, "What was tried").
         Some(1) => tokio::runtime::Builder::new_current_thread(),
         Some(n) => {
             let mut b = tokio::runtime::Builder::new_multi_thread();
