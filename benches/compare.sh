@@ -33,7 +33,8 @@ BASE_PORT=${BASE_PORT:-19080}
 # This machine is a VM: its hypervisor sometimes runs a neighbour on our cores ("steal" in
 # /proc/stat). One 50 ms steal burst in an 8 s open-loop sample is the whole p99. A sample during
 # which the hypervisor took more than STEAL_MAX percent of the machine is measured again, up to
-# TRIES times in all; the cleanest is kept, and every sample's steal is printed and tabled.
+# TRIES times in all; the cleanest is kept, and every sample's steal is printed and tabled. A
+# share over the whole sample cannot see one 20 ms burst (0.1%): this trims the worst samples only.
 STEAL_MAX=${STEAL_MAX:-1}
 TRIES=${TRIES:-4}
 

@@ -39,6 +39,7 @@ for leg, title in LOADS.items():
         print(f"| {NAMES[target]} | {fmt(median(leg, target, 3), 0)} | {fmt(median(leg, target, 4), 0)} "
               f"| {fmt(median(leg, target, 5), 0)} | {fmt(median(leg, target, 6))} | {fmt(median(leg, target, 7), 2)} |")
 
+
 def added(target, col):
     """The median over runs of target's percentile minus going direct's in the same run: each
     run's direct figure is the floor of that moment's machine."""
