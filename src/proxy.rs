@@ -68,10 +68,16 @@ impl Proxy {
         req: Request<Incoming>,
         conn: Arc<ConnContext>,
     ) -> Response<ProxyBody> {
-        let (parts, incoming) = req.into_parts();
+        let (mut parts, incoming) = req.into_parts();
         let mut body = Limited::new(incoming, conn.listener.body_limits());
         let reply = self
-            .handle(parts, &mut body, &conn, false, std::time::Instant::now())
+            .handle(
+                &mut parts,
+                &mut body,
+                &conn,
+                false,
+                std::time::Instant::now(),
+            )
             .await;
         // A backend that answered before reading the whole body: the stream's receiving side
         // stays open until the answer is sent, so the client gets the answer, not a reset.
@@ -86,15 +92,18 @@ impl Proxy {
     /// One request, whatever protocol brought it, whose head arrived at `start`. `upgrade`
     /// says the client asked to switch protocols (HTTP/1.1 only): then a 101 from the backend
     /// comes back with its connection in the body (`ProxyBody::into_upgraded`).
+    ///
+    /// The head is lent, not moved: rustc stores an async fn's by-value argument twice in its
+    /// state (rust-lang/rust#62958), and these states are boxed once per request.
     pub async fn handle(
         &self,
-        parts: http::request::Parts,
+        parts: &mut http::request::Parts,
         body: &mut dyn ClientBody,
         conn: &Arc<ConnContext>,
         upgrade: bool,
         start: std::time::Instant,
     ) -> Reply {
-        let mut record = RequestRecord::begin(conn.clone(), &parts, start, self.access_log);
+        let mut record = RequestRecord::begin(conn.clone(), parts, start, self.access_log);
         let mut reply = match self.route(parts, body, conn, upgrade, &mut record).await {
             Ok(reply) => reply,
             Err(err) => {
@@ -118,7 +127,7 @@ impl Proxy {
 
     async fn route(
         &self,
-        mut parts: http::request::Parts,
+        parts: &mut http::request::Parts,
         body: &mut dyn ClientBody,
         conn: &ConnContext,
         upgrade: bool,
@@ -128,7 +137,7 @@ impl Proxy {
             return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
         }
         let listener = &conn.listener;
-        let host = request_host(&parts)?;
+        let host = request_host(parts)?;
         if let Some(redirect) = listener.redirect {
             return Ok(Reply::local(https_redirect(&host, &parts.uri, redirect)));
         }
@@ -162,7 +171,7 @@ impl Proxy {
         let session = sticky.map_or(SessionKey::Unpinned, |s| {
             s.read(&parts.headers, conn.peer.ip())
         });
-        let key = hash_key(&self.balance.algorithm, &parts, conn);
+        let key = hash_key(&self.balance.algorithm, parts, conn);
 
         let upgrade = upgrade && headers::is_upgrade_request(&parts.headers);
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
@@ -202,7 +211,7 @@ impl Proxy {
                 site,
                 &session,
                 key.as_deref(),
-                (&parts, &forwarded),
+                (parts, &forwarded),
                 body,
                 record,
             )

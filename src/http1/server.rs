@@ -292,7 +292,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         arrived: std::time::Instant,
     ) -> io::Result<bool> {
         let RequestHead {
-            parts,
+            mut parts,
             body: framing,
             keep_alive,
             expect_continue,
@@ -308,7 +308,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             // which made every request's boxed exchange 2.1 KB larger.
             let handling = std::pin::pin!(self
                 .proxy
-                .handle(parts, &mut none, self.conn, upgrade, arrived));
+                .handle(&mut parts, &mut none, self.conn, upgrade, arrived));
             match watch_client(handling, &mut self.client, &self.limits).await {
                 Some(resp) => (resp, true),
                 None => return Ok(false),
@@ -331,7 +331,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             let mut body = Limited::new(raw, self.conn.listener.body_limits());
             let resp = self
                 .proxy
-                .handle(parts, &mut body, self.conn, upgrade, arrived)
+                .handle(&mut parts, &mut body, self.conn, upgrade, arrived)
                 .await;
             let finished = body.get_mut().decoder.is_done();
             (resp, finished)
