@@ -137,7 +137,9 @@ impl HeadScan {
 }
 
 /// Header slots for httparse on the stack, for up to this many fields (more: on the heap).
-const STACK_HEADERS: usize = 128;
+/// Enough for a backend's response (`upstream::exchange`'s limit), so that no response head
+/// costs an allocation: 256 slots are 8 KiB of a synchronous frame, never of a future.
+pub(crate) const STACK_HEADERS: usize = 256;
 
 /// The header fields as an `http` map whose values share `head` (no copy per value), with room
 /// for `extra` more (the forwarded headers the proxy adds), so it does not grow mid-request.

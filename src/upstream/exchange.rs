@@ -29,6 +29,8 @@ const RESPONSE_HEAD: HeadLimits = HeadLimits {
     max_size: 64 * 1024,
     max_headers: 256,
 };
+// Every response head parses in header slots on the stack.
+const _: () = assert!(RESPONSE_HEAD.max_headers <= head::STACK_HEADERS);
 
 /// A backend's answer: its status and fields as sent, and the body still on the connection.
 pub struct UpstreamResponse {
