@@ -30,7 +30,7 @@ use super::chunked::{chunk_header, ChunkedDecoder, CHUNK_END, LAST_CHUNK};
 use super::decode::{Decoder, ReadError};
 use super::encode::{self, Framing};
 use super::head::{self, HeadError, HeadLimits, RequestBody, RequestHead};
-use super::{Inbound, Outgoing};
+use super::{Inbound, Outgoing, PARK_AFTER};
 use crate::body::{BodyError, BodyLength, ClientBody, Limited, ProxyBody, RawBody};
 use crate::connection::ConnContext;
 use crate::error::local_response;
@@ -41,10 +41,6 @@ use crate::reply::{Fields, Reply};
 /// How long a connection asked to close (reload, shutdown) before its first request waits
 /// for that request: a client that just connected sends it within milliseconds.
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
-/// A connection without a request for this long gives back its buffers and waits holding
-/// none (10k idle connections then cost no buffers; nginx frees them at once). Under load the
-/// next request comes sooner, and the buffers are reused instead of allocated per request.
-const PARK_AFTER: Duration = Duration::from_millis(200);
 /// The HTTP/2 connection preface: a client speaking HTTP/2 with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A lingering close reads and drops at most this long and this much.

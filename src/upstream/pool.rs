@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::UpstreamConn;
 use crate::backends::Backend;
+use crate::http1::PARK_AFTER;
 
 /// The idle connections of one backend. Most recently used last, and reused first: it is the
 /// warmest, and the ones at the bottom are left to age out.
@@ -43,21 +44,27 @@ impl IdlePool {
         None
     }
 
+    /// Keeps the connection's buffers: under load it is taken again within microseconds, and
+    /// giving them back here cost five allocations per request. The sweeper parks it later.
     pub(crate) fn put(&self, mut conn: Box<UpstreamConn>, max_idle: usize) {
         let mut idle = self.lock();
         if idle.len() < max_idle {
             conn.idle_since = Instant::now();
-            conn.inbound.release();
-            conn.out.release();
             idle.push(conn);
         }
     }
 
-    /// Closes connections idle for `max_age` or more, and those the backend closed.
-    pub(crate) fn evict(&self, max_age: Duration) {
-        let now = Instant::now();
-        self.lock()
-            .retain_mut(|c| now.duration_since(c.idle_since) < max_age && c.is_reusable());
+    /// Closes connections idle for `max_age` or more, and those the backend closed; those
+    /// left idle for `PARK_AFTER` give back their buffers. `now`: the sweep's one clock read.
+    pub(crate) fn evict(&self, max_age: Duration, now: Instant) {
+        self.lock().retain_mut(|c| {
+            let idle = now.duration_since(c.idle_since);
+            if idle >= PARK_AFTER {
+                c.inbound.release();
+                c.out.release();
+            }
+            idle < max_age && c.is_reusable()
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -117,28 +124,67 @@ impl PoolSettings {
 }
 
 /// Closes idle connections past the idle timeout, checking a few times per timeout (a taken
-/// connection is checked again on the spot, so none is ever used past it). Ends with the
-/// site's client, on reload.
+/// connection is checked again on the spot, so none is ever used past it), and at least once
+/// a second, so that a burst's connections give back their buffers soon after it. Ends with
+/// the site's client, on reload.
 async fn sweep(settings: Weak<PoolSettings>) {
     let every = settings
         .upgrade()
         .map_or(Duration::from_secs(1), |s| s.idle_timeout / 4)
-        .clamp(Duration::from_millis(250), Duration::from_secs(15));
+        .clamp(Duration::from_millis(250), Duration::from_secs(1));
     loop {
         tokio::time::sleep(every).await;
         let Some(settings) = settings.upgrade() else {
             return;
         };
+        let now = Instant::now();
         let mut registry = settings
             .registry
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         registry.backends.retain(|backend| match backend.upgrade() {
             Some(backend) => {
-                backend.pool.evict(settings.idle_timeout);
+                backend.pool.evict(settings.idle_timeout, now);
                 true
             }
             None => false,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::upstream::connect::MaybeTls;
+
+    /// A pooled connection to a real socket, with a read buffer as a request leaves it.
+    async fn used_conn() -> (Box<UpstreamConn>, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let mut conn = UpstreamConn::new(MaybeTls::Plain(client.unwrap()));
+        conn.inbound.bytes.reserve(8 * 1024);
+        conn.out.head_buf().reserve(512);
+        (conn, accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_returned_connection_keeps_its_buffers_until_it_has_idled() {
+        let pool = IdlePool::default();
+        let (conn, _backend) = used_conn().await;
+        pool.put(conn, 8);
+        let returned = pool.lock()[0].idle_since;
+        // Swept as it comes back: too fresh to park, so the next request reuses the buffers.
+        pool.evict(Duration::from_secs(30), returned);
+        {
+            let mut idle = pool.lock();
+            assert!(idle[0].inbound.bytes.capacity() >= 8 * 1024);
+            assert!(idle[0].out.head_buf().capacity() >= 512);
+        }
+        // Left idle past PARK_AFTER: swept, it gives them back and stays pooled.
+        pool.evict(Duration::from_secs(30), returned + PARK_AFTER);
+        let mut conn = pool.take(Duration::from_secs(30)).expect("still pooled");
+        assert_eq!(conn.inbound.bytes.capacity(), 0);
+        assert_eq!(conn.out.head_buf().capacity(), 0);
     }
 }
