@@ -25,7 +25,8 @@ use crate::proxy_protocol;
 /// Accept queue length: enough for a burst of reconnects after a rolling restart.
 const BACKLOG: u32 = 4096;
 
-/// Binds with SO_REUSEADDR so a restart does not wait for TIME_WAIT sockets to clear.
+/// Binds with SO_REUSEADDR, so a restart does not wait for TIME_WAIT sockets to clear, and
+/// TCP_NODELAY, which accepted sockets inherit: no system call per connection for it.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
@@ -121,7 +122,6 @@ pub async fn accept_loop(listener: TcpListener, handle: Arc<Serving>) {
         let serving = handle.state.load_full();
         match accepted {
             Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
                 if serving.context.proxy_protocol.is_some() {
                     // The client's address is known only once the header is read, so the
                     // per-address cap applies after it, on the real client.
@@ -294,4 +294,21 @@ where
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The accept loop no longer sets TCP_NODELAY on each connection: it relies on this.
+    #[tokio::test]
+    async fn accepted_connections_inherit_no_delay_from_the_listener() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (accepted, _) = accepted.unwrap();
+        assert!(accepted.nodelay().unwrap());
+        // The client side is untouched: the option really came from the listener.
+        assert!(!client.unwrap().nodelay().unwrap());
+    }
 }
