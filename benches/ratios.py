@@ -11,8 +11,13 @@ PEERS = ("nginx", "haproxy")
 NAMES = {"direct": "direct", "sessiongate": "sessiongate", "nginx": "nginx", "haproxy": "HAProxy"}
 
 
+def by_run(leg, target, col):
+    """One leg's figures for one target, keyed by run ('-' cells left out)."""
+    return {r[2]: float(r[col]) for r in rows if r[0] == leg and r[1] == target and r[col] != "-"}
+
+
 def median(leg, target, col):
-    values = [float(r[col]) for r in rows if r[0] == leg and r[1] == target and r[col] != "-"]
+    values = list(by_run(leg, target, col).values())
     return statistics.median(values) if values else None
 
 
@@ -84,10 +89,6 @@ def ratio(value, peers, target):
         return None
     r = value / min(peers)
     return r, None if target is None else r <= target
-
-
-def by_run(leg, target, col):
-    return {r[2]: float(r[col]) for r in rows if r[0] == leg and r[1] == target and r[col] != "-"}
 
 
 def spread(get_by_run):
