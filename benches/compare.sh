@@ -139,6 +139,7 @@ http {
     ssl_certificate $cert;
     ssl_certificate_key $key;
     ssl_protocols TLSv1.2 TLSv1.3; # nginx 1.22's default stops at TLS 1.2; the others offer 1.3
+    ssl_conf_command NumTickets 1; # one TLS 1.3 ticket per handshake, as sessiongate sends
     location = /metrics { return 404; }
     location / {
       proxy_pass http://nodes;
@@ -156,6 +157,7 @@ CONF
 taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 nginx_pid=$!
 
+# HAProxy 2.6 has no setting for the number of TLS 1.3 tickets; it sends OpenSSL's two.
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 1

@@ -202,6 +202,16 @@ fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error>
     Ok(TICKETER.get_or_init(|| ticketer).clone())
 }
 
+/// TLS 1.3 tickets sent after a handshake, full or resumed. A client resumes with one ticket
+/// and is sent a fresh one each time, so one is enough for browsers and most clients; rustls'
+/// default of two makes every new connection pay for a ticket (sealing it and one more record)
+/// that is rarely used.
+const TLS13_TICKETS: usize = 1;
+
+/// The most tickets sent to a client that asks for a number (RFC 9149 `ticket_request`), for
+/// one that opens parallel connections and wants each to resume: a browser's six per host.
+const TLS13_TICKETS_MAX: usize = 6;
+
 impl CertificateSet {
     /// The first certificate is the default, served when the client's SNI matches none.
     pub fn new(certificates: Vec<LoadedCertificate>) -> Result<CertificateSet, TlsError> {
@@ -215,6 +225,8 @@ impl CertificateSet {
         config.ignore_client_order = true;
         // Stateless tickets make resumption work across connections without a shared cache.
         config.ticketer = ticketer()?;
+        config.send_tls13_tickets = TLS13_TICKETS;
+        config.max_tls13_tickets = TLS13_TICKETS_MAX;
         Ok(CertificateSet {
             certificates,
             server_config: Arc::new(config),

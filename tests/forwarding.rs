@@ -6,6 +6,7 @@ mod common;
 use std::collections::HashSet;
 
 use common::*;
+use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[tokio::test]
@@ -115,6 +116,106 @@ async fn returning_clients_resume_their_tls_session() {
             [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)],
             "{version:?}"
         );
+    }
+}
+
+/// A client's TLS session cache (rustls' own) that counts the TLS 1.3 tickets it is given.
+#[derive(Debug)]
+struct CountingTickets {
+    cache: rustls::client::ClientSessionMemoryCache,
+    given: std::sync::atomic::AtomicUsize,
+}
+
+impl CountingTickets {
+    fn new() -> CountingTickets {
+        CountingTickets {
+            cache: rustls::client::ClientSessionMemoryCache::new(32),
+            given: Default::default(),
+        }
+    }
+
+    fn given(&self) -> usize {
+        self.given.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl rustls::client::ClientSessionStore for CountingTickets {
+    fn set_kx_hint(&self, name: ServerName<'static>, group: rustls::NamedGroup) {
+        self.cache.set_kx_hint(name, group)
+    }
+    fn kx_hint(&self, name: &ServerName<'_>) -> Option<rustls::NamedGroup> {
+        self.cache.kx_hint(name)
+    }
+    fn set_tls12_session(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls12ClientSessionValue,
+    ) {
+        self.cache.set_tls12_session(name, value)
+    }
+    fn tls12_session(
+        &self,
+        name: &ServerName<'_>,
+    ) -> Option<rustls::client::Tls12ClientSessionValue> {
+        self.cache.tls12_session(name)
+    }
+    fn remove_tls12_session(&self, name: &ServerName<'static>) {
+        self.cache.remove_tls12_session(name)
+    }
+    fn insert_tls13_ticket(
+        &self,
+        name: ServerName<'static>,
+        value: rustls::client::Tls13ClientSessionValue,
+    ) {
+        self.given.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cache.insert_tls13_ticket(name, value)
+    }
+    fn take_tls13_ticket(
+        &self,
+        name: &ServerName<'static>,
+    ) -> Option<rustls::client::Tls13ClientSessionValue> {
+        self.cache.take_tls13_ticket(name)
+    }
+}
+
+#[tokio::test]
+async fn tls13_clients_get_one_ticket_per_handshake_unless_they_ask_for_more() {
+    use rustls::client::{Resumption, TicketRequest};
+    use rustls::HandshakeKind::{Full, Resumed};
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    // No request: one ticket after each handshake. Asking (RFC 9149): what is asked, up to six.
+    let cases = [
+        (None, [1, 1]),
+        (
+            Some(TicketRequest {
+                new_session_count: 3,
+                resumption_count: 9,
+            }),
+            [3, 6],
+        ),
+    ];
+    for (request, expected) in cases {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(proxy.pki.ca_der.clone()).unwrap();
+        let tickets = std::sync::Arc::new(CountingTickets::new());
+        let mut config = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.resumption = Resumption::store(tickets.clone());
+        config.send_ticket_request = request;
+        let config = std::sync::Arc::new(config);
+        let mut given = Vec::new();
+        for kind in [Full, Resumed] {
+            let before = tickets.given();
+            let (handshake, status) =
+                tls_get(proxy.tls_addr(), "default.test", config.clone()).await;
+            assert_eq!((status, handshake.kind), (200, Some(kind)));
+            given.push(tickets.given() - before);
+        }
+        assert_eq!(given, expected, "{request:?}");
     }
 }
 
