@@ -12,7 +12,8 @@
 # Legs (BENCHMARKS.md says what each number means):
 #   memory   idle PSS of each proxy, then PSS per idle TLS connection with IDLE_CONNS held open
 #   plain    HTTP/1.1 keep-alive (wrk)            tls      HTTP/1.1 over TLS keep-alive (wrk)
-#   h2       HTTP/2 over TLS (h2load)             newtls   a new TLS connection per request (wrk)
+#   h2       HTTP/2 over TLS (h2load)             newtls   a new TLS connection per request, full
+#                                                          handshakes (loadgen)
 #   resume   a new TLS connection per request, resumed with the ticket the last one got (loadgen)
 #   latency  open loop at half the best peer's plain capacity: p50/p99 added over going direct
 #
@@ -252,16 +253,21 @@ load() {
   case $leg in
     plain)  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${plain_port[$name]}/") ;;
     tls)    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "https://127.0.0.1:${tls_port[$name]}/") ;;
-    newtls) out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -H "Connection: close" "https://127.0.0.1:${tls_port[$name]}/") ;;
     h2)
       out=$(taskset -c 1 h2load -t1 -c"$H2_CONNECTIONS" -m"$H2_STREAMS" -D"$DURATION" "https://127.0.0.1:${tls_port[$name]}/" 2>&1)
       grep -qi 'application protocol: h2' <<<"$out" || { echo "h2load did not negotiate h2 with $name" >&2; echo "0 0 - -"; return; }
       awk '/^requests:/ {n = $8} /^finished in/ {r = $4} END {print n, r, "-", "-"}' <<<"$out"
       return ;;
-    resume)
-      read -r n resumed errors <<<"$(taskset -c 1 "$loadgen" resume "https://127.0.0.1:${tls_port[$name]}/" "$DURATION" "$CONNECTIONS" "$ca")"
-      # A proxy that does not resume would be measured doing full handshakes: say so.
-      [ "$resumed" -ge $((n * 9 / 10)) ] || echo "only $resumed of $n connections to $name resumed ($errors errors)" >&2
+    newtls | resume)
+      # Not wrk for new connections: it keeps each connection's TLS session across reconnects,
+      # so nearly all of its handshakes would resume.
+      read -r n resumed errors <<<"$(taskset -c 1 "$loadgen" "$leg" "https://127.0.0.1:${tls_port[$name]}/" "$DURATION" "$CONNECTIONS" "$ca")"
+      if [ "$leg" = newtls ]; then
+        [ "$resumed" -eq 0 ] || echo "$resumed of $n new connections to $name resumed" >&2
+      else
+        # A proxy that does not resume would be measured doing full handshakes: say so.
+        [ "$resumed" -ge $((n * 9 / 10)) ] || echo "only $resumed of $n connections to $name resumed ($errors errors)" >&2
+      fi
       awk -v n="$n" -v d="$DURATION" 'BEGIN { printf "%d %.0f - -\n", n, n / d }'
       return ;;
   esac

@@ -12,11 +12,15 @@
 //! one GET on each, keeps them all open and idle, prints `ready N`, and waits until killed. The
 //! harness reads the proxy's memory before and after.
 //!
-//! `resume URL SECONDS CONNECTIONS CA_FILE`: CONNECTIONS loops, each opening a TLS 1.3
+//! `newtls URL SECONDS CONNECTIONS CA_FILE`: CONNECTIONS loops, each opening a TLS 1.3
 //! connection, sending one `Connection: close` GET, reading the answer and starting again,
-//! for SECONDS. Each loop keeps its own session cache, so from its second connection on a
-//! handshake resumes with a ticket the previous one got (wrk never resumes). Prints
-//! `connections resumed errors`.
+//! for SECONDS, every handshake a full one: the client keeps no sessions. (wrk cannot do this:
+//! it keeps each connection's TLS session across reconnects, so all but its first handshake
+//! per connection resume.) Prints `connections resumed errors`.
+//!
+//! `resume URL SECONDS CONNECTIONS CA_FILE`: the same, but each loop keeps its own session
+//! cache, so from its second connection on a handshake resumes with a ticket the previous one
+//! got, as a returning browser does.
 //!
 //! Traffic goes only where the URL says; the harness gives 127.0.0.1. Both stop by themselves
 //! (`latency` after its time, `hold` when the harness kills it).
@@ -60,15 +64,16 @@ fn main() {
         ["hold", url, conns, ca] => {
             runtime.block_on(hold(target(url), conns.parse().expect("CONNECTIONS"), ca))
         }
-        ["resume", url, secs, conns, ca] => runtime.block_on(resume(
+        [mode @ ("newtls" | "resume"), url, secs, conns, ca] => runtime.block_on(reconnect(
             target(url),
             Duration::from_secs_f64(secs.parse().expect("SECONDS")),
             conns.parse().expect("CONNECTIONS"),
             ca,
+            mode == "resume",
         )),
         [] => {} // `cargo bench` with no arguments runs every bench target: nothing to do here.
         _ => {
-            eprintln!("usage: loadgen latency URL RATE SECONDS CONNECTIONS | hold URL CONNECTIONS CA_FILE | resume URL SECONDS CONNECTIONS CA_FILE");
+            eprintln!("usage: loadgen latency URL RATE SECONDS CONNECTIONS | hold URL CONNECTIONS CA_FILE | newtls|resume URL SECONDS CONNECTIONS CA_FILE");
             std::process::exit(2);
         }
     }
@@ -162,8 +167,9 @@ async fn latency((addr, uri): (SocketAddr, http::Uri), rate: f64, run: Duration,
     );
 }
 
-/// A TLS 1.3, HTTP/1.1 client trusting the harness's CA, with its own session cache.
-fn tls_client(ca: &str) -> tokio_rustls::TlsConnector {
+/// A TLS 1.3, HTTP/1.1 client trusting the harness's CA, with its own session cache if it is
+/// to `resume`.
+fn tls_client(ca: &str, resume: bool) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("CA file") {
         roots.add(cert.expect("CA certificate")).expect("CA");
@@ -176,6 +182,9 @@ fn tls_client(ca: &str) -> tokio_rustls::TlsConnector {
     .with_root_certificates(roots)
     .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
@@ -183,11 +192,19 @@ fn server_name(uri: &http::Uri) -> ServerName<'static> {
     ServerName::try_from(uri.host().expect("host").to_string()).expect("server name")
 }
 
-async fn resume((addr, uri): (SocketAddr, http::Uri), run: Duration, conns: usize, ca: &str) {
+/// `newtls` and `resume`: a new connection per request, in `conns` loops, each with a client
+/// (and so a session cache, when it is to `resume`) of its own.
+async fn reconnect(
+    (addr, uri): (SocketAddr, http::Uri),
+    run: Duration,
+    conns: usize,
+    ca: &str,
+    resume: bool,
+) {
     let end = Instant::now() + run;
     let mut loops = Vec::new();
     for _ in 0..conns {
-        let (tls, name, uri) = (tls_client(ca), server_name(&uri), uri.clone());
+        let (tls, name, uri) = (tls_client(ca, resume), server_name(&uri), uri.clone());
         loops.push(tokio::spawn(async move {
             let (mut done, mut resumed, mut errors) = (0u64, 0u64, 0u64);
             while Instant::now() < end {
@@ -233,7 +250,7 @@ async fn resume((addr, uri): (SocketAddr, http::Uri), run: Duration, conns: usiz
 }
 
 async fn hold((addr, uri): (SocketAddr, http::Uri), conns: usize, ca: &str) {
-    let tls = tls_client(ca);
+    let tls = tls_client(ca, true);
     let name = server_name(&uri);
     let gate = Arc::new(tokio::sync::Semaphore::new(OPENING));
     let mut opening = Vec::new();
