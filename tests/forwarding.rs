@@ -219,6 +219,55 @@ async fn tls13_clients_get_one_ticket_per_handshake_unless_they_ask_for_more() {
     }
 }
 
+/// A connection closed after one answer: the client gets its ticket, the answer and a clean
+/// TLS close (close_notify), whether or not it offered ALPN.
+#[tokio::test]
+async fn a_connection_closed_after_one_answer_gets_its_ticket_answer_and_close_notify() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    for alpn in [None, Some(b"http/1.1")] {
+        let tickets = std::sync::Arc::new(CountingTickets::new());
+        let mut config = (*proxy.pki.client_config(&[])).clone();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config.resumption = rustls::client::Resumption::store(tickets.clone());
+        let mut tls = tls_connect(proxy.tls_addr(), "default.test", config.into()).await;
+        tls.write_all(b"GET /echo HTTP/1.1\r\nHost: default.test\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        // rustls reports a close without close_notify as an error here.
+        let mut answer = String::new();
+        tls.read_to_string(&mut answer)
+            .await
+            .expect("a clean TLS close");
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+        assert!(answer.contains("connection: close\r\n"), "{answer}");
+        assert_eq!(tickets.given(), 1, "{alpn:?}");
+    }
+}
+
+/// A handshake that fails says why: the client gets the alert, not just a closed connection.
+#[tokio::test]
+async fn a_failed_handshake_still_sends_its_alert() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let config = proxy.pki.client_config(&[b"spdy/3"]);
+    let tcp = tokio::net::TcpStream::connect(proxy.tls_addr())
+        .await
+        .unwrap();
+    let err = tokio_rustls::TlsConnector::from(config)
+        .connect(ServerName::try_from("default.test").unwrap(), tcp)
+        .await
+        .expect_err("no protocol in common");
+    let err = err
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .unwrap_or_else(|| panic!("not a TLS error: {err}"));
+    assert_eq!(
+        *err,
+        rustls::Error::AlertReceived(rustls::AlertDescription::NoApplicationProtocol)
+    );
+}
+
 #[tokio::test]
 async fn sni_chooses_the_certificate() {
     let nodes = start_nodes(1).await;
