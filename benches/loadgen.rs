@@ -1,4 +1,4 @@
-//! The two load shapes of `benches/compare.sh` that wrk and h2load do not provide.
+//! The load shapes of `benches/compare.sh` that wrk and h2load do not provide.
 //!
 //! `latency URL RATE SECONDS CONNECTIONS`: open-loop plain HTTP/1.1 at a fixed rate over
 //! keep-alive connections. Connection k sends its j-th request at start + (j·C + k)/RATE,
@@ -22,8 +22,8 @@
 //! cache, so from its second connection on a handshake resumes with a ticket the previous one
 //! got, as a returning browser does.
 //!
-//! Traffic goes only where the URL says; the harness gives 127.0.0.1. Both stop by themselves
-//! (`latency` after its time, `hold` when the harness kills it).
+//! Traffic goes only where the URL says; the harness gives 127.0.0.1. All stop by themselves
+//! (`latency`, `newtls` and `resume` after their time, `hold` when the harness kills it).
 //!
 //!     cargo bench --bench loadgen -- latency http://127.0.0.1:8080/ 20000 10 50
 
