@@ -196,14 +196,8 @@ async fn tls13_clients_get_one_ticket_per_handshake_unless_they_ask_for_more() {
         ),
     ];
     for (request, expected) in cases {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(proxy.pki.ca_der.clone()).unwrap();
         let tickets = std::sync::Arc::new(CountingTickets::new());
-        let mut config = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+        let mut config = (*proxy.pki.client_config(&[])).clone();
         config.resumption = Resumption::store(tickets.clone());
         config.send_ticket_request = request;
         let config = std::sync::Arc::new(config);
