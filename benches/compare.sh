@@ -25,6 +25,10 @@ repo=$(pwd)
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-8}
+# Open-loop tails are the noisiest figure here (BENCHMARKS.md), so the latency leg takes more,
+# shorter rounds: by default twice RUNS at half DURATION, the same sampling time per target.
+LATENCY_ROUNDS=${LATENCY_ROUNDS:-$((RUNS * 2))}
+LATENCY_DURATION=${LATENCY_DURATION:-$(((DURATION + 1) / 2))}
 CONNECTIONS=${CONNECTIONS:-50}
 H2_CONNECTIONS=${H2_CONNECTIONS:-20}
 H2_STREAMS=${H2_STREAMS:-10}
@@ -285,7 +289,10 @@ closed() {
     'BEGIN { if (n > 0 && t > 0) printf "%.1f", t / hz * 1e6 / n; else print "-" }')"
 }
 # One open-loop load: prints "p50_us p99_us p999_us sent errors".
-open_loop() { taskset -c 1 "$loadgen" latency "http://127.0.0.1:${plain_port[$2]}/" "$rate" "$DURATION" "$CONNECTIONS"; }
+open_loop() { taskset -c 1 "$loadgen" latency "http://127.0.0.1:${plain_port[$2]}/" "$rate" "$LATENCY_DURATION" "$CONNECTIONS"; }
+# The proxies in a different order each run (the first starts second the next time), so that
+# none is always the one measured straight after another's load or after going direct.
+rotated() { local k=$(($1 % ${#proxies[@]})); echo "${proxies[@]:k}" "${proxies[@]:0:k}"; }
 
 if has_leg memory; then
   for name in "${proxies[@]}"; do
@@ -307,8 +314,8 @@ fi
 for run in $(seq "$RUNS"); do
   for leg in plain tls h2 newtls resume; do
     has_leg "$leg" || continue
-    targets=("${proxies[@]}")
-    [ "$leg" = plain ] && targets=(direct "${proxies[@]}")
+    read -ra targets <<<"$(rotated $((run - 1)))"
+    [ "$leg" = plain ] && targets=(direct "${targets[@]}")
     for name in "${targets[@]}"; do
       read -r rps p50 p99 cpu steal <<<"$(calm closed "$leg" "$name")"
       record "$leg" "$name" "$run" "$rps" "$p50" "$p99" "$cpu" "$steal"
@@ -327,8 +334,9 @@ best = max((statistics.median(float(r[3]) for r in rows if r[1] == p) for p in (
 print(int(best / 2))
 PY
 )}
-  for run in $(seq "$RUNS"); do
-    for name in direct "${proxies[@]}"; do
+  for run in $(seq "$LATENCY_ROUNDS"); do
+    read -ra order <<<"$(rotated $((run - 1)))"
+    for name in direct "${order[@]}"; do
       read -r p50 p99 p999 sent errors steal <<<"$(calm open_loop latency "$name")"
       record latency "$name" "$run" "$rate" "$p50" "$p99" "$errors" "$steal"
       echo "run $run latency $name at $rate req/s: p50 ${p50}us, p99 ${p99}us, p99.9 ${p999}us, $sent sent, $errors errors, steal ${steal}%" >&2
@@ -337,6 +345,6 @@ PY
 fi
 
 echo
-echo "sessiongate vs nginx and HAProxy: $RUNS interleaved runs x ${DURATION}s, medians"
+echo "sessiongate vs nginx and HAProxy: $RUNS interleaved runs x ${DURATION}s (latency: $LATENCY_ROUNDS rounds x ${LATENCY_DURATION}s), medians"
 echo "machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo); $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | awk 'NR==1 {print "HAProxy " $3}')"
 python3 "$repo/benches/ratios.py" "$results"
