@@ -290,8 +290,8 @@ closed() {
 }
 # One open-loop load: prints "p50_us p99_us p999_us sent errors".
 open_loop() { taskset -c 1 "$loadgen" latency "http://127.0.0.1:${plain_port[$2]}/" "$rate" "$LATENCY_DURATION" "$CONNECTIONS"; }
-# The proxies in a different order each run (the first starts second the next time), so that
-# none is always the one measured straight after another's load or after going direct.
+# The proxies in a different order each run (each run starts one further along the list), so
+# that none is always the one measured straight after another's load or after going direct.
 rotated() { local k=$(($1 % ${#proxies[@]})); echo "${proxies[@]:k}" "${proxies[@]:0:k}"; }
 
 if has_leg memory; then
