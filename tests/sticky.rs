@@ -287,7 +287,11 @@ async fn a_killed_node_moves_only_its_sessions_once_to_the_same_replacement_ever
         cluster.publish(&[0, 1, 2, 3]);
         let a = cluster.proxy(&sticky, "").await;
         let b = cluster.proxy(&sticky, "").await;
-        let mut users = vec![User::default(); 40];
+        // Homes are drawn at random (least requests by two random choices), and so is each
+        // victim's replacement. With 40 users, a killed node held as few as three sessions
+        // often enough that all of them landing on one survivor failed about one run in 200
+        // (it did, once, in CI); with 80 the chance of that is about one in 350,000.
+        let mut users = vec![User::default(); 80];
         let homes = keeps_every_session(&[&a, &b], &mut users, 2).await;
         let victims = homes.iter().filter(|h| *h == "node-2").count();
         assert!(victims >= 3, "{homes:?}");
@@ -328,8 +332,7 @@ async fn a_killed_node_moves_only_its_sessions_once_to_the_same_replacement_ever
                 assert_eq!(v.node, first.node);
             }
         }
-        // Seen once under a loaded CI run: every replacement on one survivor. The message
-        // carries what is needed to tell bad luck (few victims) from survivors left out.
+        // Should it fail again, the message tells bad luck (few victims) from survivors left out.
         assert!(
             replacements.len() >= 2,
             "the dead node's sessions spread over the survivors: {replacements:?} \
