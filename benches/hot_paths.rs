@@ -1,13 +1,13 @@
 //! Micro-benchmarks of the request path's pure parts: backend selection (each algorithm and a
-//! sticky hit), the sticky cookie (verify and encode), path canonicalisation and policy, and the
-//! header rewrite every request gets. `cargo bench --bench hot_paths`.
+//! sticky hit), the sticky cookie (verify, encode, and read and strip from a browser's cookies),
+//! path canonicalisation and policy, and the header rewrite every request gets. `cargo bench --bench hot_paths`.
 
 use std::hint::black_box;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use http::header::{HeaderMap, HeaderValue};
 use sessiongate::backends::{initial, Site};
 use sessiongate::config::StickyMode;
@@ -90,6 +90,32 @@ fn sticky_cookie(c: &mut Criterion) {
     });
     c.bench_function("sticky/encode", |b| {
         b.iter(|| sticky.set_cookie(black_box(7), black_box(tag), true))
+    });
+
+    // What a sticky request costs in cookies: read and verify the proxy's cookie, then take it
+    // out of what the backend gets, from a line shaped like a logged-in Keycloak browser's (its
+    // identity cookie is a signed token of several hundred bytes).
+    let identity = format!("eyJhbGciOiJIUzUxMiJ9.{}.sig", "x".repeat(600));
+    let mut browser = HeaderMap::new();
+    browser.insert(
+        http::header::COOKIE,
+        HeaderValue::from_str(&format!(
+            "AUTH_SESSION_ID=3f1c6a4e-9b2d-4c7a-8e51-0d9f6b2a7c44.keycloak-0; \
+             KC_AUTH_SESSION_HASH=Vt3kqSx2YH0mS2T8pHqQkQ; KEYCLOAK_IDENTITY={identity}; \
+             KEYCLOAK_SESSION=acme/8a7d2c1e-5f3b-4e6a-9c0d-1b2e3f4a5b6c; {value}"
+        ))
+        .unwrap(),
+    );
+    c.bench_function("sticky/read_and_strip", |b| {
+        b.iter_batched_ref(
+            || browser.clone(),
+            |headers| {
+                let session = sticky.read(headers, peer);
+                sessiongate::cookies::remove(headers, "SG_NODE");
+                session
+            },
+            BatchSize::SmallInput,
+        )
     });
 }
 
