@@ -16,6 +16,9 @@
 #                                                          handshakes (loadgen)
 #   resume   a new TLS connection per request, resumed with the ticket the last one got (loadgen)
 #   latency  open loop at half the best peer's plain capacity: p50/p99 added over going direct
+#   sticky   HTTP/1.1 keep-alive, every request in one of three sessions pinned to a backend: the
+#            proxy's own cookie (sessiongate, HAProxy's `cookie insert`); nginx, which has no
+#            session cookie outside nginx Plus, hashes the same cookie (`hash ... consistent`)
 #
 # CPU per request is read from each proxy's own /proc accounting (utime+stime), which is steadier
 # than throughput on a shared machine. Traffic stays on 127.0.0.1; every load stops by itself.
@@ -33,7 +36,7 @@ CONNECTIONS=${CONNECTIONS:-50}
 H2_CONNECTIONS=${H2_CONNECTIONS:-20}
 H2_STREAMS=${H2_STREAMS:-10}
 IDLE_CONNS=${IDLE_CONNS:-10000}
-LEGS=${LEGS:-"memory plain tls h2 newtls resume latency"}
+LEGS=${LEGS:-"memory plain tls h2 newtls resume sticky latency"}
 BASE_PORT=${BASE_PORT:-19080}
 # This machine is a VM: its hypervisor sometimes runs a neighbour on our cores ("steal" in
 # /proc/stat). One 50 ms steal burst in an 8 s open-loop sample is the whole p99. A sample during
@@ -81,7 +84,8 @@ cat "$cert" "$key" > "$work/haproxy.pem"
 b1=$((BASE_PORT + 1)); b2=$((BASE_PORT + 2)); b3=$((BASE_PORT + 3))
 declare -A plain_port=([direct]=$b1 [sessiongate]=$((BASE_PORT + 10)) [nginx]=$((BASE_PORT + 11)) [haproxy]=$((BASE_PORT + 12)))
 declare -A tls_port=([sessiongate]=$((BASE_PORT + 20)) [nginx]=$((BASE_PORT + 21)) [haproxy]=$((BASE_PORT + 22)))
-admin=$((BASE_PORT + 13))
+declare -A sticky_port=([sessiongate]=$((BASE_PORT + 30)) [nginx]=$((BASE_PORT + 31)) [haproxy]=$((BASE_PORT + 32)))
+admin=$((BASE_PORT + 13)) sticky_admin=$((BASE_PORT + 33))
 max_conns=$((IDLE_CONNS + 2000))
 
 # Backends: one nginx worker answering a small fixed body on three ports (core 1).
@@ -101,9 +105,13 @@ http {
 CONF
 taskset -c 1 nginx -c "$work/backends.conf" -p "$work" & pids+=($!)
 
-cat > "$work/sessiongate.toml" <<CONF
+# sessiongate's config: what both of its processes share, with the admin port and listeners
+# (and tables) given. Stickiness is global in sessiongate, so the sticky leg has a process of its
+# own, pinned to the same core and idle while the other legs run.
+sg_config() {
+  cat <<CONF
 [admin]
-listen = "127.0.0.1:$admin"
+listen = "127.0.0.1:$1"
 [reload]
 watch = false
 [log]
@@ -114,19 +122,36 @@ max_connections = $max_conns
 max_connections_per_ip = $max_conns
 [upstream]
 pool_max_idle_per_backend = 256
-[[listener]]
-name = "plain"
-listen = "127.0.0.1:${plain_port[sessiongate]}"
-[[listener]]
-name = "tls"
-listen = "127.0.0.1:${tls_port[sessiongate]}"
-tls = { cert = "$cert", key = "$key" }
+$2
 [[site]]
 backends = { static = ["127.0.0.1:$b1", "127.0.0.1:$b2", "127.0.0.1:$b3"] }
 CONF
+}
+sg_config "$admin" "[[listener]]
+name = \"plain\"
+listen = \"127.0.0.1:${plain_port[sessiongate]}\"
+[[listener]]
+name = \"tls\"
+listen = \"127.0.0.1:${tls_port[sessiongate]}\"
+tls = { cert = \"$cert\", key = \"$key\" }" > "$work/sessiongate.toml"
 taskset -c 0 "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate.toml" & pids+=($!)
 sg_pid=$!
+sg_config "$sticky_admin" "[[listener]]
+name = \"sticky\"
+listen = \"127.0.0.1:${sticky_port[sessiongate]}\"
+[balance.sticky]
+mode = \"cookie\"
+secret = \"$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\"" > "$work/sessiongate-sticky.toml"
+taskset -c 0 "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate-sticky.toml" & pids+=($!)
+sg_sticky_pid=$!
 
+nginx_proxying='proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Host $host;
+      proxy_set_header X-Forwarded-For $remote_addr;
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Forwarded-Port $server_port;'
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1;
 worker_rlimit_nofile $nofile;
@@ -138,6 +163,10 @@ http {
   access_log off;
   keepalive_requests 1000000;
   upstream nodes { server 127.0.0.1:$b1; server 127.0.0.1:$b2; server 127.0.0.1:$b3; keepalive 256; }
+  upstream by_session {
+    hash \$cookie_SERVERID consistent;
+    server 127.0.0.1:$b1; server 127.0.0.1:$b2; server 127.0.0.1:$b3; keepalive 256;
+  }
   server {
     listen 127.0.0.1:${plain_port[nginx]};
     listen 127.0.0.1:${tls_port[nginx]} ssl http2;
@@ -146,16 +175,12 @@ http {
     ssl_protocols TLSv1.2 TLSv1.3; # nginx 1.22's default stops at TLS 1.2; the others offer 1.3
     ssl_conf_command NumTickets 1; # one TLS 1.3 ticket per handshake, as sessiongate sends
     location = /metrics { return 404; }
-    location / {
-      proxy_pass http://nodes;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header Host \$host;
-      proxy_set_header X-Forwarded-For \$remote_addr;
-      proxy_set_header X-Forwarded-Proto \$scheme;
-      proxy_set_header X-Forwarded-Host \$host;
-      proxy_set_header X-Forwarded-Port \$server_port;
-    }
+    location / { proxy_pass http://nodes; $nginx_proxying }
+  }
+  server {
+    listen 127.0.0.1:${sticky_port[nginx]};
+    location = /metrics { return 404; }
+    location / { proxy_pass http://by_session; $nginx_proxying }
   }
 }
 CONF
@@ -163,6 +188,12 @@ taskset -c 0 nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 nginx_pid=$!
 
 # HAProxy 2.6 has no setting for the number of TLS 1.3 tickets; it sends OpenSSL's two.
+haproxy_forwarding='  http-request deny deny_status 404 if { path /metrics }
+  http-request set-header X-Forwarded-Proto https if { ssl_fc }
+  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
+  http-request set-header X-Forwarded-Host %[req.hdr(host)]
+  http-request set-header X-Forwarded-Port %[dst_port]
+  option forwardfor'
 cat > "$work/haproxy.cfg" <<CONF
 global
   nbthread 1
@@ -177,19 +208,25 @@ defaults
 frontend bench
   bind 127.0.0.1:${plain_port[haproxy]}
   bind 127.0.0.1:${tls_port[haproxy]} ssl crt $work/haproxy.pem alpn h2,http/1.1
-  http-request deny deny_status 404 if { path /metrics }
-  http-request set-header X-Forwarded-Proto https if { ssl_fc }
-  http-request set-header X-Forwarded-Proto http if !{ ssl_fc }
-  http-request set-header X-Forwarded-Host %[req.hdr(host)]
-  http-request set-header X-Forwarded-Port %[dst_port]
-  option forwardfor
+$haproxy_forwarding
   default_backend nodes
+frontend sticky
+  bind 127.0.0.1:${sticky_port[haproxy]}
+$haproxy_forwarding
+  default_backend by_session
 backend nodes
   balance roundrobin
   http-reuse always
   server n1 127.0.0.1:$b1
   server n2 127.0.0.1:$b2
   server n3 127.0.0.1:$b3
+backend by_session
+  balance roundrobin
+  http-reuse always
+  cookie SERVERID insert indirect nocache
+  server n1 127.0.0.1:$b1 cookie n1
+  server n2 127.0.0.1:$b2 cookie n2
+  server n3 127.0.0.1:$b3 cookie n3
 CONF
 taskset -c 0 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.err" & pids+=($!)
 haproxy_pid=$!
@@ -199,12 +236,45 @@ proxies=(sessiongate nginx haproxy)
 
 # Wait until every port answers; a proxy that did not start stops the run here, not later.
 answers() { for _ in $(seq 100); do curl -sf -o /dev/null "$@" && return 0; sleep 0.1; done; return 1; }
-for port in $b1 $b2 $b3 "${plain_port[@]}"; do
+for port in $b1 $b2 $b3 "${plain_port[@]}" "${sticky_port[@]}"; do
   answers "http://127.0.0.1:$port/" || { echo "nothing answers on port $port (see the messages above)" >&2; exit 1; }
 done
 for port in "${tls_port[@]}"; do
   answers --cacert "$ca" "https://127.0.0.1:$port/" || { echo "nothing answers TLS on port $port" >&2; exit 1; }
 done
+
+# The sticky leg's sessions: for each proxy, the Cookie header of one session on each backend,
+# which a browser would send after its first answer: the proxy's own cookie as its Set-Cookie
+# gave it (nginx sets none: values its hash puts on each backend), beside two Keycloak-like
+# cookies the proxy must pass on untouched. Each session is checked to stay on its backend, so
+# that the leg cannot measure a proxy on which stickiness is not on.
+session_cookies() {
+  local name=$1 url="http://127.0.0.1:${sticky_port[$1]}/" i node pin
+  local -A found=()
+  for i in $(seq 60); do
+    if [ "$name" = nginx ]; then
+      pin="SERVERID=s$i"
+      node=$(curl -sf -b "$pin" "$url")
+    else
+      node=$(curl -sf -D "$work/headers" "$url")
+      pin=$(sed -n 's/^set-cookie: *\([^;]*\).*/\1/Ip' "$work/headers" | head -1)
+    fi
+    [ -n "$pin" ] && [ -z "${found[$node]:-}" ] && found[$node]=$pin
+    [ ${#found[@]} -eq 3 ] && break
+  done
+  [ ${#found[@]} -eq 3 ] || { echo "$name: no session on each of the three backends" >&2; return 1; }
+  for node in "${!found[@]}"; do
+    local cookie="AUTH_SESSION_ID=3f1c6a4e-9b2d-4c7a-8e51-0d9f6b2a7c44.keycloak-0; KEYCLOAK_SESSION=bench/8a7d2c1e-5f3b-4e6a-9c0d-1b2e3f4a5b6c/3f1c6a4e-9b2d-4c7a-8e51-0d9f6b2a7c44; ${found[$node]}"
+    for i in 1 2 3 4 5; do
+      [ "$(curl -sf -H "Cookie: $cookie" "$url")" = "$node" ] ||
+        { echo "$name: the session pinned to $node did not stay there" >&2; return 1; }
+    done
+    echo "$cookie"
+  done
+}
+if has_leg sticky; then
+  for name in "${proxies[@]}"; do session_cookies "$name" > "$work/sessions.$name" || exit 1; done
+fi
 
 # A process and its children (nginx: master + worker).
 family() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
@@ -257,6 +327,10 @@ load() {
   case $leg in
     plain)  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${plain_port[$name]}/") ;;
     tls)    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "https://127.0.0.1:${tls_port[$name]}/") ;;
+    sticky)
+      local sessions; mapfile -t sessions < "$work/sessions.$name"
+      out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$repo/benches/sessions.lua" \
+        "http://127.0.0.1:${sticky_port[$name]}/" -- "${sessions[@]}") ;;
     h2)
       out=$(taskset -c 1 h2load -t1 -c"$H2_CONNECTIONS" -m"$H2_STREAMS" -D"$DURATION" "https://127.0.0.1:${tls_port[$name]}/" 2>&1)
       grep -qi 'application protocol: h2' <<<"$out" || { echo "h2load did not negotiate h2 with $name" >&2; echo "0 0 - -"; return; }
@@ -282,6 +356,7 @@ load() {
 # One closed-loop load with the proxy's CPU time read around it: prints "rps p50_us p99_us cpu_us".
 closed() {
   local leg=$1 name=$2 pid=${owner[$2]:-} before=0 after=0 n rps p50 p99
+  [ "$leg" = sticky ] && [ "$name" = sessiongate ] && pid=$sg_sticky_pid
   [ -n "$pid" ] && before=$(ticks "$pid")
   read -r n rps p50 p99 <<<"$(load "$leg" "$name")"
   [ -n "$pid" ] && after=$(ticks "$pid")
@@ -312,7 +387,7 @@ if has_leg memory; then
 fi
 
 for run in $(seq "$RUNS"); do
-  for leg in plain tls h2 newtls resume; do
+  for leg in plain tls h2 newtls resume sticky; do
     has_leg "$leg" || continue
     read -ra targets <<<"$(rotated $((run - 1)))"
     [ "$leg" = plain ] && targets=(direct "${targets[@]}")
