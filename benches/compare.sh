@@ -107,7 +107,7 @@ taskset -c 1 nginx -c "$work/backends.conf" -p "$work" & pids+=($!)
 
 # sessiongate's config: what both of its processes share, with the admin port and listeners
 # (and tables) given. Stickiness is global in sessiongate, so the sticky leg has a process of its
-# own, pinned to the same core and idle while the other legs run.
+# own (started after the memory leg, below).
 sg_config() {
   cat <<CONF
 [admin]
@@ -136,14 +136,6 @@ listen = \"127.0.0.1:${tls_port[sessiongate]}\"
 tls = { cert = \"$cert\", key = \"$key\" }" > "$work/sessiongate.toml"
 taskset -c 0 "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate.toml" & pids+=($!)
 sg_pid=$!
-sg_config "$sticky_admin" "[[listener]]
-name = \"sticky\"
-listen = \"127.0.0.1:${sticky_port[sessiongate]}\"
-[balance.sticky]
-mode = \"cookie\"
-secret = \"$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\"" > "$work/sessiongate-sticky.toml"
-taskset -c 0 "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate-sticky.toml" & pids+=($!)
-sg_sticky_pid=$!
 
 nginx_proxying='proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -236,7 +228,7 @@ proxies=(sessiongate nginx haproxy)
 
 # Wait until every port answers; a proxy that did not start stops the run here, not later.
 answers() { for _ in $(seq 100); do curl -sf -o /dev/null "$@" && return 0; sleep 0.1; done; return 1; }
-for port in $b1 $b2 $b3 "${plain_port[@]}" "${sticky_port[@]}"; do
+for port in $b1 $b2 $b3 "${plain_port[@]}" "${sticky_port[nginx]}" "${sticky_port[haproxy]}"; do
   answers "http://127.0.0.1:$port/" || { echo "nothing answers on port $port (see the messages above)" >&2; exit 1; }
 done
 for port in "${tls_port[@]}"; do
@@ -272,9 +264,6 @@ session_cookies() {
     echo "$cookie"
   done
 }
-if has_leg sticky; then
-  for name in "${proxies[@]}"; do session_cookies "$name" > "$work/sessions.$name" || exit 1; done
-fi
 
 # A process and its children (nginx: master + worker).
 family() { echo "$1"; pgrep -P "$1" 2>/dev/null || true; }
@@ -384,6 +373,22 @@ if has_leg memory; then
     record memory "$name" 1 "$idle" "$per_conn" - - -
     sleep 2 # let the proxy close the connections the holder left
   done
+fi
+
+# sessiongate's sticky process starts only now: the memory leg reads proportional set sizes, in
+# which two processes running one binary would each count half of its pages.
+if has_leg sticky; then
+  sg_config "$sticky_admin" "[[listener]]
+name = \"sticky\"
+listen = \"127.0.0.1:${sticky_port[sessiongate]}\"
+[balance.sticky]
+mode = \"cookie\"
+secret = \"$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\"" > "$work/sessiongate-sticky.toml"
+  taskset -c 0 "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate-sticky.toml" & pids+=($!)
+  sg_sticky_pid=$!
+  answers "http://127.0.0.1:${sticky_port[sessiongate]}/" ||
+    { echo "nothing answers on port ${sticky_port[sessiongate]} (see the messages above)" >&2; exit 1; }
+  for name in "${proxies[@]}"; do session_cookies "$name" > "$work/sessions.$name" || exit 1; done
 fi
 
 for run in $(seq "$RUNS"); do
