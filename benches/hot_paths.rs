@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the request path's pure parts: backend selection (each algorithm and a
 //! sticky hit), the sticky cookie (verify, encode, and read and strip from a browser's cookies),
-//! path canonicalisation and policy, and the header rewrite every request gets. `cargo bench --bench hot_paths`.
+//! path canonicalisation and policy, and the header rewrite every request gets.
+//! `cargo bench --bench hot_paths`.
 
 use std::hint::black_box;
 use std::net::IpAddr;
