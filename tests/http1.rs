@@ -193,6 +193,42 @@ async fn a_backend_body_cut_short_closes_the_client_connection_and_others_are_se
 }
 
 #[tokio::test]
+async fn a_response_in_a_transfer_coding_besides_chunked_gets_502_not_undecodable_bytes() {
+    // `gzip, chunked` on a kept connection would be read to a close that never comes, and
+    // plain `gzip` passed on without its hop-by-hop Transfer-Encoding would reach the client as
+    // if it were the body: both are refused, over HTTP/1.1 and HTTP/2 alike.
+    let backend = RawBackend::start(|head| {
+        if head.starts_with("GET /gzip-chunked") {
+            RawReply::keep(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\n\x1f\x8b\x08\0\0\r\n0\r\n\r\n")
+        } else if head.starts_with("GET /gzip") {
+            RawReply::close(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n\x1f\x8b\x08\0\0")
+        } else {
+            RawReply::keep("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    for path in ["/gzip-chunked", "/gzip"] {
+        let (status, _, _) = get_plain(proxy.plain_addr(), path).await;
+        assert_eq!(status, 502, "{path} over HTTP/1.1");
+        let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+        let req = http::Request::get(path)
+            .header("host", "default.test")
+            .body(empty())
+            .unwrap();
+        let (status, _, _) = read(send.send_request(req).await.unwrap()).await;
+        assert_eq!(status, 502, "{path} over HTTP/2");
+    }
+    assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
+    let metrics = proxy.metrics().await;
+    let refused = format!(
+        "sessiongate_upstream_errors_total{{backend=\"{}\",kind=\"protocol\"}}",
+        backend.addr
+    );
+    assert_eq!(metric(&metrics, &refused), Some(4.0), "{metrics}");
+}
+
+#[tokio::test]
 async fn kept_alive_connections_the_backend_closed_are_never_used() {
     // Answers as if keeping the connection, then closes it (as a backend's idle timeout does).
     let backend =

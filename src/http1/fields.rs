@@ -181,12 +181,14 @@ impl Facts {
         {
             return Ok(ResponseBody::Empty);
         }
-        match self.transfer_encoding() {
-            Ok(Some(true)) => return Ok(ResponseBody::Chunked),
-            // Not chunked last (or a coding we do not know): the body runs to the close.
-            Ok(Some(false)) | Err(HeadError::UnsupportedCoding) => return Ok(ResponseBody::Close),
-            Ok(None) => {}
-            Err(e) => return Err(e),
+        // Any coding but a lone chunked is refused (the exchange answers 502, as nginx does).
+        // RFC 9112 §6.3 would read `gzip, chunked` by its chunks and `gzip` to the close, but
+        // Transfer-Encoding is hop-by-hop: passed on without it, the client would take the
+        // still-coded bytes for the body itself, and HTTP/2 cannot carry a transfer coding.
+        match self.transfer_encoding()? {
+            Some(true) => return Ok(ResponseBody::Chunked),
+            Some(false) => return Err(HeadError::UnsupportedCoding),
+            None => {}
         }
         Ok(match self.content_length()? {
             Some(0) => ResponseBody::Empty,

@@ -178,6 +178,26 @@ fn response_framing_and_reuse() {
     );
     let chunked = r("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
     assert_eq!(chunked.body, ResponseBody::Chunked);
+    // Codings besides chunked cannot be passed on without Transfer-Encoding: refused, whether
+    // chunked frames them or not, and whatever order they come in.
+    for coded in [
+        "Transfer-Encoding: gzip, chunked",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked",
+        "Transfer-Encoding: gzip",
+        "Transfer-Encoding: chunked, gzip",
+    ] {
+        let raw = format!("HTTP/1.1 200 OK\r\n{coded}\r\n\r\n");
+        assert_eq!(
+            response(&raw, Method::GET).unwrap_err(),
+            HeadError::UnsupportedCoding,
+            "{coded}"
+        );
+    }
+    let twice = response(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+        Method::GET,
+    );
+    assert!(matches!(twice, Err(HeadError::Framing(_))));
     let close = r("HTTP/1.1 200 OK\r\n\r\n");
     assert_eq!((close.body, close.keep_alive), (ResponseBody::Close, false));
     let old = r("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n");
