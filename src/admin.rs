@@ -9,7 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
@@ -27,6 +27,7 @@ use crate::error::local_response;
 use crate::failover::state::OperationError;
 use crate::failover::{Failover, Operation, Operator};
 use crate::metrics::Metrics;
+use crate::stale_series::{Present, StaleSeries};
 
 /// Admin connections are short scrapes and probes; keep idle ones briefly.
 const ADMIN_IDLE: Duration = Duration::from_secs(30);
@@ -36,6 +37,8 @@ pub struct Admin {
     pub ready: Arc<AtomicBool>,
     /// What the current configuration generation answers with (swapped on reload).
     pub current: ArcSwap<AdminState>,
+    /// When sites and backends that left were first seen gone, to drop their series.
+    pub stale_series: StaleSeries,
 }
 
 pub struct AdminState {
@@ -43,15 +46,26 @@ pub struct AdminState {
     pub failover: Arc<Failover>,
     /// Required (as `Authorization: Bearer`) by the site operations when set.
     pub token: Option<String>,
+    /// How long the series of a site or backend that is gone are kept.
+    pub metrics_retain: Duration,
 }
 
 impl Admin {
     /// Values read from the routing state when scraped, rather than kept up to date on the
     /// request path.
     fn observe_backends(&self) {
+        let current = self.current.load();
+        let snapshot = current.snapshot.load();
+        let present = Present::of(&snapshot, Instant::now());
+        self.stale_series.sweep(
+            &self.metrics.labelled(),
+            &present,
+            current.metrics_retain,
+            Instant::now(),
+        );
         let gauge = &self.metrics.backend_in_flight;
         gauge.reset();
-        for site in &self.current.load().snapshot.load().sites {
+        for site in &snapshot.sites {
             let draining = site.draining.iter().map(|d| &d.backend);
             for backend in site.members().chain(draining) {
                 gauge

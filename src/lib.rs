@@ -34,6 +34,7 @@ pub mod proxy_protocol;
 pub mod reload;
 pub mod reply;
 pub mod select;
+pub mod stale_series;
 pub mod sticky;
 pub mod tls;
 pub mod upstream;
@@ -161,6 +162,7 @@ impl Server {
             metrics: metrics.clone(),
             ready: ready.clone(),
             current: ArcSwap::from_pointee(admin_state(&config, &generation)),
+            stale_series: stale_series::StaleSeries::default(),
         });
         control_tasks.spawn(admin::accept_loop(
             admin_listener,
@@ -438,6 +440,7 @@ fn admin_state(config: &Config, generation: &Generation) -> admin::AdminState {
         snapshot: generation.snapshot.clone(),
         failover: generation.failover.clone(),
         token: config.admin.token.clone(),
+        metrics_retain: config.admin.metrics_retain,
     }
 }
 

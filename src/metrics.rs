@@ -2,6 +2,7 @@
 //! one, so tests can run several proxies in one process). Labels stay low-cardinality:
 //! listener, site, backend (an address), status class, error kind; never paths or clients.
 
+use crate::stale_series::SeriesVec;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
@@ -328,6 +329,39 @@ impl Metrics {
             requests: self.requests.clone(),
             connection_errors: self.connection_errors.clone(),
         }
+    }
+
+    /// Every labelled metric (those with a `site` or `backend` label are swept of the series
+    /// of what is gone, see `stale_series`). A new `*Vec` field belongs here too.
+    pub fn labelled(&self) -> [&dyn SeriesVec; 26] {
+        [
+            &self.requests,
+            &self.request_duration,
+            &self.open_connections,
+            &self.connections,
+            &self.connection_errors,
+            &self.upstream_errors,
+            &self.backends,
+            &self.backends_changed,
+            &self.dns_lookups,
+            &self.dns_stale,
+            &self.certificate_expiry,
+            &self.sticky,
+            &self.retries,
+            &self.backend_up,
+            &self.ejections,
+            &self.health_checks,
+            &self.shed,
+            &self.queue_depth,
+            &self.queue_wait,
+            &self.backend_in_flight,
+            &self.site_active,
+            &self.site_up,
+            &self.site_forced_down,
+            &self.site_probes,
+            &self.site_switches,
+            &self.config_reloads,
+        ]
     }
 
     /// The Prometheus text exposition of everything registered.

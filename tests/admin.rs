@@ -52,3 +52,68 @@ async fn admin_serves_metrics_live_and_ready_and_nothing_else() {
     let (_, _, body) = get_plain(proxy.plain_addr(), "/metrics").await;
     assert!(!body.contains("sessiongate_"), "{body}");
 }
+
+/// Reloads the harness' config with its one site renamed `next` and only `keep` in it.
+async fn reload_to_one_backend(proxy: &Harness, keep: std::net::SocketAddr, gone: &str) {
+    let path = proxy.dir.join("sessiongate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text
+        .replace("name = \"main\"", "name = \"next\"")
+        .replace(&format!(", \"{gone}\""), "");
+    assert!(text.contains(&format!("static = [\"{keep}\"]")), "{text}");
+    std::fs::write(&path, text).unwrap();
+    proxy.server.reload().await.unwrap();
+}
+
+#[tokio::test]
+async fn series_of_backends_and_sites_that_are_gone_leave_after_metrics_retain() {
+    // Pods come and go with new addresses: their series must not pile up for the life of the
+    // process. A short retention here; the default (10 minutes) keeps them, as the end shows.
+    let nodes = start_nodes(2).await;
+    let backends = format!(
+        "{{ static = [\"{}\", \"{}\"] }}",
+        nodes[0].addr, nodes[1].addr
+    );
+    let listeners = format!("{TLS_LISTENER}{PLAIN_LISTENER}");
+    let short = Harness::start_full("metrics_retain = \"1ms\"", &listeners, &backends, "").await;
+    let default = Harness::start_full("", &listeners, &backends, "").await;
+    let (kept, gone) = (nodes[0].addr.to_string(), nodes[1].addr.to_string());
+    for proxy in [&short, &default] {
+        for _ in 0..4 {
+            assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
+        }
+        let text = proxy.metrics().await;
+        assert!(text.contains(&format!("backend=\"{gone}\"")), "{text}");
+        assert!(text.contains("site=\"main\""), "{text}");
+        reload_to_one_backend(proxy, nodes[0].addr, &gone).await;
+        assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
+    }
+
+    eventually(
+        "the series of the gone backend and site to leave",
+        || async {
+            let text = short.metrics().await;
+            !text.contains(&format!("backend=\"{gone}\"")) && !text.contains("site=\"main\"")
+        },
+    )
+    .await;
+    let text = short.metrics().await;
+    let kept_series = format!(
+        "sessiongate_requests_total{{backend=\"{kept}\",listener=\"plain\",status_class=\"2xx\"}}"
+    );
+    assert_eq!(metric(&text, &kept_series), Some(3.0), "{text}");
+    assert!(
+        text.contains("sessiongate_backends{site=\"next\",state=\"active\"} 1"),
+        "{text}"
+    );
+
+    // With the default retention the last values are still there to be scraped.
+    for _ in 0..2 {
+        let text = default.metrics().await;
+        let gone_series = format!(
+            "sessiongate_requests_total{{backend=\"{gone}\",listener=\"plain\",status_class=\"2xx\"}}"
+        );
+        assert_eq!(metric(&text, &gone_series), Some(2.0), "{text}");
+        assert!(text.contains("site=\"main\""), "{text}");
+    }
+}

@@ -24,6 +24,7 @@ pub(super) fn render(c: &Config) -> String {
                 .filter(|_| c.admin.token_file.is_none())
                 .map(|_| "set-in-the-config-file-not-shown".into()),
             token_file: c.admin.token_file.as_ref().map(|p| p.display().to_string()),
+            metrics_retain: dur(c.admin.metrics_retain),
         },
         reload: RawReload {
             watch: Some(c.reload.watch_interval.is_some()),

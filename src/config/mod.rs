@@ -42,6 +42,8 @@ pub struct AdminConfig {
     pub token: Option<String>,
     /// Where the token was read from (watched for reloads).
     pub token_file: Option<PathBuf>,
+    /// How long the series of a site or backend that is gone stay in `/metrics`.
+    pub metrics_retain: Duration,
 }
 
 /// Reloading on file changes (SIGHUP reloads whatever this says).

@@ -115,6 +115,8 @@ pub struct RawAdmin {
     /// Bearer token required by the site operations; or `token_file`.
     pub token: Option<String>,
     pub token_file: Option<String>,
+    /// How long the metric series of a site or backend that is gone are kept (default 10m).
+    pub metrics_retain: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -164,6 +164,11 @@ pub(super) fn validate(
             .token_file
             .as_deref()
             .map(|f| resolve_path(base, f)),
+        metrics_retain: c.duration(
+            "admin.metrics_retain",
+            raw.admin.metrics_retain.as_deref(),
+            "10m",
+        ),
     };
 
     let format = match raw.log.format.as_deref() {
