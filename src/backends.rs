@@ -290,6 +290,43 @@ pub fn update_site(
     change
 }
 
+/// What a reload kept of the previous generation.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Adopted {
+    /// Backends whose health (check verdict, passive ejection) carried over.
+    pub backends: usize,
+    /// Learned routes carried over.
+    pub routes: usize,
+}
+
+/// A reload keeps what the previous generation learned about the backends it shares with
+/// this one, matched by site name and backend id: without it every reload would send requests
+/// to backends known to be failing until they failed again, and route-mode sessions whose
+/// route was learned would be balanced afresh. The check verdict carries over only to sites
+/// still checked (nothing else would ever bring a backend back up), ejections only to sites
+/// that still eject. Called before this generation's health checks start, so it never
+/// overwrites their first verdicts.
+pub fn adopt(next: &Snapshot, previous: &Snapshot, config: &Config) -> Adopted {
+    let mut adopted = Adopted::default();
+    for (site, site_config) in next.sites.iter().zip(&config.sites) {
+        let Some(was) = previous.sites.iter().find(|p| p.name == site.name) else {
+            continue;
+        };
+        let active = site_config.health.is_some();
+        let passive = site.outlier.consecutive_failures > 0;
+        for backend in site.members() {
+            if let Some(old) = was.members().find(|o| o.id == backend.id) {
+                backend.health.adopt(&old.health, active, passive);
+                adopted.backends += 1;
+            }
+        }
+        if let (Some(sticky), Some(old)) = (&site.sticky, &was.sticky) {
+            adopted.routes += sticky.adopt_learned(old);
+        }
+    }
+    adopted
+}
+
 /// The snapshot at startup: static sites complete, DNS sites empty until their first lookup.
 pub fn initial(config: &Config, metrics: &Metrics) -> Snapshot {
     Snapshot {

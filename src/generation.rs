@@ -54,6 +54,14 @@ impl Generation {
             background.cancel();
             return Err(e);
         }
+        if let Some(previous) = previous {
+            let adopted = backends::adopt(&snapshot.load(), &previous.snapshot.load(), config);
+            tracing::info!(
+                backends = adopted.backends,
+                learned_routes = adopted.routes,
+                "kept what the previous configuration knew of the backends it shares"
+            );
+        }
         start_health_checks(config, &snapshot, metrics, &background, control_tasks);
         let failover = Arc::new(Failover::new(config, snapshot.clone(), metrics.clone()));
         if let Some(previous) = previous {

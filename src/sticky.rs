@@ -198,6 +198,27 @@ impl Sticky {
         .ok()
     }
 
+    /// Takes over the routes `previous` learned (a reload), when both read the same cookie in
+    /// route mode and this one learns; returns how many.
+    pub fn adopt_learned(&self, previous: &Sticky) -> usize {
+        match (&self.mode, &previous.mode) {
+            (
+                Mode::Route {
+                    cookie,
+                    learn: true,
+                    ..
+                },
+                Mode::Route { cookie: was, .. },
+            ) if cookie == was => {
+                let learned = previous.learned.load_full();
+                let n = learned.len();
+                self.learned.store(learned);
+                n
+            }
+            _ => 0,
+        }
+    }
+
     /// Route mode: remembers the route a backend put in its session cookie, when it is not the
     /// one the backend is already known by.
     /// `set_cookies`: the response's Set-Cookie values.

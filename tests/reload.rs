@@ -314,3 +314,96 @@ async fn a_certificate_rotated_by_a_symlink_swap_is_picked_up() {
     .await;
     assert_eq!(answering(&server).await, (200, "node-1".into()));
 }
+
+/// `GET /` through `proxy` with the session cookie `session`, if any: the node that answered,
+/// the body, and the session cookie it set.
+async fn visit(
+    proxy: std::net::SocketAddr,
+    session: Option<&str>,
+) -> (String, String, Option<String>) {
+    let mut send = h1(TcpStream::connect(proxy).await.unwrap()).await;
+    let mut req = http::Request::get("/").header("host", "sso.test");
+    if let Some(session) = session {
+        req = req.header("cookie", format!("AUTH_SESSION_ID={session}"));
+    }
+    let (status, headers, body) = read(send_h1(&mut send, req.body(empty()).unwrap()).await).await;
+    assert_eq!(status, 200, "{body}");
+    let set = headers
+        .get("set-cookie")
+        .and_then(|v| {
+            v.to_str()
+                .ok()?
+                .strip_prefix("AUTH_SESSION_ID=")?
+                .split(';')
+                .next()
+        })
+        .map(str::to_owned);
+    (headers["x-node"].to_str().unwrap().to_owned(), body, set)
+}
+
+#[tokio::test]
+async fn a_reload_keeps_health_verdicts_and_learned_routes() {
+    // Static addresses carry no route up front: route mode learns each node's from the
+    // `AUTH_SESSION_ID=<id>.<node>` cookies it sets.
+    let nodes = start_nodes(3).await;
+    let list: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.addr)).collect();
+    let health = |interval: &str, fall: u32| {
+        format!(
+            "[site.health]\npath = \"/health/ready\"\ninterval = \"{interval}\"\n\
+             timeout = \"100ms\"\nrise = 1\nfall = {fall}\nexpect_json_up = true\n"
+        )
+    };
+    let balance = "[balance]\nalgorithm = \"round_robin\"\n[balance.sticky]\nmode = \"route\"\n";
+    let proxy = Harness::start_site(
+        &format!("{{ static = [{}] }}", list.join(", ")),
+        &format!("{}{balance}", health("100ms", 1)),
+    )
+    .await;
+    let mut sessions = Vec::new();
+    for _ in 0..12 {
+        let (node, _, cookie) = visit(proxy.plain_addr(), None).await;
+        sessions.push((node, cookie.expect("a new session sets its cookie")));
+    }
+    let node1_up = format!(
+        "sessiongate_backend_up{{backend=\"{}\",site=\"main\"}}",
+        nodes[0].addr
+    );
+    nodes[0].set_ready(false);
+    eventually("node-1 is checked down", || async {
+        metric(&proxy.metrics().await, &node1_up) == Some(0.0)
+    })
+    .await;
+
+    // The new configuration would need three failed probes an hour apart to find node-1 down
+    // again: only the verdict carried over keeps requests off it.
+    let path = proxy.dir.join("sessiongate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace(&health("100ms", 1), &health("1h", 3))).unwrap();
+    assert_ne!(std::fs::read_to_string(&path).unwrap(), text);
+    proxy.server.reload().await.unwrap();
+
+    // Old sessions first: a new session's cookie would teach the new generation its node's
+    // route again.
+    for (home, session) in sessions.iter().filter(|(home, _)| home != "node-1") {
+        let (node, body, _) = visit(proxy.plain_addr(), Some(session)).await;
+        assert_eq!(&node, home, "{body}");
+        assert!(body.contains("welcome back"), "{body}");
+    }
+    assert!(sessions.iter().any(|(home, _)| home != "node-1"));
+    for _ in 0..9 {
+        assert_ne!(visit(proxy.plain_addr(), None).await.0, "node-1");
+    }
+    let text = proxy.metrics().await;
+    let repinned = "sessiongate_sticky_total{outcome=\"repin\",site=\"main\"}";
+    assert_eq!(metric(&text, repinned), Some(0.0), "{text}");
+
+    // A site no longer checked takes no verdict over: nothing would ever bring node-1 back.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace(&health("1h", 3), "")).unwrap();
+    proxy.server.reload().await.unwrap();
+    let mut reached = Vec::new();
+    for _ in 0..3 {
+        reached.push(visit(proxy.plain_addr(), None).await.0);
+    }
+    assert!(reached.iter().any(|n| n == "node-1"), "{reached:?}");
+}

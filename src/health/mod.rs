@@ -60,6 +60,26 @@ impl Health {
         self.up.swap(up, Ordering::Relaxed) != up
     }
 
+    /// Takes over what the previous generation knew of the same backend (a reload): the
+    /// active checks' verdict when `active` (this generation checks it too, so a verdict that
+    /// has gone stale is corrected after `rise` or `fall` probes), and the passive ejection
+    /// state when `passive` (an ejection ends by itself).
+    pub fn adopt(&self, previous: &Health, active: bool, passive: bool) {
+        if active {
+            self.up.store(previous.is_up(), Ordering::Relaxed);
+        }
+        if passive {
+            for (mine, was) in [
+                (&self.failures, &previous.failures),
+                (&self.ejections, &previous.ejections),
+            ] {
+                mine.store(was.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            let until = previous.ejected_until.load(Ordering::Relaxed);
+            self.ejected_until.store(until, Ordering::Relaxed);
+        }
+    }
+
     /// A request got an answer that is not a failure (a 503 counts here: a backend shedding
     /// load is busy, not dead, and ejecting it would only push its load onto the others).
     pub fn succeeded(&self) {
@@ -139,5 +159,32 @@ mod tests {
         assert!(other.set_up(false));
         assert!(!other.available(now_ms()));
         assert!(!other.set_up(false), "no change");
+    }
+
+    #[test]
+    fn a_reload_takes_over_only_what_the_new_site_still_judges() {
+        let outlier = Outlier {
+            consecutive_failures: 1,
+            base_ejection: Duration::from_secs(3600),
+            max_ejection: Duration::from_secs(3600),
+        };
+        let was = Health::default();
+        was.set_up(false);
+        assert_eq!(was.failed(&outlier), Some(Duration::from_secs(3600)));
+
+        let both = Health::default();
+        both.adopt(&was, true, true);
+        assert!(!both.is_up() && both.is_ejected(now_ms()));
+        let unchecked = Health::default();
+        unchecked.adopt(&was, false, true);
+        assert!(unchecked.is_up() && unchecked.is_ejected(now_ms()));
+        let no_ejection = Health::default();
+        no_ejection.adopt(&was, true, false);
+        assert!(!no_ejection.is_up() && !no_ejection.is_ejected(now_ms()));
+        let streak = both.ejections.load(Ordering::Relaxed);
+        assert_eq!(
+            streak, 1,
+            "the streak carries: the next ejection is twice as long"
+        );
     }
 }
