@@ -210,9 +210,20 @@ impl Site {
         }
         let best = backends.iter().map(|b| b.priority).min().unwrap_or(0);
         let (active, backups) = backends.into_iter().partition(|b| b.priority == best);
+        (self.with_set(active, backups, draining), change)
+    }
+
+    /// This site with another set, everything else (pool, rotation, stickiness, queue) shared,
+    /// and each backend marked as leaving or not.
+    fn with_set(
+        &self,
+        backends: Vec<Arc<Backend>>,
+        backups: Vec<Arc<Backend>>,
+        draining: Vec<Draining>,
+    ) -> Site {
         let site = Site {
             name: self.name.clone(),
-            backends: active,
+            backends,
             backups,
             draining,
             client: self.client.clone(),
@@ -228,7 +239,58 @@ impl Site {
         for d in &site.draining {
             d.backend.leaving.store(true, Ordering::Relaxed);
         }
-        (site, change)
+        site
+    }
+}
+
+impl Site {
+    /// This site (a reload's) with what `was`, the previous generation's site of the same name,
+    /// knew: see [`adopt`].
+    fn adopting(
+        &self,
+        was: &Site,
+        checked: bool,
+        now: Instant,
+        drain: Duration,
+        adopted: &mut Adopted,
+    ) -> Site {
+        let ejects = self.outlier.consecutive_failures > 0;
+        for backend in self.members() {
+            if let Some(old) = was.members().find(|o| o.id == backend.id) {
+                backend.health.adopt(&old.health, checked, ejects);
+                adopted.backends += 1;
+            }
+        }
+        let mut draining = self.draining.clone();
+        let leavers = was.members().map(|b| (b, now + drain)).chain(
+            was.draining
+                .iter()
+                .filter(|d| d.until > now)
+                .map(|d| (&d.backend, d.until)),
+        );
+        for (old, until) in leavers {
+            let known = |id: &str| {
+                self.members().any(|b| b.id == id) || draining.iter().any(|d| d.backend.id == id)
+            };
+            if known(&old.id) {
+                continue;
+            }
+            let member = Member {
+                id: old.id.clone(),
+                address: old.authority.to_string(),
+                priority: old.priority,
+                weight: old.weight,
+            };
+            if let Some(b) = backend(&member, self.sticky.as_deref(), self.admission.as_ref()) {
+                b.health.adopt(&old.health, checked, ejects);
+                draining.push(Draining { backend: b, until });
+                adopted.draining += 1;
+            }
+        }
+        if let (Some(sticky), Some(old)) = (&self.sticky, &was.sticky) {
+            adopted.routes += sticky.adopt_learned(old);
+        }
+        self.with_set(self.backends.clone(), self.backups.clone(), draining)
     }
 }
 
@@ -295,35 +357,49 @@ pub fn update_site(
 pub struct Adopted {
     /// Backends whose health (check verdict, passive ejection) carried over.
     pub backends: usize,
+    /// Backends the reload removed, or still draining, that drain on in this generation.
+    pub draining: usize,
     /// Learned routes carried over.
     pub routes: usize,
 }
 
 /// A reload keeps what the previous generation learned about the backends it shares with
 /// this one, matched by site name and backend id: without it every reload would send requests
-/// to backends known to be failing until they failed again, and route-mode sessions whose
-/// route was learned would be balanced afresh. The check verdict carries over only to sites
-/// still checked (nothing else would ever bring a backend back up), ejections only to sites
-/// that still eject. Called before this generation's health checks start, so it never
-/// overwrites their first verdicts.
-pub fn adopt(next: &Snapshot, previous: &Snapshot, config: &Config) -> Adopted {
+/// to backends known to be failing until they failed again, balance afresh the route-mode
+/// sessions whose route was learned, and cut short the drain of backends that had left (a
+/// certificate rotation during a rolling update would move their sessions at once). So:
+/// - a backend that stays keeps its check verdict, only in sites still checked (nothing else
+///   would ever bring a backend back up), and its passive ejection, in sites that still eject;
+/// - a backend the reload removes, or one still draining, drains here as if it had left now
+///   (or until its drain was due to end): a reload is one more change of the set;
+/// - route mode keeps the routes it learned.
+///
+/// Called before this generation's health checks start, so it never overwrites their first
+/// verdicts.
+pub fn adopt(next: &SharedSnapshot, previous: &Snapshot, config: &Config, now: Instant) -> Adopted {
     let mut adopted = Adopted::default();
-    for (site, site_config) in next.sites.iter().zip(&config.sites) {
-        let Some(was) = previous.sites.iter().find(|p| p.name == site.name) else {
-            continue;
-        };
-        let active = site_config.health.is_some();
-        let passive = site.outlier.consecutive_failures > 0;
-        for backend in site.members() {
-            if let Some(old) = was.members().find(|o| o.id == backend.id) {
-                backend.health.adopt(&old.health, active, passive);
-                adopted.backends += 1;
-            }
+    next.rcu(|current| {
+        adopted = Adopted::default();
+        let sites = current
+            .sites
+            .iter()
+            .zip(&config.sites)
+            .map(
+                |(site, site_config)| match previous.sites.iter().find(|p| p.name == site.name) {
+                    Some(was) => {
+                        let checked = site_config.health.is_some();
+                        let drain = config.upstream.drain_timeout;
+                        Arc::new(site.adopting(was, checked, now, drain, &mut adopted))
+                    }
+                    None => Arc::clone(site),
+                },
+            )
+            .collect();
+        Snapshot {
+            sites,
+            active: current.active,
         }
-        if let (Some(sticky), Some(old)) = (&site.sticky, &was.sticky) {
-            adopted.routes += sticky.adopt_learned(old);
-        }
-    }
+    });
     adopted
 }
 

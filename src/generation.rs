@@ -55,12 +55,17 @@ impl Generation {
             return Err(e);
         }
         if let Some(previous) = previous {
-            let adopted = backends::adopt(&snapshot.load(), &previous.snapshot.load(), config);
+            let now = std::time::Instant::now();
+            let adopted = backends::adopt(&snapshot, &previous.snapshot.load(), config, now);
             tracing::info!(
                 backends = adopted.backends,
+                draining = adopted.draining,
                 learned_routes = adopted.routes,
                 "kept what the previous configuration knew of the backends it shares"
             );
+            for site in &snapshot.load().sites {
+                discovery::report(metrics, site, now);
+            }
         }
         start_health_checks(config, &snapshot, metrics, &background, control_tasks);
         let failover = Arc::new(Failover::new(config, snapshot.clone(), metrics.clone()));

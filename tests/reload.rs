@@ -315,30 +315,26 @@ async fn a_certificate_rotated_by_a_symlink_swap_is_picked_up() {
     assert_eq!(answering(&server).await, (200, "node-1".into()));
 }
 
-/// `GET /` through `proxy` with the session cookie `session`, if any: the node that answered,
-/// the body, and the session cookie it set.
-async fn visit(
-    proxy: std::net::SocketAddr,
-    session: Option<&str>,
-) -> (String, String, Option<String>) {
+/// `GET /` through `proxy` with `cookies` (a `Cookie` line), if any: the node that answered,
+/// the body, and the cookies it set, as a `Cookie` line to send next time.
+async fn visit(proxy: std::net::SocketAddr, cookies: Option<&str>) -> (String, String, String) {
     let mut send = h1(TcpStream::connect(proxy).await.unwrap()).await;
     let mut req = http::Request::get("/").header("host", "sso.test");
-    if let Some(session) = session {
-        req = req.header("cookie", format!("AUTH_SESSION_ID={session}"));
+    if let Some(cookies) = cookies {
+        req = req.header("cookie", cookies);
     }
     let (status, headers, body) = read(send_h1(&mut send, req.body(empty()).unwrap()).await).await;
     assert_eq!(status, 200, "{body}");
-    let set = headers
-        .get("set-cookie")
-        .and_then(|v| {
-            v.to_str()
-                .ok()?
-                .strip_prefix("AUTH_SESSION_ID=")?
-                .split(';')
-                .next()
-        })
-        .map(str::to_owned);
-    (headers["x-node"].to_str().unwrap().to_owned(), body, set)
+    let set: Vec<&str> = headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next())
+        .collect();
+    (
+        headers["x-node"].to_str().unwrap().to_owned(),
+        body,
+        set.join("; "),
+    )
 }
 
 #[tokio::test]
@@ -361,8 +357,9 @@ async fn a_reload_keeps_health_verdicts_and_learned_routes() {
     .await;
     let mut sessions = Vec::new();
     for _ in 0..12 {
-        let (node, _, cookie) = visit(proxy.plain_addr(), None).await;
-        sessions.push((node, cookie.expect("a new session sets its cookie")));
+        let (node, _, cookies) = visit(proxy.plain_addr(), None).await;
+        assert!(cookies.starts_with("AUTH_SESSION_ID="), "{cookies}");
+        sessions.push((node, cookies));
     }
     let node1_up = format!(
         "sessiongate_backend_up{{backend=\"{}\",site=\"main\"}}",
@@ -406,4 +403,44 @@ async fn a_reload_keeps_health_verdicts_and_learned_routes() {
         reached.push(visit(proxy.plain_addr(), None).await.0);
     }
     assert!(reached.iter().any(|n| n == "node-1"), "{reached:?}");
+}
+
+#[tokio::test]
+async fn a_backend_a_reload_removes_drains_like_one_that_left_dns() {
+    let nodes = start_nodes(2).await;
+    let both = format!(
+        "{{ static = [\"{}\", \"{}\"] }}",
+        nodes[0].addr, nodes[1].addr
+    );
+    let sticky = "[upstream]\ndrain_timeout = \"1h\"\n[balance.sticky]\nmode = \"cookie\"\n\
+                  secret = \"a-shared-secret-of-32-characters\"\n";
+    let proxy = Harness::start_site(&both, sticky).await;
+    // Browsers: the proxy's own cookie and the node's session cookie, as set.
+    let mut users = Vec::new();
+    for _ in 0..6 {
+        let (node, _, cookies) = visit(proxy.plain_addr(), None).await;
+        users.push((node, cookies));
+    }
+    assert!(users.iter().any(|(node, _)| node == "node-2"));
+
+    let path = proxy.dir.join("sessiongate.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let only_first = format!("{{ static = [\"{}\"] }}", nodes[0].addr);
+    std::fs::write(&path, text.replace(&both, &only_first)).unwrap();
+    proxy.server.reload().await.unwrap();
+
+    // node-2's sessions finish there; no new session goes to it.
+    for (home, cookies) in &users {
+        let (node, body, _) = visit(proxy.plain_addr(), Some(cookies)).await;
+        assert_eq!(&node, home, "{body}");
+        assert!(body.contains("welcome back"), "{body}");
+    }
+    for _ in 0..6 {
+        assert_eq!(answering(&proxy.server).await, (200, "node-1".to_string()));
+    }
+    let text = proxy.metrics().await;
+    assert!(
+        text.contains("sessiongate_backends{site=\"main\",state=\"draining\"} 1"),
+        "{text}"
+    );
 }
