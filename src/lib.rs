@@ -194,6 +194,7 @@ impl Server {
                 running.listeners.push(handle);
             }
             inner.publish_bound(&running.listeners);
+            report_certificates(&inner.metrics, &config);
         }
         if let Some(interval) = config.reload.watch_interval {
             inner.control_tasks.spawn(reload::watch(
@@ -351,6 +352,7 @@ impl Inner {
             listeners.push(self.spawn_listener(&config, &generation, &l, tcp));
         }
         self.publish_bound(&listeners);
+        report_certificates(&self.metrics, &config);
         self.admin
             .current
             .store(Arc::new(admin_state(&config, &generation)));
@@ -413,14 +415,6 @@ fn serving_state(
         config.limits,
         metrics.clone(),
     ));
-    if let Some(set) = &l.tls {
-        for cert in set.certificates() {
-            metrics
-                .certificate_expiry
-                .with_label_values(&[&l.name, &cert.cert_path.display().to_string()])
-                .set(cert.not_after_unix);
-        }
-    }
     listener::ServingState {
         context,
         tls: l
@@ -433,6 +427,22 @@ fn serving_state(
         permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
         per_ip: Arc::new(listener::PerIp::new(config.limits.max_connections_per_ip)),
     }
+}
+
+/// The expiry of every certificate the listeners serve, and of no other: a certificate a reload
+/// stopped serving must not go on raising expiry alerts.
+fn report_certificates(metrics: &Metrics, config: &Config) {
+    let served: Vec<(&str, String, i64)> = config
+        .listeners
+        .iter()
+        .flat_map(|l| {
+            l.tls.iter().flat_map(|set| set.certificates()).map(|cert| {
+                let path = cert.cert_path.display().to_string();
+                (l.name.as_str(), path, cert.not_after_unix)
+            })
+        })
+        .collect();
+    metrics.report_certificates(&served);
 }
 
 fn admin_state(config: &Config, generation: &Generation) -> admin::AdminState {

@@ -331,6 +331,32 @@ impl Metrics {
         }
     }
 
+    /// Sets `sessiongate_tls_certificate_expiry_timestamp_seconds` to exactly `served`
+    /// (listener, certificate path, notAfter), removing the series of any other.
+    pub fn report_certificates(&self, served: &[(&str, String, i64)]) {
+        for (listener, path, not_after) in served {
+            self.certificate_expiry
+                .with_label_values(&[listener, path.as_str()])
+                .set(*not_after);
+        }
+        for family in self.certificate_expiry.families() {
+            for metric in family.get_metric() {
+                let labels: std::collections::HashMap<&str, &str> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                let current = served.iter().any(|(listener, path, _)| {
+                    labels.get("listener") == Some(listener)
+                        && labels.get("certificate") == Some(&path.as_str())
+                });
+                if !current {
+                    self.certificate_expiry.remove_series(&labels);
+                }
+            }
+        }
+    }
+
     /// Every labelled metric (those with a `site` or `backend` label are swept of the series
     /// of what is gone, see `stale_series`). A new `*Vec` field belongs here too.
     pub fn labelled(&self) -> [&dyn SeriesVec; 26] {

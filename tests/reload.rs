@@ -444,3 +444,35 @@ async fn a_backend_a_reload_removes_drains_like_one_that_left_dns() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn certificates_a_reload_stops_serving_leave_the_expiry_metric_at_once() {
+    // An expiry alert on a certificate no longer served would page someone for nothing.
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let expiry = |text: &str, file: &str| {
+        text.lines().any(|l| {
+            l.starts_with("sessiongate_tls_certificate_expiry_timestamp_seconds{")
+                && l.contains(&format!("{file}\""))
+        })
+    };
+    let text = proxy.metrics().await;
+    assert!(
+        ["default.crt", "a.crt", "b.crt"]
+            .iter()
+            .all(|f| expiry(&text, f)),
+        "{text}"
+    );
+
+    let path = proxy.dir.join("sessiongate.toml");
+    let config = std::fs::read_to_string(&path).unwrap();
+    let sni =
+        "sni = [ { cert = \"a.crt\", key = \"a.key\" }, { cert = \"b.crt\", key = \"b.key\" } ]";
+    assert!(config.contains(sni));
+    std::fs::write(&path, config.replace(sni, "")).unwrap();
+    proxy.server.reload().await.unwrap();
+
+    let text = proxy.metrics().await;
+    assert!(expiry(&text, "default.crt"), "{text}");
+    assert!(!expiry(&text, "a.crt") && !expiry(&text, "b.crt"), "{text}");
+}
