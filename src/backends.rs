@@ -241,20 +241,26 @@ impl Site {
         }
         site
     }
-}
 
-impl Site {
     /// This site (a reload's) with what `was`, the previous generation's site of the same name,
     /// knew: see [`adopt`].
     fn adopting(
         &self,
         was: &Site,
         checked: bool,
+        discovered: bool,
         now: Instant,
         drain: Duration,
         adopted: &mut Adopted,
     ) -> Site {
         let ejects = self.outlier.consecutive_failures > 0;
+        if discovered && !self.has_backends() {
+            // Not looked up yet: start from the last known good set, as a DNS failure would
+            // keep it, rather than from nothing (discovery goes on from there).
+            let seeded = self.seeded_from(was);
+            adopted.seeded += seeded.members().count();
+            return seeded.adopting(was, checked, false, now, drain, adopted);
+        }
         for backend in self.members() {
             if let Some(old) = was.members().find(|o| o.id == backend.id) {
                 backend.health.adopt(&old.health, checked, ejects);
@@ -275,13 +281,7 @@ impl Site {
             if known(&old.id) {
                 continue;
             }
-            let member = Member {
-                id: old.id.clone(),
-                address: old.authority.to_string(),
-                priority: old.priority,
-                weight: old.weight,
-            };
-            if let Some(b) = backend(&member, self.sticky.as_deref(), self.admission.as_ref()) {
+            if let Some(b) = self.rebuilt(old) {
                 b.health.adopt(&old.health, checked, ejects);
                 draining.push(Draining { backend: b, until });
                 adopted.draining += 1;
@@ -291,6 +291,30 @@ impl Site {
             adopted.routes += sticky.adopt_learned(old);
         }
         self.with_set(self.backends.clone(), self.backups.clone(), draining)
+    }
+
+    /// This site with the members of `was`.
+    fn seeded_from(&self, was: &Site) -> Site {
+        let rebuilt = |tier: &[Arc<Backend>]| -> Vec<Arc<Backend>> {
+            tier.iter().filter_map(|old| self.rebuilt(old)).collect()
+        };
+        self.with_set(
+            rebuilt(&was.backends),
+            rebuilt(&was.backups),
+            self.draining.clone(),
+        )
+    }
+
+    /// A backend of another generation made anew for this site: its pool, its stickiness tag
+    /// (the secret may have changed), its queue.
+    fn rebuilt(&self, old: &Backend) -> Option<Arc<Backend>> {
+        let member = Member {
+            id: old.id.clone(),
+            address: old.authority.to_string(),
+            priority: old.priority,
+            weight: old.weight,
+        };
+        backend(&member, self.sticky.as_deref(), self.admission.as_ref())
     }
 }
 
@@ -359,6 +383,8 @@ pub struct Adopted {
     pub backends: usize,
     /// Backends the reload removed, or still draining, that drain on in this generation.
     pub draining: usize,
+    /// Members of DNS sites not looked up yet, taken from the previous generation's set.
+    pub seeded: usize,
     /// Learned routes carried over.
     pub routes: usize,
 }
@@ -372,10 +398,12 @@ pub struct Adopted {
 ///   would ever bring a backend back up), and its passive ejection, in sites that still eject;
 /// - a backend the reload removes, or one still draining, drains here as if it had left now
 ///   (or until its drain was due to end): a reload is one more change of the set;
-/// - route mode keeps the routes it learned.
+/// - route mode keeps the routes it learned;
+/// - a DNS site starts from the previous set, as its last known good one: a reload during a DNS
+///   failure must not empty a site that the failure alone would have kept.
 ///
-/// Called before this generation's health checks start, so it never overwrites their first
-/// verdicts.
+/// Called before this generation's discovery and health checks start, so that discovery goes on
+/// from the set kept here and the checks' first verdicts are never overwritten.
 pub fn adopt(next: &SharedSnapshot, previous: &Snapshot, config: &Config, now: Instant) -> Adopted {
     let mut adopted = Adopted::default();
     next.rcu(|current| {
@@ -388,8 +416,11 @@ pub fn adopt(next: &SharedSnapshot, previous: &Snapshot, config: &Config, now: I
                 |(site, site_config)| match previous.sites.iter().find(|p| p.name == site.name) {
                     Some(was) => {
                         let checked = site_config.health.is_some();
+                        let discovered = site_config.backends.dns_name().is_some();
                         let drain = config.upstream.drain_timeout;
-                        Arc::new(site.adopting(was, checked, now, drain, &mut adopted))
+                        let site =
+                            site.adopting(was, checked, discovered, now, drain, &mut adopted);
+                        Arc::new(site)
                     }
                     None => Arc::clone(site),
                 },

@@ -45,27 +45,25 @@ impl Generation {
         let background = control_shutdown.child_token();
         let snapshot: backends::SharedSnapshot =
             Arc::new(ArcSwap::from_pointee(backends::initial(config, metrics)));
+        let now = std::time::Instant::now();
+        if let Some(previous) = previous {
+            let adopted = backends::adopt(&snapshot, &previous.snapshot.load(), config, now);
+            tracing::info!(
+                backends = adopted.backends,
+                draining = adopted.draining,
+                seeded = adopted.seeded,
+                learned_routes = adopted.routes,
+                "kept what the previous configuration knew of the backends it shares"
+            );
+        }
         for site in &snapshot.load().sites {
-            discovery::report(metrics, site, std::time::Instant::now());
+            discovery::report(metrics, site, now);
         }
         if let Err(e) =
             start_discovery(config, &snapshot, metrics, &background, control_tasks).await
         {
             background.cancel();
             return Err(e);
-        }
-        if let Some(previous) = previous {
-            let now = std::time::Instant::now();
-            let adopted = backends::adopt(&snapshot, &previous.snapshot.load(), config, now);
-            tracing::info!(
-                backends = adopted.backends,
-                draining = adopted.draining,
-                learned_routes = adopted.routes,
-                "kept what the previous configuration knew of the backends it shares"
-            );
-            for site in &snapshot.load().sites {
-                discovery::report(metrics, site, now);
-            }
         }
         start_health_checks(config, &snapshot, metrics, &background, control_tasks);
         let failover = Arc::new(Failover::new(config, snapshot.clone(), metrics.clone()));

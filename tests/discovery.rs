@@ -343,3 +343,39 @@ async fn large_answers_fall_back_to_tcp() {
     .await;
     assert!(dns.tcp_queries() > 0, "the answer came over TCP");
 }
+
+#[tokio::test]
+async fn a_reload_during_a_dns_failure_keeps_the_last_known_good_set() {
+    let dns = dns().await;
+    let (nodes, port) = nodes_on_one_port(2).await;
+    dns.set_ips(NAME, &ips(&nodes), 3600);
+    let proxy = headless_proxy(&dns, port, "empty_hold = \"1s\"\n").await;
+    assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
+
+    // CoreDNS restarting as a certificate rotation reloads the proxy: the new configuration
+    // starts from the set the old one knew, as the failure alone would have kept it.
+    dns.fail(NAME, Answer::ServFail);
+    proxy.server.reload().await.unwrap();
+    let seen: BTreeSet<_> = answering_nodes(proxy.plain_addr(), 4)
+        .await
+        .into_iter()
+        .collect();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(get_plain(proxy.server.admin_addr(), "/ready").await.0, 200);
+    assert_eq!(
+        metrics_value(&proxy, "sessiongate_dns_stale{site=\"main\"}").await,
+        Some(1.0)
+    );
+
+    // That set is DNS's last word, not a fixed list: NXDOMAIN still empties it after the hold.
+    dns.remove(NAME);
+    eventually("the site is emptied", || async {
+        get_plain(proxy.plain_addr(), "/").await.0 == 503
+    })
+    .await;
+    dns.set_ips(NAME, &ips(&nodes), 3600);
+    eventually("served again", || async {
+        get_plain(proxy.plain_addr(), "/").await.0 == 200
+    })
+    .await;
+}

@@ -138,6 +138,9 @@ impl SiteDiscovery {
     /// Looks up once and publishes; returns the policy (to continue with) and when to look again.
     pub async fn first_round(&self) -> (Policy, Duration) {
         let mut policy = Policy::new(&self.config);
+        // A set taken over from the previous configuration (a reload) counts as published: a
+        // failure keeps it, NXDOMAIN empties it after `empty_hold`, as before the reload.
+        policy.published = self.snapshot.load().sites[self.index].has_backends();
         let next = self.round(&mut policy).await;
         (policy, next)
     }
