@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HttpsRedirect, Limits, ListenerConfig, Timeouts};
+use crate::h2_streams::ConnStreams;
 use crate::headers::Hop;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::paths::PathPolicy;
@@ -157,8 +158,8 @@ impl Activity {
 /// The HTTP/2 server settings of one listener. A header list larger than `max_header_size`
 /// is refused by the HTTP/2 layer (431 to that stream); rapid-reset floods are cut by hyper's
 /// reset limits. (HTTP/1.1's limits are applied by `http1::server`.)
-pub fn h2_builder(limits: &Limits) -> http2::Builder<TokioExecutor> {
-    let mut builder = http2::Builder::new(TokioExecutor::new());
+pub fn h2_builder<E: Clone>(limits: &Limits, exec: E) -> http2::Builder<E> {
+    let mut builder = http2::Builder::new(exec);
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
@@ -189,7 +190,7 @@ const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 /// when `shutdown` fires. Returns hyper's verdict on the connection.
 pub async fn serve_h2<I, S, F, B>(
     io: I,
-    builder: &http2::Builder<TokioExecutor>,
+    limits: &Limits,
     activity: &Activity,
     idle: Duration,
     shutdown: &CancellationToken,
@@ -206,6 +207,8 @@ where
         let fut = handler(req);
         async move { Ok::<_, Infallible>(fut.await) }
     });
+    let streams = ConnStreams::default();
+    let builder = h2_builder(limits, streams.clone());
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;
@@ -219,7 +222,11 @@ where
         };
         let grace = closing_after_first.unwrap_or_else(tokio::time::Instant::now);
         tokio::select! {
-            result = conn.as_mut() => return result.map_err(Into::into),
+            result = std::future::poll_fn(|cx| {
+                let result = std::future::Future::poll(conn.as_mut(), cx);
+                streams.poll(cx);
+                result
+            }) => return result.map_err(Into::into),
             _ = shutdown.cancelled(), if !closing && closing_after_first.is_none() => {
                 if activity.is_fresh() {
                     closing_after_first = Some(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);

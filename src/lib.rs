@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod error;
 pub mod failover;
 pub mod generation;
+pub mod h2_streams;
 pub mod headers;
 pub mod health;
 pub mod http1;
@@ -422,7 +423,6 @@ fn serving_state(
             .as_ref()
             .map(|set| tokio_rustls::TlsAcceptor::from(set.server_config())),
         proxy: generation.proxy.clone(),
-        h2: Arc::new(connection::h2_builder(&config.limits)),
         retire: generation.retire.clone(),
         permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
         per_ip: Arc::new(listener::PerIp::new(config.limits.max_connections_per_ip)),

@@ -10,8 +10,6 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use hyper::server::conn::http2;
-use hyper_util::rt::TokioExecutor;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +51,6 @@ pub struct ServingState {
     pub context: Arc<ListenerContext>,
     pub tls: Option<TlsAcceptor>,
     pub proxy: Arc<Proxy>,
-    pub h2: Arc<http2::Builder<TokioExecutor>>,
     /// Closes this generation's connections gracefully (after a reload, or at shutdown).
     pub retire: CancellationToken,
     /// One permit per open client connection: at the cap, the loop stops accepting and the
@@ -281,7 +278,7 @@ where
     let handler_conn = conn.clone();
     connection::serve_h2(
         io,
-        &serving.h2,
+        &conn.listener.limits,
         &conn.activity,
         conn.listener.timeouts.idle,
         &serving.retire,
