@@ -52,17 +52,15 @@ pub struct AdminState {
 
 impl Admin {
     /// Values read from the routing state when scraped, rather than kept up to date on the
-    /// request path.
+    /// request path; and the series of sites and backends gone for `metrics_retain` dropped.
     fn observe_backends(&self) {
         let current = self.current.load();
         let snapshot = current.snapshot.load();
-        let present = Present::of(&snapshot, Instant::now());
-        self.stale_series.sweep(
-            &self.metrics.labelled(),
-            &present,
-            current.metrics_retain,
-            Instant::now(),
-        );
+        let now = Instant::now();
+        let present = Present::of(&snapshot, now);
+        let labelled = self.metrics.labelled();
+        self.stale_series
+            .sweep(&labelled, &present, current.metrics_retain, now);
         let gauge = &self.metrics.backend_in_flight;
         gauge.reset();
         for site in &snapshot.sites {
