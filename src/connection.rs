@@ -207,8 +207,8 @@ where
         let fut = handler(req);
         async move { Ok::<_, Infallible>(fut.await) }
     });
-    let streams = ConnStreams::default();
-    let builder = h2_builder(limits, streams.clone());
+    let mut streams = ConnStreams::default();
+    let builder = h2_builder(limits, streams.executor());
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut closing = false;

@@ -1,7 +1,7 @@
 //! A connection's HTTP/2 streams, run inside the connection's own task rather than a Tokio task
-//! each. hyper hands every stream's future to an executor; this one keeps them in the
-//! connection's `FuturesUnordered`, and `connection::serve_h2` polls them right after the
-//! connection itself, so the streams a read of frames opens are started in the same poll.
+//! each. hyper hands every stream's future to an executor; this one queues it for the
+//! connection, which runs it in a `FuturesUnordered` that `connection::serve_h2` polls right
+//! after the connection itself, so the streams a read of frames opens start in the same poll.
 //!
 //! Why: spawning, scheduling and dropping a task per stream was 2.8% of the HTTP/2 leg's
 //! user-space instructions (callgrind, 38.7k against 37.6k per request; BENCHMARKS.md). It is
@@ -19,31 +19,55 @@ use futures_util::stream::{FuturesUnordered, StreamExt};
 
 type Stream = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// The executor hyper gets for one connection (cloned into its state, hence the `Arc`; only
-/// the connection's task ever locks it, so the lock is never contended).
-#[derive(Clone, Default)]
-pub struct ConnStreams(Arc<Mutex<FuturesUnordered<Isolated>>>);
+/// One connection's streams: the ones running, and the executor hyper is given.
+#[derive(Default)]
+pub struct ConnStreams {
+    spawner: Spawner,
+    running: FuturesUnordered<Isolated>,
+}
 
-impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for ConnStreams {
+/// The executor hyper gets (cloned into its state, hence the `Arc`). It only queues: a stream
+/// may hand hyper a future while it is being polled (the task of an upgraded CONNECT stream),
+/// so the running set must not be behind a lock that polling holds.
+#[derive(Clone, Default)]
+pub struct Spawner(Arc<Mutex<Vec<Isolated>>>);
+
+impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Spawner {
     fn execute(&self, stream: F) {
         self.lock().push(Isolated(Box::pin(stream)));
     }
 }
 
-impl ConnStreams {
-    /// Polls every stream that was woken, or added since the last call, until none is ready.
-    /// A stream that is not ready has registered `cx`'s task: the connection's.
-    pub fn poll(&self, cx: &mut Context<'_>) {
-        let mut streams = self.lock();
-        while let Poll::Ready(Some(())) = streams.poll_next_unpin(cx) {}
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, FuturesUnordered<Isolated>> {
-        // A panic is caught inside `Isolated`, never while the lock is held; but if one were,
-        // the streams are still whole.
+impl Spawner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Isolated>> {
+        // Nothing can panic while it is held.
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl ConnStreams {
+    pub fn executor(&self) -> Spawner {
+        self.spawner.clone()
+    }
+
+    /// Polls every stream that was woken, or handed over since the last call, until none is
+    /// ready and none is waiting to start. A stream that is not ready has registered `cx`'s
+    /// task: the connection's.
+    pub fn poll(&mut self, cx: &mut Context<'_>) {
+        loop {
+            self.running.extend(self.spawner.lock().drain(..));
+            while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {}
+            if self.spawner.lock().is_empty() {
+                return;
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.running.len() + self.spawner.lock().len()
     }
 }
 
@@ -69,40 +93,51 @@ impl Future for Isolated {
 mod tests {
     use super::*;
     use hyper::rt::Executor;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
-    /// Streams added while the connection is polled start in the same poll, are polled again
-    /// when woken, and a panicking one ends alone.
+    /// Streams handed over start in the next poll and are polled again when woken; a stream
+    /// may hand over another while it is polled (an upgraded CONNECT stream does); a
+    /// panicking one ends alone.
     #[tokio::test]
     async fn streams_run_in_the_polling_task_and_a_panic_ends_one_only() {
-        let streams = ConnStreams::default();
+        let mut streams = ConnStreams::default();
+        let exec = streams.executor();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let done = Arc::new(AtomicUsize::new(0));
         let first = done.clone();
-        streams.execute(async move {
+        exec.execute(async move {
             rx.await.unwrap();
-            first.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            first.fetch_add(1, Ordering::SeqCst);
         });
-        streams.execute(async { panic!("a stream's bug") });
-        let second = done.clone();
-        streams.execute(async move {
-            second.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        exec.execute(async { panic!("a stream's bug") });
+        let (second, inner_exec) = (done.clone(), exec.clone());
+        exec.execute(async move {
+            let third = second.clone();
+            inner_exec.execute(async move {
+                third.fetch_add(1, Ordering::SeqCst);
+            });
+            second.fetch_add(1, Ordering::SeqCst);
         });
         std::future::poll_fn(|cx| {
             streams.poll(cx);
             Poll::Ready(())
         })
         .await;
-        assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 1);
-        assert_eq!(streams.lock().len(), 1, "the waiting stream is kept");
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            2,
+            "the second and the one it handed over"
+        );
+        assert_eq!(streams.len(), 1, "the waiting stream is kept");
         tx.send(()).unwrap();
         std::future::poll_fn(|cx| {
             streams.poll(cx);
-            match streams.lock().is_empty() {
-                true => Poll::Ready(()),
-                false => Poll::Pending,
+            match streams.len() {
+                0 => Poll::Ready(()),
+                _ => Poll::Pending,
             }
         })
         .await;
-        assert_eq!(done.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(done.load(Ordering::SeqCst), 3);
     }
 }
