@@ -3,8 +3,8 @@
 //! connection, which runs it in a `FuturesUnordered` that `connection::serve_h2` polls right
 //! after the connection itself, so the streams a read of frames opens start in the same poll.
 //!
-//! Why: spawning, scheduling and dropping a task per stream was 2.8% of the HTTP/2 leg's
-//! user-space instructions (callgrind, 38.7k against 37.6k per request; BENCHMARKS.md). It is
+//! Why: spawning, scheduling and dropping a task per stream was 2-3% of the HTTP/2 leg's
+//! user-space instructions (callgrind, 38.7k against 37.8k per request; BENCHMARKS.md). It is
 //! also how nginx, HAProxy and Envoy serve a connection (one thread, all its streams), and the
 //! streams now belong to the connection's task, which graceful shutdown already waits for.
 //! What a task per stream gave besides, a panic that ends one stream alone, `Isolated` keeps.
