@@ -248,19 +248,11 @@ impl Site {
         &self,
         was: &Site,
         checked: bool,
-        discovered: bool,
         now: Instant,
         drain: Duration,
         adopted: &mut Adopted,
     ) -> Site {
         let ejects = self.outlier.consecutive_failures > 0;
-        if discovered && !self.has_backends() {
-            // Not looked up yet: start from the last known good set, as a DNS failure would
-            // keep it, rather than from nothing (discovery goes on from there).
-            let seeded = self.seeded_from(was);
-            adopted.seeded += seeded.members().count();
-            return seeded.adopting(was, checked, false, now, drain, adopted);
-        }
         for backend in self.members() {
             if let Some(old) = was.members().find(|o| o.id == backend.id) {
                 backend.health.adopt(&old.health, checked, ejects);
@@ -415,12 +407,20 @@ pub fn adopt(next: &SharedSnapshot, previous: &Snapshot, config: &Config, now: I
             .map(
                 |(site, site_config)| match previous.sites.iter().find(|p| p.name == site.name) {
                     Some(was) => {
+                        // A DNS site not looked up yet starts from the last known good set,
+                        // as a DNS failure would keep it (discovery goes on from there).
+                        let seeded;
+                        let site = match site_config.backends.dns_name() {
+                            Some(_) if !site.has_backends() => {
+                                seeded = site.seeded_from(was);
+                                adopted.seeded += seeded.members().count();
+                                &seeded
+                            }
+                            _ => site.as_ref(),
+                        };
                         let checked = site_config.health.is_some();
-                        let discovered = site_config.backends.dns_name().is_some();
                         let drain = config.upstream.drain_timeout;
-                        let site =
-                            site.adopting(was, checked, discovered, now, drain, &mut adopted);
-                        Arc::new(site)
+                        Arc::new(site.adopting(was, checked, now, drain, &mut adopted))
                     }
                     None => Arc::clone(site),
                 },

@@ -339,22 +339,12 @@ impl Metrics {
                 .with_label_values(&[listener, path.as_str()])
                 .set(*not_after);
         }
-        for family in self.certificate_expiry.families() {
-            for metric in family.get_metric() {
-                let labels: std::collections::HashMap<&str, &str> = metric
-                    .get_label()
-                    .iter()
-                    .map(|l| (l.name(), l.value()))
-                    .collect();
-                let current = served.iter().any(|(listener, path, _)| {
-                    labels.get("listener") == Some(listener)
-                        && labels.get("certificate") == Some(&path.as_str())
-                });
-                if !current {
-                    self.certificate_expiry.remove_series(&labels);
-                }
-            }
-        }
+        self.certificate_expiry.remove_where(&mut |labels| {
+            !served.iter().any(|(listener, path, _)| {
+                labels.get("listener") == Some(listener)
+                    && labels.get("certificate") == Some(&path.as_str())
+            })
+        });
     }
 
     /// Every labelled metric (those with a `site` or `backend` label are swept of the series

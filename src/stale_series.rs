@@ -26,6 +26,25 @@ use crate::metrics::NO_BACKEND;
 pub trait SeriesVec: Sync {
     fn families(&self) -> Vec<MetricFamily>;
     fn remove_series(&self, labels: &HashMap<&str, &str>);
+
+    /// Removes every series whose labels `remove` picks; returns how many.
+    fn remove_where(&self, remove: &mut dyn FnMut(&HashMap<&str, &str>) -> bool) -> usize {
+        let mut removed = 0;
+        for family in self.families() {
+            for metric in family.get_metric() {
+                let labels: HashMap<&str, &str> = metric
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                if remove(&labels) {
+                    self.remove_series(&labels);
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
 }
 
 impl<T: MetricVecBuilder> SeriesVec for MetricVec<T> {
@@ -106,25 +125,15 @@ impl StaleSeries {
         let mut still_gone = HashSet::new();
         let mut removed = 0;
         for vec in vecs {
-            for family in vec.families() {
-                for metric in family.get_metric() {
-                    let labels: HashMap<&str, &str> = metric
-                        .get_label()
-                        .iter()
-                        .map(|l| (l.name(), l.value()))
-                        .collect();
-                    let mut expired = false;
-                    for gone in present.gone_in(&labels) {
-                        let since = *absent_since.entry(gone.clone()).or_insert(now);
-                        expired |= now.saturating_duration_since(since) >= retain;
-                        still_gone.insert(gone);
-                    }
-                    if expired {
-                        vec.remove_series(&labels);
-                        removed += 1;
-                    }
+            removed += vec.remove_where(&mut |labels| {
+                let mut expired = false;
+                for gone in present.gone_in(labels) {
+                    let since = *absent_since.entry(gone.clone()).or_insert(now);
+                    expired |= now.saturating_duration_since(since) >= retain;
+                    still_gone.insert(gone);
                 }
-            }
+                expired
+            });
         }
         // Whatever came back, or has no series left, starts afresh if it goes again.
         absent_since.retain(|gone, _| still_gone.contains(gone));
