@@ -55,14 +55,15 @@ async fn admin_serves_metrics_live_and_ready_and_nothing_else() {
 
 /// Reloads the harness' config with its one site renamed `next` and only `keep` in it.
 async fn reload_to_one_backend(proxy: &Harness, keep: std::net::SocketAddr, gone: &str) {
-    let path = proxy.dir.join("sessiongate.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let text = text
-        .replace("name = \"main\"", "name = \"next\"")
-        .replace(&format!(", \"{gone}\""), "");
-    assert!(text.contains(&format!("static = [\"{keep}\"]")), "{text}");
-    std::fs::write(&path, text).unwrap();
-    proxy.server.reload().await.unwrap();
+    proxy
+        .reload_edited(|text| {
+            let text = text
+                .replace("name = \"main\"", "name = \"next\"")
+                .replace(&format!(", \"{gone}\""), "");
+            assert!(text.contains(&format!("static = [\"{keep}\"]")), "{text}");
+            text
+        })
+        .await;
 }
 
 #[tokio::test]
@@ -70,10 +71,7 @@ async fn series_of_backends_and_sites_that_are_gone_leave_after_metrics_retain()
     // Pods come and go with new addresses: their series must not pile up for the life of the
     // process. A short retention here; the default (10 minutes) keeps them, as the end shows.
     let nodes = start_nodes(2).await;
-    let backends = format!(
-        "{{ static = [\"{}\", \"{}\"] }}",
-        nodes[0].addr, nodes[1].addr
-    );
+    let backends = static_backends(&[nodes[0].addr, nodes[1].addr]);
     let listeners = format!("{TLS_LISTENER}{PLAIN_LISTENER}");
     let short = Harness::start_full("metrics_retain = \"1ms\"", &listeners, &backends, "").await;
     let default = Harness::start_full("", &listeners, &backends, "").await;

@@ -342,7 +342,6 @@ async fn a_reload_keeps_health_verdicts_and_learned_routes() {
     // Static addresses carry no route up front: route mode learns each node's from the
     // `AUTH_SESSION_ID=<id>.<node>` cookies it sets.
     let nodes = start_nodes(3).await;
-    let list: Vec<String> = nodes.iter().map(|n| format!("\"{}\"", n.addr)).collect();
     let health = |interval: &str, fall: u32| {
         format!(
             "[site.health]\npath = \"/health/ready\"\ninterval = \"{interval}\"\n\
@@ -350,8 +349,9 @@ async fn a_reload_keeps_health_verdicts_and_learned_routes() {
         )
     };
     let balance = "[balance]\nalgorithm = \"round_robin\"\n[balance.sticky]\nmode = \"route\"\n";
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let proxy = Harness::start_site(
-        &format!("{{ static = [{}] }}", list.join(", ")),
+        &static_backends(&addrs),
         &format!("{}{balance}", health("100ms", 1)),
     )
     .await;
@@ -373,11 +373,9 @@ async fn a_reload_keeps_health_verdicts_and_learned_routes() {
 
     // The new configuration would need three failed probes an hour apart to find node-1 down
     // again: only the verdict carried over keeps requests off it.
-    let path = proxy.dir.join("sessiongate.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace(&health("100ms", 1), &health("1h", 3))).unwrap();
-    assert_ne!(std::fs::read_to_string(&path).unwrap(), text);
-    proxy.server.reload().await.unwrap();
+    proxy
+        .reload_edited(|text| text.replace(&health("100ms", 1), &health("1h", 3)))
+        .await;
 
     // Old sessions first: a new session's cookie would teach the new generation its node's
     // route again.
@@ -395,9 +393,9 @@ async fn a_reload_keeps_health_verdicts_and_learned_routes() {
     assert_eq!(metric(&text, repinned), Some(0.0), "{text}");
 
     // A site no longer checked takes no verdict over: nothing would ever bring node-1 back.
-    let text = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text.replace(&health("1h", 3), "")).unwrap();
-    proxy.server.reload().await.unwrap();
+    proxy
+        .reload_edited(|text| text.replace(&health("1h", 3), ""))
+        .await;
     let mut reached = Vec::new();
     for _ in 0..3 {
         reached.push(visit(proxy.plain_addr(), None).await.0);
@@ -408,10 +406,7 @@ async fn a_reload_keeps_health_verdicts_and_learned_routes() {
 #[tokio::test]
 async fn a_backend_a_reload_removes_drains_like_one_that_left_dns() {
     let nodes = start_nodes(2).await;
-    let both = format!(
-        "{{ static = [\"{}\", \"{}\"] }}",
-        nodes[0].addr, nodes[1].addr
-    );
+    let both = static_backends(&[nodes[0].addr, nodes[1].addr]);
     let sticky = "[upstream]\ndrain_timeout = \"1h\"\n[balance.sticky]\nmode = \"cookie\"\n\
                   secret = \"a-shared-secret-of-32-characters\"\n";
     let proxy = Harness::start_site(&both, sticky).await;
@@ -423,11 +418,10 @@ async fn a_backend_a_reload_removes_drains_like_one_that_left_dns() {
     }
     assert!(users.iter().any(|(node, _)| node == "node-2"));
 
-    let path = proxy.dir.join("sessiongate.toml");
-    let text = std::fs::read_to_string(&path).unwrap();
-    let only_first = format!("{{ static = [\"{}\"] }}", nodes[0].addr);
-    std::fs::write(&path, text.replace(&both, &only_first)).unwrap();
-    proxy.server.reload().await.unwrap();
+    let only_first = static_backends(&[nodes[0].addr]);
+    proxy
+        .reload_edited(|text| text.replace(&both, &only_first))
+        .await;
 
     // node-2's sessions finish there; no new session goes to it.
     for (home, cookies) in &users {
@@ -464,13 +458,14 @@ async fn certificates_a_reload_stops_serving_leave_the_expiry_metric_at_once() {
         "{text}"
     );
 
-    let path = proxy.dir.join("sessiongate.toml");
-    let config = std::fs::read_to_string(&path).unwrap();
     let sni =
         "sni = [ { cert = \"a.crt\", key = \"a.key\" }, { cert = \"b.crt\", key = \"b.key\" } ]";
-    assert!(config.contains(sni));
-    std::fs::write(&path, config.replace(sni, "")).unwrap();
-    proxy.server.reload().await.unwrap();
+    proxy
+        .reload_edited(|config| {
+            assert!(config.contains(sni));
+            config.replace(sni, "")
+        })
+        .await;
 
     let text = proxy.metrics().await;
     assert!(expiry(&text, "default.crt"), "{text}");

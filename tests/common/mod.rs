@@ -118,15 +118,16 @@ pub struct Harness {
     pub dir: PathBuf,
 }
 
+/// A site's `backends` value listing `addrs`.
+pub fn static_backends(addrs: &[SocketAddr]) -> String {
+    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
+    format!("{{ static = [{}] }}", list.join(", "))
+}
+
 impl Harness {
     /// `extra` is appended verbatim (e.g. a `[timeouts]` table).
     pub async fn start(backends: &[SocketAddr], extra: &str) -> Harness {
-        let list = backends
-            .iter()
-            .map(|a| format!("\"{a}\""))
-            .collect::<Vec<_>>()
-            .join(", ");
-        Harness::start_site(&format!("{{ static = [{list}] }}"), extra).await
+        Harness::start_site(&static_backends(backends), extra).await
     }
 
     /// A proxy whose one site has `backends = <backends>`; `extra` follows the site.
@@ -163,6 +164,16 @@ impl Harness {
 
     pub async fn tls(&self, sni: &str, alpn: &[&[u8]]) -> TlsStream<TcpStream> {
         tls_connect(self.tls_addr(), sni, self.pki.client_config(alpn)).await
+    }
+
+    /// Rewrites the config file with `edit`, which must change it, and reloads.
+    pub async fn reload_edited(&self, edit: impl FnOnce(&str) -> String) {
+        let path = self.dir.join("sessiongate.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        let edited = edit(&text);
+        assert_ne!(edited, text, "the edit changes the configuration");
+        std::fs::write(&path, edited).unwrap();
+        self.server.reload().await.unwrap();
     }
 
     pub async fn metrics(&self) -> String {
