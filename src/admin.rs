@@ -64,6 +64,9 @@ impl Admin {
         let gauge = &self.metrics.backend_in_flight;
         gauge.reset();
         for site in &snapshot.sites {
+            // Backends per state: a drain ends by the clock, with no discovery round to say so
+            // (a static site's backend a reload removed).
+            crate::discovery::report(&self.metrics, site, now);
             let draining = site.draining.iter().map(|d| &d.backend);
             for backend in site.members().chain(draining) {
                 gauge

@@ -471,3 +471,23 @@ async fn certificates_a_reload_stops_serving_leave_the_expiry_metric_at_once() {
     assert!(expiry(&text, "default.crt"), "{text}");
     assert!(!expiry(&text, "a.crt") && !expiry(&text, "b.crt"), "{text}");
 }
+
+#[tokio::test]
+async fn a_drain_that_ends_leaves_the_backend_count() {
+    let nodes = start_nodes(2).await;
+    let both = static_backends(&[nodes[0].addr, nodes[1].addr]);
+    let proxy = Harness::start_site(&both, "[upstream]\ndrain_timeout = \"2s\"\n").await;
+    let only_first = static_backends(&[nodes[0].addr]);
+    proxy
+        .reload_edited(|text| text.replace(&both, &only_first))
+        .await;
+    // A static site has no discovery round to notice: the scrape reads the clock.
+    let draining = "sessiongate_backends{site=\"main\",state=\"draining\"}";
+    assert_eq!(metric(&proxy.metrics().await, draining), Some(1.0));
+    eventually("the drain ends", || async {
+        metric(&proxy.metrics().await, draining) == Some(0.0)
+    })
+    .await;
+    let active = "sessiongate_backends{site=\"main\",state=\"active\"}";
+    assert_eq!(metric(&proxy.metrics().await, active), Some(1.0));
+}
