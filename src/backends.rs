@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -37,8 +37,11 @@ pub struct Backend {
     /// The route its session cookies carry (route stickiness), when known up front.
     pub route: Option<String>,
     pub health: Health,
-    /// Requests sent to it whose response body has not ended yet.
-    in_flight: AtomicUsize,
+    /// Its requests in flight, shared with the same node in other generations.
+    lineage: Arc<Lineage>,
+    /// Set once a reload carried the node into a newer generation: a slot freed here is then
+    /// offered to that generation's queue as well.
+    superseded: AtomicBool,
     /// Set while it is draining (left the set): its slots go only to its own sessions.
     leaving: AtomicBool,
     /// The site's queue, when the site caps requests in flight.
@@ -48,12 +51,38 @@ pub struct Backend {
 }
 
 impl Backend {
+    /// Requests sent to it whose response body has not ended yet, whichever generation sent
+    /// them.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.lineage.in_flight.load(Ordering::Relaxed)
     }
 
     pub fn is_leaving(&self) -> bool {
         self.leaving.load(Ordering::Relaxed)
+    }
+}
+
+/// What the `Backend`s of one node share across configuration generations. A reload builds
+/// new `Backend`s, but the requests the old ones sent are still on the node: counted afresh,
+/// the old and new caps would add up until they ended, and a WebSocket tunnel opened before the
+/// reload would never count again. So the count is carried over, and a request that ends in an
+/// old generation offers its slot to the newest one's queue, whose waiters may be waiting for
+/// exactly that slot.
+#[derive(Debug, Default)]
+struct Lineage {
+    in_flight: AtomicUsize,
+    /// The newest generation's `Backend` for the node. Weak: an old generation must not keep a
+    /// newer one (and its pool) alive. Locked only by a reload and by requests that began
+    /// before one.
+    newest: Mutex<Weak<Backend>>,
+}
+
+impl Lineage {
+    fn newest(&self) -> Option<Arc<Backend>> {
+        self.newest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .upgrade()
     }
 }
 
@@ -66,13 +95,14 @@ pub struct InFlight {
 impl InFlight {
     /// Counts a request whatever the count (sites without a cap).
     pub fn new(backend: Arc<Backend>) -> InFlight {
-        backend.in_flight.fetch_add(1, Ordering::SeqCst);
+        backend.lineage.in_flight.fetch_add(1, Ordering::SeqCst);
         InFlight { backend }
     }
 
     /// Takes a slot if fewer than `cap` requests are in flight.
     pub fn try_new(backend: &Arc<Backend>, cap: usize) -> Option<InFlight> {
         backend
+            .lineage
             .in_flight
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
                 (n < cap).then_some(n + 1)
@@ -91,9 +121,22 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         // Freed first, then offered to the queue: see `admission.rs` for why the order matters.
-        self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
-        if let Some(admission) = &self.backend.admission {
-            admission.released(&self.backend);
+        let backend = &self.backend;
+        backend.lineage.in_flight.fetch_sub(1, Ordering::SeqCst);
+        if let Some(admission) = &backend.admission {
+            admission.released(backend);
+        }
+        // Begun before a reload: the newest generation's queue may wait for this slot. The
+        // flag is set (SeqCst) before that generation takes any request, so a release that
+        // reads it unset frees its slot before any of that generation's waiters looks. (A
+        // generation in between, after two quick reloads, is fed by its own requests' ends
+        // only; its waiters are few and bounded by the queue timeout.)
+        if backend.superseded.load(Ordering::SeqCst) {
+            if let Some(newest) = backend.lineage.newest() {
+                if let Some(admission) = &newest.admission {
+                    admission.released(&newest);
+                }
+            }
         }
     }
 }
@@ -188,7 +231,12 @@ impl Site {
                     {
                         Some(Arc::clone(b))
                     }
-                    _ => backend(m, self.sticky.as_deref(), self.admission.as_ref()),
+                    _ => backend(
+                        m,
+                        self.sticky.as_deref(),
+                        self.admission.as_ref(),
+                        Arc::default(),
+                    ),
                 }
             })
             .collect();
@@ -253,12 +301,26 @@ impl Site {
         adopted: &mut Adopted,
     ) -> Site {
         let ejects = self.outlier.consecutive_failures > 0;
-        for backend in self.members() {
-            if let Some(old) = was.members().find(|o| o.id == backend.id) {
-                backend.health.adopt(&old.health, checked, ejects);
-                adopted.backends += 1;
-            }
-        }
+        let mut carry = |tier: &[Arc<Backend>]| -> Vec<Arc<Backend>> {
+            tier.iter()
+                .map(|backend| {
+                    let Some(old) = was.members().find(|o| o.id == backend.id) else {
+                        return Arc::clone(backend);
+                    };
+                    adopted.backends += 1;
+                    // One that moved (an SRV target's new address) is counted afresh, as
+                    // discovery would count it.
+                    let moved = old.authority != backend.authority;
+                    let backend = (!moved)
+                        .then(|| self.carried(&member(backend), old))
+                        .flatten()
+                        .unwrap_or_else(|| Arc::clone(backend));
+                    backend.health.adopt(&old.health, checked, ejects);
+                    backend
+                })
+                .collect()
+        };
+        let (backends, backups) = (carry(&self.backends), carry(&self.backups));
         let mut draining = self.draining.clone();
         let leavers = was.members().map(|b| (b, now + drain)).chain(
             was.draining
@@ -273,7 +335,7 @@ impl Site {
             if known(&old.id) {
                 continue;
             }
-            if let Some(b) = self.rebuilt(old) {
+            if let Some(b) = self.carried(&member(old), old) {
                 b.health.adopt(&old.health, checked, ejects);
                 draining.push(Draining { backend: b, until });
                 adopted.draining += 1;
@@ -282,13 +344,18 @@ impl Site {
         if let (Some(sticky), Some(old)) = (&self.sticky, &was.sticky) {
             adopted.routes += sticky.adopt_learned(old);
         }
-        self.with_set(self.backends.clone(), self.backups.clone(), draining)
+        self.with_set(backends, backups, draining)
     }
 
     /// This site with the members of `was`.
     fn seeded_from(&self, was: &Site) -> Site {
         let rebuilt = |tier: &[Arc<Backend>]| -> Vec<Arc<Backend>> {
-            tier.iter().filter_map(|old| self.rebuilt(old)).collect()
+            tier.iter()
+                .filter_map(|old| {
+                    let (sticky, admission) = (self.sticky.as_deref(), self.admission.as_ref());
+                    backend(&member(old), sticky, admission, Arc::default())
+                })
+                .collect()
         };
         self.with_set(
             rebuilt(&was.backends),
@@ -297,23 +364,44 @@ impl Site {
         )
     }
 
-    /// A backend of another generation made anew for this site: its pool, its stickiness tag
-    /// (the secret may have changed), its queue.
-    fn rebuilt(&self, old: &Backend) -> Option<Arc<Backend>> {
-        let member = Member {
-            id: old.id.clone(),
-            address: old.authority.to_string(),
-            priority: old.priority,
-            weight: old.weight,
-        };
-        backend(&member, self.sticky.as_deref(), self.admission.as_ref())
+    /// `member`, the node `old` was in another generation, made for this site (its pool, its
+    /// stickiness tag, since the secret may have changed, its queue) and carrying `old`'s
+    /// requests in flight: from now on a slot freed by one of them is offered to this
+    /// generation's queue too.
+    fn carried(&self, member: &Member, old: &Backend) -> Option<Arc<Backend>> {
+        let lineage = Arc::clone(&old.lineage);
+        let backend = backend(
+            member,
+            self.sticky.as_deref(),
+            self.admission.as_ref(),
+            lineage,
+        )?;
+        *old.lineage
+            .newest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(&backend);
+        old.superseded.store(true, Ordering::SeqCst);
+        Some(backend)
     }
 }
 
+/// What `backend` was made from.
+fn member(backend: &Backend) -> Member {
+    Member {
+        id: backend.id.clone(),
+        address: backend.authority.to_string(),
+        priority: backend.priority,
+        weight: backend.weight,
+    }
+}
+
+/// A new `Backend` for `m`, counting its requests in flight in `lineage` (a fresh one for a
+/// node this generation has not known before).
 fn backend(
     m: &Member,
     sticky: Option<&Sticky>,
     admission: Option<&Arc<Admission>>,
+    lineage: Arc<Lineage>,
 ) -> Option<Arc<Backend>> {
     let authority = m.address.parse::<Authority>().ok()?;
     Some(Arc::new(Backend {
@@ -324,7 +412,8 @@ fn backend(
         tag: sticky.map_or(0, |s| s.tag(&m.id)),
         route: sticky.and_then(|s| s.route_of(&m.id)),
         health: Health::default(),
-        in_flight: AtomicUsize::new(0),
+        lineage,
+        superseded: AtomicBool::new(false),
         leaving: AtomicBool::new(false),
         admission: admission.cloned(),
         pool: IdlePool::default(),
@@ -390,6 +479,7 @@ pub struct Adopted {
 ///   would ever bring a backend back up), and its passive ejection, in sites that still eject;
 /// - a backend the reload removes, or one still draining, drains here as if it had left now
 ///   (or until its drain was due to end): a reload is one more change of the set;
+/// - both carry the node's requests in flight, so its cap holds through the reload;
 /// - route mode keeps the routes it learned;
 /// - a DNS site starts from the previous set, as its last known good one: a reload during a DNS
 ///   failure must not empty a site that the failure alone would have kept.
@@ -398,39 +488,40 @@ pub struct Adopted {
 /// from the set kept here and the checks' first verdicts are never overwritten.
 pub fn adopt(next: &SharedSnapshot, previous: &Snapshot, config: &Config, now: Instant) -> Adopted {
     let mut adopted = Adopted::default();
-    next.rcu(|current| {
-        adopted = Adopted::default();
-        let sites = current
-            .sites
-            .iter()
-            .zip(&config.sites)
-            .map(
-                |(site, site_config)| match previous.sites.iter().find(|p| p.name == site.name) {
-                    Some(was) => {
-                        // A DNS site not looked up yet starts from the last known good set,
-                        // as a DNS failure would keep it (discovery goes on from there).
-                        let seeded;
-                        let site = match site_config.backends.dns_name() {
-                            Some(_) if !site.has_backends() => {
-                                seeded = site.seeded_from(was);
-                                adopted.seeded += seeded.members().count();
-                                &seeded
-                            }
-                            _ => site.as_ref(),
-                        };
-                        let checked = site_config.health.is_some();
-                        let drain = config.upstream.drain_timeout;
-                        Arc::new(site.adopting(was, checked, now, drain, &mut adopted))
-                    }
-                    None => Arc::clone(site),
-                },
-            )
-            .collect();
-        Snapshot {
-            sites,
-            active: current.active,
-        }
-    });
+    // Loaded and stored, not `rcu`: nothing else writes this snapshot yet, and carrying a
+    // backend over links the old one to the new (a retried closure would leave it linked to
+    // one thrown away).
+    let current = next.load();
+    let sites = current
+        .sites
+        .iter()
+        .zip(&config.sites)
+        .map(
+            |(site, site_config)| match previous.sites.iter().find(|p| p.name == site.name) {
+                Some(was) => {
+                    // A DNS site not looked up yet starts from the last known good set,
+                    // as a DNS failure would keep it (discovery goes on from there).
+                    let seeded;
+                    let site = match site_config.backends.dns_name() {
+                        Some(_) if !site.has_backends() => {
+                            seeded = site.seeded_from(was);
+                            adopted.seeded += seeded.members().count();
+                            &seeded
+                        }
+                        _ => site.as_ref(),
+                    };
+                    let checked = site_config.health.is_some();
+                    let drain = config.upstream.drain_timeout;
+                    Arc::new(site.adopting(was, checked, now, drain, &mut adopted))
+                }
+                None => Arc::clone(site),
+            },
+        )
+        .collect();
+    next.store(Arc::new(Snapshot {
+        sites,
+        active: current.active,
+    }));
     adopted
 }
 

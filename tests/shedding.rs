@@ -124,6 +124,47 @@ async fn a_request_queued_past_the_timeout_gets_503_and_never_reaches_the_backen
     assert!(gate.arrived.try_recv().is_err());
 }
 
+/// A reload builds new backends, but the requests the old ones sent are still on the node: the
+/// cap counts them, and the one that ends frees its slot for the new configuration's queue.
+#[tokio::test]
+async fn a_reload_keeps_counting_requests_in_flight() {
+    let mut gate = GateBackend::start().await;
+    let proxy = Harness::start(&[gate.addr], &shedding(1, 1, "1h", "")).await;
+    let addr = proxy.plain_addr();
+    let held = tokio::spawn(async move { get(addr, "/held", None).await });
+    gate.wait_arrival().await;
+
+    proxy
+        .reload_edited(|text| text.replace("queue_timeout = \"1h\"", "queue_timeout = \"2h\""))
+        .await;
+    let in_flight = format!(
+        "sessiongate_backend_in_flight{{backend=\"{}\",site=\"main\"}}",
+        gate.addr
+    );
+    assert_eq!(metric(&proxy.metrics().await, &in_flight), Some(1.0));
+    // The new configuration's cap is taken by the old one's request: the next request waits,
+    // and the one after it finds the queue full.
+    let queued = tokio::spawn(async move { get(addr, "/queued", None).await });
+    eventually("queued", || async {
+        queue_depth(&proxy).await == Some(1.0)
+    })
+    .await;
+    let (status, _, body) = get(addr, "/shed", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(gate.arrived.try_recv().is_err(), "nothing beyond the cap");
+
+    // The old request ends: its slot goes to the new configuration's waiter.
+    gate.release(1);
+    assert_eq!(held.await.unwrap().0, 200);
+    assert_eq!(gate.wait_arrival().await, "/queued");
+    gate.release(1);
+    assert_eq!(queued.await.unwrap().0, 200);
+    eventually("nothing in flight", || async {
+        metric(&proxy.metrics().await, &in_flight) == Some(0.0)
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_client_that_leaves_the_queue_frees_its_place_at_once() {
     let mut gate = GateBackend::start().await;
