@@ -46,18 +46,21 @@ pub struct AdminState {
     pub failover: Arc<Failover>,
     /// Required (as `Authorization: Bearer`) by the site operations when set.
     pub token: Option<String>,
-    /// How long the series of a site or backend that is gone are kept.
+    /// How long the series of a site, backend or listener that is gone are kept.
     pub metrics_retain: Duration,
+    /// The listeners configured, by name (the series of others are stale).
+    pub listeners: Vec<String>,
 }
 
 impl Admin {
     /// Values read from the routing state when scraped, rather than kept up to date on the
-    /// request path; and the series of sites and backends gone for `metrics_retain` dropped.
+    /// request path; and the series of sites, backends and listeners gone for `metrics_retain`
+    /// dropped.
     fn observe_backends(&self) {
         let current = self.current.load();
         let snapshot = current.snapshot.load();
         let now = Instant::now();
-        let present = Present::of(&snapshot, now);
+        let present = Present::of(&snapshot, &current.listeners, now);
         let labelled = self.metrics.labelled();
         self.stale_series
             .sweep(&labelled, &present, current.metrics_retain, now);

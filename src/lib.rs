@@ -451,6 +451,7 @@ fn admin_state(config: &Config, generation: &Generation) -> admin::AdminState {
         failover: generation.failover.clone(),
         token: config.admin.token.clone(),
         metrics_retain: config.admin.metrics_retain,
+        listeners: config.listeners.iter().map(|l| l.name.clone()).collect(),
     }
 }
 

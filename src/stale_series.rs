@@ -1,10 +1,10 @@
-//! Forgetting the metric series of sites and backends that are gone.
+//! Forgetting the metric series of sites, backends and listeners that are gone.
 //!
 //! A `backend` label is an address, and Kubernetes gives every new pod a new one: kept for the
 //! life of the process, the series of every pod that ever ran would pile up with each rollout,
 //! in memory and in every scrape. So a series whose `site` is no longer configured, or whose
-//! `backend` is in no site's set (a draining backend counts until its drain ends), is removed
-//! once it has been gone for `admin.metrics_retain`: ten minutes by default, by which time
+//! `backend` is in no site's set (a draining backend counts until its drain ends), or whose
+//! `listener` a reload removed, is removed once it has been gone for `admin.metrics_retain`: ten minutes by default, by which time
 //! Prometheus has scraped its last values many times over (linkerd2-proxy retires idle
 //! endpoints' series the same way). A backend that comes back later starts its counters from
 //! zero, which `rate()` and `increase()` read as a counter reset.
@@ -58,18 +58,23 @@ impl<T: MetricVecBuilder> SeriesVec for MetricVec<T> {
     }
 }
 
-/// The sites and backends still there: series labelled with anything else are stale.
+/// The sites, backends and listeners still there: series labelled with anything else are
+/// stale.
 #[derive(Debug, Default)]
 pub struct Present {
     pub sites: HashSet<String>,
     pub backends: HashSet<String>,
+    pub listeners: HashSet<String>,
 }
 
 impl Present {
-    /// Every site of the snapshot, and every backend in a site's set or still draining at
-    /// `now` (its requests may still be counted).
-    pub fn of(snapshot: &Snapshot, now: Instant) -> Present {
-        let mut present = Present::default();
+    /// Every site of the snapshot, every backend in a site's set or still draining at `now`
+    /// (its requests may still be counted), and the `listeners` configured.
+    pub fn of(snapshot: &Snapshot, listeners: &[String], now: Instant) -> Present {
+        let mut present = Present {
+            listeners: listeners.iter().cloned().collect(),
+            ..Present::default()
+        };
         for site in &snapshot.sites {
             present.sites.insert(site.name.clone());
             let draining = site.draining.iter().filter(|d| d.until > now);
@@ -92,6 +97,12 @@ impl Present {
         {
             gone.push(Gone::Backend(backend.to_string()));
         }
+        if let Some(listener) = labels
+            .get("listener")
+            .filter(|l| !self.listeners.contains(**l))
+        {
+            gone.push(Gone::Listener(listener.to_string()));
+        }
         gone
     }
 }
@@ -100,6 +111,7 @@ impl Present {
 enum Gone {
     Site(String),
     Backend(String),
+    Listener(String),
 }
 
 /// When each gone site or backend was first seen gone.
@@ -109,7 +121,8 @@ pub struct StaleSeries {
 }
 
 impl StaleSeries {
-    /// Removes the series of `vecs` that name a site or backend gone for at least `retain`;
+    /// Removes the series of `vecs` that name a site, backend or listener gone for at least
+    /// `retain`;
     /// returns how many.
     pub fn sweep(
         &self,
@@ -150,6 +163,7 @@ mod tests {
         Present {
             sites: sites.iter().map(|s| s.to_string()).collect(),
             backends: backends.iter().map(|b| b.to_string()).collect(),
+            listeners: ["a", "b"].map(String::from).into(),
         }
     }
 
@@ -170,13 +184,14 @@ mod tests {
     #[test]
     fn series_of_what_is_gone_are_removed_after_the_retention_only() {
         let requests =
-            IntCounterVec::new(Opts::new("r", "r"), &["site", "backend", "kind"]).unwrap();
+            IntCounterVec::new(Opts::new("r", "r"), &["site", "backend", "listener"]).unwrap();
         for labels in [
             ["main", "10.0.0.1:8080", "a"],
             ["main", "10.0.0.2:8080", "a"],
             ["main", "10.0.0.2:8080", "b"],
             ["main", NO_BACKEND, "a"],
             ["old", "10.0.0.1:8080", "a"],
+            ["main", "10.0.0.1:8080", "removed"],
         ] {
             requests.with_label_values(&labels).inc();
         }
@@ -184,13 +199,13 @@ mod tests {
         let vecs: [&dyn SeriesVec; 1] = [&requests];
         let retain = Duration::from_secs(600);
         let t0 = Instant::now();
-        // 10.0.0.2 left the set and the site `old` was removed.
+        // 10.0.0.2 left the set, and the site `old` and the listener `removed` were removed.
         let now_there = present(&["main"], &["10.0.0.1:8080"]);
         assert_eq!(stale.sweep(&vecs, &now_there, retain, t0), 0);
         let before = t0 + retain - Duration::from_secs(1);
         assert_eq!(stale.sweep(&vecs, &now_there, retain, before), 0);
-        assert_eq!(series(&requests).len(), 5);
-        assert_eq!(stale.sweep(&vecs, &now_there, retain, t0 + retain), 3);
+        assert_eq!(series(&requests).len(), 6);
+        assert_eq!(stale.sweep(&vecs, &now_there, retain, t0 + retain), 4);
         assert_eq!(
             series(&requests),
             ["10.0.0.1:8080/a/main", "none/a/main"],

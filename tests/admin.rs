@@ -53,13 +53,15 @@ async fn admin_serves_metrics_live_and_ready_and_nothing_else() {
     assert!(!body.contains("sessiongate_"), "{body}");
 }
 
-/// Reloads the harness' config with its one site renamed `next` and only `keep` in it.
+/// Reloads the harness' config with its one site renamed `next`, only `keep` in it, and no
+/// TLS listener.
 async fn reload_to_one_backend(proxy: &Harness, keep: std::net::SocketAddr, gone: &str) {
     proxy
         .reload_edited(|text| {
             let text = text
                 .replace("name = \"main\"", "name = \"next\"")
-                .replace(&format!(", \"{gone}\""), "");
+                .replace(&format!(", \"{gone}\""), "")
+                .replace(TLS_LISTENER, "");
             assert!(text.contains(&format!("static = [\"{keep}\"]")), "{text}");
             text
         })
@@ -67,7 +69,7 @@ async fn reload_to_one_backend(proxy: &Harness, keep: std::net::SocketAddr, gone
 }
 
 #[tokio::test]
-async fn series_of_backends_and_sites_that_are_gone_leave_after_metrics_retain() {
+async fn series_of_backends_sites_and_listeners_that_are_gone_leave_after_metrics_retain() {
     // Pods come and go with new addresses: their series must not pile up for the life of the
     // process. A short retention here; the default (10 minutes) keeps them, as the end shows.
     let nodes = start_nodes(2).await;
@@ -80,18 +82,23 @@ async fn series_of_backends_and_sites_that_are_gone_leave_after_metrics_retain()
         for _ in 0..4 {
             assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
         }
+        let tls = proxy.pki.client_config(&[b"http/1.1"]);
+        assert_eq!(tls_get(proxy.tls_addr(), "default.test", tls).await.1, 200);
         let text = proxy.metrics().await;
         assert!(text.contains(&format!("backend=\"{gone}\"")), "{text}");
         assert!(text.contains("site=\"main\""), "{text}");
+        assert!(text.contains("listener=\"tls\""), "{text}");
         reload_to_one_backend(proxy, nodes[0].addr, &gone).await;
         assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
     }
 
     eventually(
-        "the series of the gone backend and site to leave",
+        "the series of the gone backend, site and listener to leave",
         || async {
             let text = short.metrics().await;
-            !text.contains(&format!("backend=\"{gone}\"")) && !text.contains("site=\"main\"")
+            !text.contains(&format!("backend=\"{gone}\""))
+                && !text.contains("site=\"main\"")
+                && !text.contains("listener=\"tls\"")
         },
     )
     .await;
@@ -113,5 +120,7 @@ async fn series_of_backends_and_sites_that_are_gone_leave_after_metrics_retain()
         );
         assert_eq!(metric(&text, &gone_series), Some(2.0), "{text}");
         assert!(text.contains("site=\"main\""), "{text}");
+        let tls_connections = "sessiongate_connections_total{listener=\"tls\"}";
+        assert_eq!(metric(&text, tls_connections), Some(1.0), "{text}");
     }
 }
