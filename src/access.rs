@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Method, StatusCode, Version};
+use http::{HeaderValue, Method, StatusCode, Version};
 
 use crate::backends::InFlight;
 use crate::connection::ConnContext;
@@ -22,6 +22,8 @@ pub struct RequestRecord {
     pub status: StatusCode,
     /// The backend chosen, counted as in flight until this record finishes.
     pub backend: Option<InFlight>,
+    /// The request's ID, on listeners that give requests one.
+    pub request_id: Option<HeaderValue>,
     log: bool,
 }
 
@@ -46,6 +48,7 @@ impl RequestRecord {
             },
             status: StatusCode::OK,
             backend: None,
+            request_id: None,
             log,
         }
     }
@@ -56,6 +59,10 @@ impl RequestRecord {
 
     pub fn peer(&self) -> SocketAddr {
         self.conn.peer
+    }
+
+    pub fn request_id(&self) -> Option<&str> {
+        self.request_id.as_ref().and_then(|id| id.to_str().ok())
     }
 
     /// Called once, when the response body is done: `complete` is false when the client went
@@ -77,6 +84,7 @@ impl RequestRecord {
                 target: "sessiongate::access",
                 listener = %listener.name,
                 peer = %self.conn.peer,
+                request_id = self.request_id(),
                 method = %self.method,
                 path = %self.path,
                 version = ?self.version,

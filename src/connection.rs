@@ -35,6 +35,7 @@ pub struct ListenerContext {
     pub deny_status: http::StatusCode,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub hsts: Option<http::HeaderValue>,
+    pub request_id: Option<http::HeaderName>,
     /// Networks allowed to send a PROXY protocol header, on listeners that expect one.
     pub proxy_protocol: Option<Vec<ipnet::IpNet>>,
     pub metrics: ListenerMetrics,
@@ -60,6 +61,7 @@ impl ListenerContext {
             deny_status: config.deny_status,
             trusted_proxies: config.trusted_proxies.clone(),
             hsts: config.hsts.clone(),
+            request_id: config.request_id.clone(),
             proxy_protocol: config.proxy_protocol.clone(),
             metrics: metrics.listener(&config.name),
             all_metrics: metrics,

@@ -195,6 +195,25 @@ pub struct ForwardedFor<'a> {
     pub trusted: bool,
 }
 
+/// Headers an operator may not give another job, such as carrying request IDs: hop-by-hop
+/// ones, those only the proxy writes, and those that frame, route or authenticate a message.
+pub fn is_reserved(name: &HeaderName) -> bool {
+    const MESSAGE: [HeaderName; 11] = [
+        header::HOST,
+        header::CONTENT_LENGTH,
+        header::CONTENT_TYPE,
+        header::CONTENT_ENCODING,
+        header::COOKIE,
+        header::SET_COOKIE,
+        header::AUTHORIZATION,
+        header::LOCATION,
+        header::EXPECT,
+        header::STRICT_TRANSPORT_SECURITY,
+        header::RETRY_AFTER,
+    ];
+    HOP_BY_HOP.contains(name) || MESSAGE.contains(name) || proxy_only(name).is_some()
+}
+
 fn proxy_only(name: &HeaderName) -> Option<usize> {
     let n = name.as_str();
     PROXY_ONLY.iter().position(|p| {

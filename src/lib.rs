@@ -34,6 +34,7 @@ pub mod proxy;
 pub mod proxy_protocol;
 pub mod reload;
 pub mod reply;
+pub mod request_id;
 pub mod select;
 pub mod stale_series;
 pub mod sticky;

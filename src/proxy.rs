@@ -29,6 +29,7 @@ use crate::headers::{self, ForwardedFor};
 use crate::metrics::Metrics;
 use crate::paths;
 use crate::reply::{Fields, Reply};
+use crate::request_id;
 use crate::select::{NoPick, Outcome, Selection};
 use crate::sticky::{SessionKey, Sticky};
 use crate::upstream::{UpstreamError, UpstreamResponse};
@@ -104,14 +105,19 @@ impl Proxy {
         start: std::time::Instant,
     ) -> Reply {
         let mut record = RequestRecord::begin(conn.clone(), parts, start, self.access_log);
+        if let Some(name) = &conn.listener.request_id {
+            let trusted = conn.listener.trusts(conn.peer.ip());
+            record.request_id = Some(request_id::of(name, &parts.headers, trusted));
+        }
         let mut reply = match self.route(parts, body, conn, upgrade, &mut record).await {
             Ok(reply) => reply,
             Err(err) => {
                 // Shedding is logged once per episode by the queue, not once per request.
+                let (peer, id) = (record.peer(), record.request_id());
                 if err.is_client_error() || matches!(err, ProxyError::Shed(_)) {
-                    tracing::debug!(peer = %record.peer(), error = %err, "request refused");
+                    tracing::debug!(%peer, request_id = id, error = %err, "request refused");
                 } else {
-                    tracing::warn!(peer = %record.peer(), error = %err, "request failed");
+                    tracing::warn!(%peer, request_id = id, error = %err, "request failed");
                 }
                 Reply::local(err.into_response())
             }
@@ -120,6 +126,9 @@ impl Proxy {
             reply
                 .fields
                 .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+        }
+        if let (Some(name), Some(id)) = (&conn.listener.request_id, &record.request_id) {
+            reply.fields.insert(name.clone(), id.clone());
         }
         record.status = reply.status;
         reply.map_body(|body| body.with_record(record))
@@ -202,6 +211,11 @@ impl Proxy {
         if !host_in_map {
             // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs it as Host.
             parts.headers.insert(header::HOST, host_value);
+        }
+        // After the hop-by-hop strip: a `Connection` naming the header must not remove the
+        // proxy's ID. Whatever the client sent under that name is replaced.
+        if let (Some(name), Some(id)) = (&listener.request_id, &record.request_id) {
+            parts.headers.insert(name.clone(), id.clone());
         }
         parts.uri = Uri::from(target);
         parts.version = Version::HTTP_11;

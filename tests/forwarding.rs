@@ -548,3 +548,79 @@ async fn plain_listeners_speak_http2_with_prior_knowledge() {
     assert_eq!(echoed_header(&body, "host"), vec!["app.test"]);
     assert_eq!(echoed_header(&body, "x-forwarded-proto"), vec!["http"]);
 }
+
+#[tokio::test]
+async fn each_request_gets_an_id_that_the_backend_and_the_client_see() {
+    let nodes = start_nodes(1).await;
+    let listeners = format!(
+        "{}{}[[listener]]\nname = \"trusting\"\nlisten = \"127.0.0.1:0\"\n\
+         trusted_proxies = [\"127.0.0.0/8\"]\nrequest_id_header = \"X-Request-ID\"\n",
+        TLS_LISTENER.replace(
+            "[listener.tls]",
+            "request_id_header = \"X-Request-ID\"\n[listener.tls]"
+        ),
+        PLAIN_LISTENER.to_owned() + "request_id_header = \"X-Request-ID\"\n",
+    );
+    let proxy = Harness::start_with(&listeners, &static_backends(&[nodes[0].addr]), "").await;
+    let is_uuid = |id: &str| id.len() == 36 && id.split('-').count() == 5;
+    let response_id = |head: &str| {
+        head.lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .map(str::to_owned)
+    };
+
+    // A client's own ID is replaced, even one it asks to be removed on the way.
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let response = raw(
+            proxy.plain_addr(),
+            b"GET /echo HTTP/1.1\r\nHost: app.test\r\nX-Request-ID: forged\r\n\
+              Connection: close, X-Request-ID\r\n\r\n",
+        )
+        .await;
+        let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
+        assert!(head.starts_with("HTTP/1.1 200"), "{response}");
+        let sent = echoed_header(body, "x-request-id");
+        assert_eq!(sent.len(), 1, "{body}");
+        assert!(is_uuid(sent[0]), "{body}");
+        assert_eq!(response_id(head).as_deref(), Some(sent[0]), "{head}");
+        seen.push(sent[0].to_string());
+    }
+    assert_ne!(seen[0], seen[1], "each request its own");
+
+    // A trusted proxy's ID is kept.
+    let trusting = proxy.server.listener_addr("trusting").unwrap();
+    let response = raw(
+        trusting,
+        b"GET /echo HTTP/1.1\r\nHost: app.test\r\nX-Request-ID: lb-7f3a:42\r\n\
+          Connection: close\r\n\r\n",
+    )
+    .await;
+    let (head, body) = response.split_once("\r\n\r\n").expect("a full response");
+    assert_eq!(echoed_header(body, "x-request-id"), vec!["lb-7f3a:42"]);
+    assert_eq!(response_id(head).as_deref(), Some("lb-7f3a:42"));
+
+    // The proxy's own answers carry one too, so a refused request can be found in the log.
+    let response = raw(
+        proxy.plain_addr(),
+        b"GET /metrics HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
+    assert!(
+        response_id(&response).is_some_and(|id| is_uuid(&id)),
+        "{response}"
+    );
+
+    // HTTP/2.
+    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    let req = http::Request::get("https://default.test/echo")
+        .header("x-request-id", "forged")
+        .body(empty())
+        .unwrap();
+    let (status, headers, body) = read(send.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 200);
+    let id = headers["x-request-id"].to_str().unwrap();
+    assert!(is_uuid(id), "{id}");
+    assert_eq!(echoed_header(&body, "x-request-id"), vec![id]);
+}

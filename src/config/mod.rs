@@ -143,6 +143,8 @@ pub struct ListenerConfig {
     pub deny_status: http::StatusCode,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub hsts: Option<http::HeaderValue>,
+    /// The header that carries each request's ID (`request_id.rs`); none when unset.
+    pub request_id: Option<http::HeaderName>,
     /// PROXY protocol: `Some(networks allowed to send it)`; connections from elsewhere are
     /// refused on such a listener.
     pub proxy_protocol: Option<Vec<ipnet::IpNet>>,

@@ -211,6 +211,8 @@ pub struct RawListener {
     pub trusted_proxies: Option<Vec<String>>,
     /// Strict-Transport-Security value added to responses on a TLS listener.
     pub hsts: Option<String>,
+    /// A header carrying each request's ID to the backend and back (e.g. `X-Request-ID`).
+    pub request_id_header: Option<String>,
     /// Expect a PROXY protocol (v1 or v2) header on every connection, from these networks only.
     pub proxy_protocol: Option<bool>,
     pub proxy_protocol_from: Option<Vec<String>>,

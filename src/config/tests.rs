@@ -443,3 +443,36 @@ fn proxy_protocol_needs_its_trusted_networks() {
         assert!(keys(&err).contains(&key), "{bad}: {err}");
     }
 }
+
+#[test]
+fn a_request_id_header_must_be_a_name_of_its_own() {
+    let listener = |extra: &str| {
+        check(&format!(
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n{extra}\n[[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n"
+        ))
+    };
+    let c = listener("request_id_header = \"X-Request-ID\"").unwrap();
+    assert_eq!(
+        c.listeners[0].request_id.as_ref().map(|h| h.as_str()),
+        Some("x-request-id")
+    );
+    assert!(c
+        .to_effective_toml()
+        .contains("request_id_header = \"x-request-id\""));
+    assert!(listener("").unwrap().listeners[0].request_id.is_none());
+    for bad in [
+        "Host",
+        "Connection",
+        "X-Forwarded-For",
+        "x_real_ip",
+        "Set-Cookie",
+        "a b",
+        "",
+    ] {
+        let err = listener(&format!("request_id_header = \"{bad}\"")).unwrap_err();
+        assert!(
+            keys(&err).contains(&"listener[0].request_id_header"),
+            "{bad}: {err}"
+        );
+    }
+}

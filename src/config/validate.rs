@@ -455,6 +455,23 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
             .map_err(|_| c.issue(format!("{key}.hsts"), "is not a valid header value"))
             .ok()
     });
+    let request_id = l.request_id_header.as_deref().and_then(|name| {
+        let key = format!("{key}.request_id_header");
+        match http::HeaderName::from_bytes(name.as_bytes()) {
+            Ok(header) if crate::headers::is_reserved(&header) => {
+                c.issue(
+                    key,
+                    format!("`{name}` is a header the proxy or HTTP itself decides"),
+                );
+                None
+            }
+            Ok(header) => Some(header),
+            Err(_) => {
+                c.issue(key, format!("`{name}` is not a header name"));
+                None
+            }
+        }
+    });
     ListenerConfig {
         name,
         listen,
@@ -467,6 +484,7 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         deny_status,
         trusted_proxies,
         hsts,
+        request_id,
         proxy_protocol,
     }
 }
