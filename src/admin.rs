@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::backends::SharedSnapshot;
+use crate::backends::{self, Backend, SharedSnapshot};
 use crate::body::ProxyBody;
 use crate::error::local_response;
 use crate::failover::state::OperationError;
@@ -50,6 +50,8 @@ pub struct AdminState {
     pub metrics_retain: Duration,
     /// The listeners configured, by name (the series of others are stale).
     pub listeners: Vec<String>,
+    /// `[upstream] drain_timeout`: how long a backend drains once its hold ends with its listing.
+    pub drain: Duration,
 }
 
 impl Admin {
@@ -138,21 +140,6 @@ impl Admin {
         }
         let path = req.uri().path().trim_end_matches('/');
         let segments: Vec<&str> = path.split('/').skip(2).collect();
-        let operation = match (req.method(), segments.as_slice()) {
-            (&Method::GET, []) => return json_response(StatusCode::OK, &current.failover.status()),
-            (&Method::POST, ["failback"]) => Operation::Failback,
-            (&Method::POST, [site, "switchover"]) => Operation::Switchover(site.to_string()),
-            (&Method::POST, [site, "down"]) => Operation::ForceDown(site.to_string()),
-            (&Method::POST, [site, "release"]) => Operation::Release(site.to_string()),
-            (_, [] | ["failback"] | [_, "switchover" | "down" | "release"]) => {
-                let mut resp = local_response(StatusCode::METHOD_NOT_ALLOWED, "");
-                let allow = if segments.is_empty() { "GET" } else { "POST" };
-                resp.headers_mut()
-                    .insert(header::ALLOW, HeaderValue::from_static(allow));
-                return resp;
-            }
-            _ => return local_response(StatusCode::NOT_FOUND, ""),
-        };
         let query = |key: &str| {
             crate::paths::query_param(req.uri(), key)
                 .map(|v| v.replace('+', " "))
@@ -162,6 +149,30 @@ impl Admin {
             who: query("who"),
             why: query("why"),
             peer: peer.to_string(),
+        };
+        let operation = match (req.method(), segments.as_slice()) {
+            (&Method::GET, []) => return json_response(StatusCode::OK, &self.status(&current)),
+            (&Method::POST, [site, "backends", id, op @ ("drain" | "release")]) => {
+                return self.hold(&current, site, id, *op == "drain", &operator);
+            }
+            (&Method::POST, ["failback"]) => Operation::Failback,
+            (&Method::POST, [site, "switchover"]) => Operation::Switchover(site.to_string()),
+            (&Method::POST, [site, "down"]) => Operation::ForceDown(site.to_string()),
+            (&Method::POST, [site, "release"]) => Operation::Release(site.to_string()),
+            (
+                _,
+                []
+                | ["failback"]
+                | [_, "switchover" | "down" | "release"]
+                | [_, "backends", _, "drain" | "release"],
+            ) => {
+                let mut resp = local_response(StatusCode::METHOD_NOT_ALLOWED, "");
+                let allow = if segments.is_empty() { "GET" } else { "POST" };
+                resp.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static(allow));
+                return resp;
+            }
+            _ => return local_response(StatusCode::NOT_FOUND, ""),
         };
         match current.failover.operate(&operation, &operator) {
             Ok(active) => json_response(
@@ -178,6 +189,85 @@ impl Admin {
                     &serde_json::json!({ "ok": false, "error": e.to_string() }),
                 )
             }
+        }
+    }
+}
+
+impl Admin {
+    /// The failover state, and each site's backends as requests see them.
+    fn status(&self, current: &AdminState) -> serde_json::Value {
+        let mut status = current.failover.status();
+        let snapshot = current.snapshot.load();
+        let now = Instant::now();
+        if let Some(sites) = status["sites"].as_array_mut() {
+            for entry in sites {
+                let Some(site) = snapshot.sites.iter().find(|s| entry["name"] == *s.name) else {
+                    continue;
+                };
+                let backend = |b: &Backend, state: &str| {
+                    serde_json::json!({
+                        "id": b.id,
+                        "address": b.authority.as_str(),
+                        "state": state,
+                        "in_flight": b.in_flight(),
+                    })
+                };
+                let mut backends: Vec<_> =
+                    site.backends.iter().map(|b| backend(b, "active")).collect();
+                backends.extend(site.backups.iter().map(|b| backend(b, "backup")));
+                backends.extend(
+                    site.draining
+                        .iter()
+                        .filter(|d| d.until > now)
+                        .map(|d| backend(&d.backend, if d.held { "held" } else { "draining" })),
+                );
+                entry["backends"] = backends.into();
+            }
+        }
+        status
+    }
+
+    /// `POST /sites/<site>/backends/<id>/drain` or `.../release`.
+    fn hold(
+        &self,
+        current: &AdminState,
+        site: &str,
+        id: &str,
+        held: bool,
+        operator: &Operator,
+    ) -> Response<ProxyBody> {
+        let now = Instant::now();
+        match backends::hold(&current.snapshot, site, id, held, now, current.drain) {
+            Ok(changed) => {
+                let snapshot = current.snapshot.load();
+                if let Some(s) = snapshot.sites.iter().find(|s| s.name == site) {
+                    crate::discovery::report(&self.metrics, s, now);
+                    if let (Some(admission), false) = (&s.admission, held) {
+                        // Its free slots: no release would hand them to the queue.
+                        admission.kick(s.members());
+                    }
+                }
+                let (who, why, peer) = (&operator.who, &operator.why, &operator.peer);
+                match (changed, held) {
+                    (false, _) => {}
+                    (true, true) => tracing::warn!(
+                        site, backend = id, %who, %why, %peer,
+                        "backend held out by an operator: draining until released"
+                    ),
+                    (true, false) => tracing::warn!(
+                        site, backend = id, %who, %why, %peer,
+                        "backend released by an operator"
+                    ),
+                }
+                json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "ok": true, "changed": changed, "held": held }),
+                )
+            }
+            Err(e) => json_response(
+                StatusCode::NOT_FOUND,
+                &serde_json::json!({ "ok": false, "error": e.to_string() }),
+            ),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! builds a successor snapshot and swaps it in whole (`rcu`, so concurrent producers never lose
 //! each other's updates); requests load it without locks and never wait for the producers.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
@@ -151,12 +151,47 @@ pub struct Member {
     pub weight: u16,
 }
 
-/// A backend that left the set: no new requests go to it; requests in flight finish; it is
-/// forgotten at `until` (sticky sessions will use it until then).
+/// A backend that left the set, or that an operator holds out of it: no new requests go to it;
+/// requests in flight finish; it is forgotten at `until` (sticky sessions will use it until
+/// then).
 #[derive(Debug, Clone)]
 pub struct Draining {
     pub backend: Arc<Backend>,
     pub until: Instant,
+    /// Held by an operator: drains until released, while the source still lists it.
+    pub held: bool,
+}
+
+/// How long a hold keeps a backend draining when nobody releases it: for good.
+const HELD_FOR: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The backends an operator holds out of a site (`POST /sites/<site>/backends/<id>/drain`), by
+/// id, as HAProxy's `set server ... state drain` does: no new sessions, its sessions finish
+/// there, and it stays out through discovery rounds and reloads until released. Shared by the
+/// site's snapshots; read only when a snapshot is built.
+#[derive(Debug, Default)]
+pub struct Held(Mutex<BTreeSet<String>>);
+
+impl Held {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn ids(&self) -> BTreeSet<String> {
+        self.lock().clone()
+    }
+
+    fn copy(&self, other: &Held) {
+        *self.lock() = other.ids();
+    }
+
+    /// Holds `id` or releases it; false when that was already so.
+    pub fn set(&self, id: &str, held: bool) -> bool {
+        match held {
+            true => self.lock().insert(id.to_string()),
+            false => self.lock().remove(id),
+        }
+    }
 }
 
 /// One site: its backends and the client (and so the connection pool) that reaches them.
@@ -178,6 +213,11 @@ pub struct Site {
     pub outlier: Outlier,
     /// In-flight caps and the wait queue, shared across snapshots; `None`: no caps.
     pub admission: Option<Arc<Admission>>,
+    /// What the site's source lists (static list or last DNS answer), holds not applied: a
+    /// hold or a release builds the successor from it.
+    pub reported: Arc<[Member]>,
+    /// Shared across snapshots.
+    pub held: Arc<Held>,
 }
 
 /// What a new member list changed.
@@ -204,9 +244,14 @@ impl Site {
         self.backends.iter().chain(self.backups.iter())
     }
 
-    /// The site with `members` as its set. A member that stays (or comes back from draining)
-    /// keeps its `Backend`, so anything keyed on it survives; one that leaves starts draining.
-    pub fn successor(&self, members: &[Member], now: Instant, drain: Duration) -> (Site, Change) {
+    /// The site whose source lists `reported`. A member that stays (or comes back from
+    /// draining) keeps its `Backend`, so anything keyed on it survives; one that leaves starts
+    /// draining; one an operator holds drains for as long as the hold lasts and the source
+    /// lists it.
+    pub fn successor(&self, reported: &[Member], now: Instant, drain: Duration) -> (Site, Change) {
+        let held = self.held.ids();
+        let (members, holding): (Vec<&Member>, Vec<&Member>) =
+            reported.iter().partition(|m| !held.contains(&m.id));
         let mut known: HashMap<&str, &Arc<Backend>> = self
             .draining
             .iter()
@@ -215,6 +260,21 @@ impl Site {
             .collect();
         known.extend(self.members().map(|b| (b.id.as_str(), b)));
         let was: Vec<&str> = self.members().map(|b| b.id.as_str()).collect();
+        let known_or_new = |m: &Member| match known.get(m.id.as_str()) {
+            Some(b)
+                if b.authority.as_str() == m.address
+                    && b.priority == m.priority
+                    && b.weight == m.weight =>
+            {
+                Some(Arc::clone(b))
+            }
+            _ => backend(
+                m,
+                self.sticky.as_deref(),
+                self.admission.as_ref(),
+                Arc::default(),
+            ),
+        };
 
         let mut change = Change::default();
         let backends: Vec<Arc<Backend>> = members
@@ -223,42 +283,54 @@ impl Site {
                 if !was.contains(&m.id.as_str()) {
                     change.joined.push(m.id.clone());
                 }
-                match known.get(m.id.as_str()) {
-                    Some(b)
-                        if b.authority.as_str() == m.address
-                            && b.priority == m.priority
-                            && b.weight == m.weight =>
-                    {
-                        Some(Arc::clone(b))
-                    }
-                    _ => backend(
-                        m,
-                        self.sticky.as_deref(),
-                        self.admission.as_ref(),
-                        Arc::default(),
-                    ),
-                }
+                known_or_new(m)
             })
             .collect();
+        let stays = |id: &str| reported.iter().any(|m| m.id == id);
         let mut draining: Vec<Draining> = self
             .draining
             .iter()
-            .filter(|d| d.until > now && !members.iter().any(|m| m.id == d.backend.id))
-            .cloned()
+            .filter(|d| d.until > now && !stays(&d.backend.id))
+            .map(|d| match d.held {
+                // Held, and no longer listed: it drains as any leaver does.
+                true => Draining {
+                    until: now + drain,
+                    held: false,
+                    ..d.clone()
+                },
+                false => d.clone(),
+            })
             .collect();
-        for gone in self
-            .members()
-            .filter(|b| !members.iter().any(|m| m.id == b.id))
-        {
+        for gone in self.members().filter(|b| !stays(&b.id)) {
             change.left.push(gone.id.clone());
             draining.push(Draining {
                 backend: gone.clone(),
                 until: now + drain,
+                held: false,
             });
+        }
+        for m in holding {
+            if was.contains(&m.id.as_str()) {
+                change.left.push(m.id.clone());
+            }
+            if let Some(backend) = known_or_new(m) {
+                draining.push(Draining {
+                    backend,
+                    until: now.checked_add(HELD_FOR).unwrap_or(now + drain),
+                    held: true,
+                });
+            }
         }
         let best = backends.iter().map(|b| b.priority).min().unwrap_or(0);
         let (active, backups) = backends.into_iter().partition(|b| b.priority == best);
-        (self.with_set(active, backups, draining), change)
+        let site = self.with_set(active, backups, draining);
+        (
+            Site {
+                reported: reported.into(),
+                ..site
+            },
+            change,
+        )
     }
 
     /// This site with another set, everything else (pool, rotation, stickiness, queue) shared,
@@ -280,6 +352,8 @@ impl Site {
             sticky_outcomes: self.sticky_outcomes.clone(),
             outlier: self.outlier,
             admission: self.admission.clone(),
+            reported: self.reported.clone(),
+            held: self.held.clone(),
         };
         for b in site.members() {
             b.leaving.store(false, Ordering::Relaxed);
@@ -301,33 +375,48 @@ impl Site {
         adopted: &mut Adopted,
     ) -> Site {
         let ejects = self.outlier.consecutive_failures > 0;
-        let mut carry = |tier: &[Arc<Backend>]| -> Vec<Arc<Backend>> {
-            tier.iter()
-                .map(|backend| {
-                    let Some(old) = was.members().find(|o| o.id == backend.id) else {
-                        return Arc::clone(backend);
-                    };
-                    adopted.backends += 1;
-                    // One that moved (an SRV target's new address) is counted afresh, as
-                    // discovery would count it.
-                    let moved = old.authority != backend.authority;
-                    let backend = (!moved)
-                        .then(|| self.carried(&member(backend), old))
-                        .flatten()
-                        .unwrap_or_else(|| Arc::clone(backend));
-                    backend.health.adopt(&old.health, checked, ejects);
-                    backend
-                })
-                .collect()
+        let was_draining = was.draining.iter().filter(|d| d.until > now);
+        let old_of = |id: &str| {
+            was.members()
+                .chain(was_draining.clone().map(|d| &d.backend))
+                .find(|o| o.id == id)
         };
-        let (backends, backups) = (carry(&self.backends), carry(&self.backups));
-        let mut draining = self.draining.clone();
-        let leavers = was.members().map(|b| (b, now + drain)).chain(
-            was.draining
-                .iter()
-                .filter(|d| d.until > now)
-                .map(|d| (&d.backend, d.until)),
-        );
+        let mut carry = |tier: &mut dyn Iterator<Item = &Arc<Backend>>| -> Vec<Arc<Backend>> {
+            tier.map(|backend| {
+                let Some(old) = old_of(&backend.id) else {
+                    return Arc::clone(backend);
+                };
+                adopted.backends += 1;
+                // One that moved (an SRV target's new address) is counted afresh, as
+                // discovery would count it.
+                let moved = old.authority != backend.authority;
+                let backend = (!moved)
+                    .then(|| self.carried(&member(backend), old))
+                    .flatten()
+                    .unwrap_or_else(|| Arc::clone(backend));
+                backend.health.adopt(&old.health, checked, ejects);
+                backend
+            })
+            .collect()
+        };
+        let backends = carry(&mut self.backends.iter());
+        let backups = carry(&mut self.backups.iter());
+        // So far only the backends operators hold.
+        let held = carry(&mut self.draining.iter().map(|d| &d.backend));
+        let mut draining: Vec<Draining> = self
+            .draining
+            .iter()
+            .zip(held)
+            .map(|(d, backend)| Draining {
+                backend,
+                ..d.clone()
+            })
+            .collect();
+        let leavers = was
+            .members()
+            .map(|b| (b, now + drain))
+            // A hold ends with the source's listing: as a leaver now.
+            .chain(was_draining.map(|d| (&d.backend, if d.held { now + drain } else { d.until })));
         for (old, until) in leavers {
             let known = |id: &str| {
                 self.members().any(|b| b.id == id) || draining.iter().any(|d| d.backend.id == id)
@@ -337,7 +426,11 @@ impl Site {
             }
             if let Some(b) = self.carried(&member(old), old) {
                 b.health.adopt(&old.health, checked, ejects);
-                draining.push(Draining { backend: b, until });
+                draining.push(Draining {
+                    backend: b,
+                    until,
+                    held: false,
+                });
                 adopted.draining += 1;
             }
         }
@@ -345,23 +438,6 @@ impl Site {
             adopted.routes += sticky.adopt_learned(old);
         }
         self.with_set(backends, backups, draining)
-    }
-
-    /// This site with the members of `was`.
-    fn seeded_from(&self, was: &Site) -> Site {
-        let rebuilt = |tier: &[Arc<Backend>]| -> Vec<Arc<Backend>> {
-            tier.iter()
-                .filter_map(|old| {
-                    let (sticky, admission) = (self.sticky.as_deref(), self.admission.as_ref());
-                    backend(&member(old), sticky, admission, Arc::default())
-                })
-                .collect()
-        };
-        self.with_set(
-            rebuilt(&was.backends),
-            rebuilt(&was.backups),
-            self.draining.clone(),
-        )
     }
 
     /// `member`, the node `old` was in another generation, made for this site (its pool, its
@@ -457,6 +533,56 @@ pub fn update_site(
     change
 }
 
+/// The source of a site does not list the backend an operator named.
+#[derive(Debug, thiserror::Error)]
+#[error("site `{site}` lists no backend `{id}`")]
+pub struct NotListed {
+    pub site: String,
+    pub id: String,
+}
+
+/// Holds backend `id` of the site named `site` out of its set, or releases it (see [`Held`]),
+/// and publishes the site's successor. Returns whether that changed anything.
+pub fn hold(
+    shared: &SharedSnapshot,
+    site: &str,
+    id: &str,
+    held: bool,
+    now: Instant,
+    drain: Duration,
+) -> Result<bool, NotListed> {
+    let snapshot = shared.load();
+    let not_listed = || NotListed {
+        site: site.to_string(),
+        id: id.to_string(),
+    };
+    let index = snapshot
+        .sites
+        .iter()
+        .position(|s| s.name == site)
+        .ok_or_else(not_listed)?;
+    let current = &snapshot.sites[index];
+    // A hold the source no longer lists can still be released.
+    let listed = current.reported.iter().any(|m| m.id == id);
+    let releasable = !held && current.held.ids().contains(id);
+    if !listed && !releasable {
+        return Err(not_listed());
+    }
+    if !current.held.set(id, held) {
+        return Ok(false);
+    }
+    shared.rcu(|current| {
+        let mut sites = current.sites.clone();
+        let reported = sites[index].reported.clone();
+        sites[index] = Arc::new(sites[index].successor(&reported, now, drain).0);
+        Snapshot {
+            sites,
+            active: current.active,
+        }
+    });
+    Ok(true)
+}
+
 /// What a reload kept of the previous generation.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Adopted {
@@ -480,6 +606,7 @@ pub struct Adopted {
 /// - a backend the reload removes, or one still draining, drains here as if it had left now
 ///   (or until its drain was due to end): a reload is one more change of the set;
 /// - both carry the node's requests in flight, so its cap holds through the reload;
+/// - backends an operator holds stay held;
 /// - route mode keeps the routes it learned;
 /// - a DNS site starts from the previous set, as its last known good one: a reload during a DNS
 ///   failure must not empty a site that the failure alone would have kept.
@@ -499,19 +626,17 @@ pub fn adopt(next: &SharedSnapshot, previous: &Snapshot, config: &Config, now: I
         .map(
             |(site, site_config)| match previous.sites.iter().find(|p| p.name == site.name) {
                 Some(was) => {
+                    let drain = config.upstream.drain_timeout;
+                    site.held.copy(&was.held);
                     // A DNS site not looked up yet starts from the last known good set,
                     // as a DNS failure would keep it (discovery goes on from there).
-                    let seeded;
-                    let site = match site_config.backends.dns_name() {
-                        Some(_) if !site.has_backends() => {
-                            seeded = site.seeded_from(was);
-                            adopted.seeded += seeded.members().count();
-                            &seeded
-                        }
-                        _ => site.as_ref(),
-                    };
+                    let seed = site_config.backends.dns_name().is_some() && !site.has_backends();
+                    let reported = if seed { &was.reported } else { &site.reported };
+                    let (site, _) = site.successor(reported, now, drain);
+                    if seed {
+                        adopted.seeded += site.members().count();
+                    }
                     let checked = site_config.health.is_some();
-                    let drain = config.upstream.drain_timeout;
                     Arc::new(site.adopting(was, checked, now, drain, &mut adopted))
                 }
                 None => Arc::clone(site),
@@ -572,6 +697,8 @@ fn site(config: &Config, s: &SiteConfig, metrics: &Metrics) -> Site {
         admission: s
             .shedding
             .map(|sh| Arc::new(Admission::new(&s.name, sh, metrics))),
+        reported: Arc::new([]),
+        held: Arc::default(),
     };
     match &s.backends {
         BackendSource::Static(list) => {
@@ -623,6 +750,8 @@ pub(crate) fn test_site() -> Site {
             max_ejection: t,
         },
         admission: None,
+        reported: Arc::new([]),
+        held: Arc::default(),
     }
 }
 
@@ -676,5 +805,40 @@ mod tests {
         let (s4, _) = s3.successor(&[m("a", 0)], now, drain);
         let (s5, _) = s4.successor(&[m("a", 0)], now + drain + Duration::from_secs(1), drain);
         assert!(s5.draining.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_held_backend_drains_until_released_or_no_longer_listed() {
+        let now = Instant::now();
+        let drain = Duration::from_secs(60);
+        let listed = [m("a", 0), m("bb", 0)];
+        let (s1, _) = test_site().successor(&listed, now, drain);
+        let bb = s1.backends[1].clone();
+        s1.held.set("bb", true);
+
+        // Held: out of the set, draining past any drain timeout, the same Backend.
+        let (s2, c2) = s1.successor(&listed, now, drain);
+        assert_eq!(c2.left, vec!["bb"]);
+        assert_eq!(s2.backends.len(), 1);
+        assert!(s2.draining[0].held && Arc::ptr_eq(&s2.draining[0].backend, &bb));
+        assert!(bb.is_leaving());
+        let later = now + drain * 100;
+        let (s3, c3) = s2.successor(&listed, later, drain);
+        assert!(c3.is_empty(), "{c3:?}");
+        assert!(s3.draining[0].held && s3.draining[0].until > later + drain);
+
+        // Released: back in the set as it was.
+        s3.held.set("bb", false);
+        let (s4, c4) = s3.successor(&listed, later, drain);
+        assert_eq!(c4.joined, vec!["bb"]);
+        assert!(s4.draining.is_empty() && Arc::ptr_eq(&s4.backends[1], &bb));
+        assert!(!bb.is_leaving());
+
+        // Held, then no longer listed: an ordinary drain from then on.
+        s4.held.set("bb", true);
+        let (s5, _) = s4.successor(&listed, later, drain);
+        let (s6, _) = s5.successor(&listed[..1], later, drain);
+        assert!(!s6.draining[0].held);
+        assert_eq!(s6.draining[0].until, later + drain);
     }
 }

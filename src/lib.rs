@@ -453,6 +453,7 @@ fn admin_state(config: &Config, generation: &Generation) -> admin::AdminState {
         token: config.admin.token.clone(),
         metrics_retain: config.admin.metrics_retain,
         listeners: config.listeners.iter().map(|l| l.name.clone()).collect(),
+        drain: config.upstream.drain_timeout,
     }
 }
 

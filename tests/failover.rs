@@ -29,21 +29,8 @@ async fn two_sites(extra: &str) -> (Harness, DemoNode, DemoNode) {
     (proxy, a, b)
 }
 
-async fn admin(proxy: &Harness, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut send = h1(TcpStream::connect(proxy.server.admin_addr()).await.unwrap()).await;
-    let mut req = http::Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", "admin");
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let (status, _, body) = read(send_h1(&mut send, req.body(empty()).unwrap()).await).await;
-    (status, body)
-}
-
 async fn sites(proxy: &Harness) -> serde_json::Value {
-    let (status, body) = admin(proxy, "GET", "/sites", Some(TOKEN)).await;
+    let (status, body) = proxy.admin("GET", "/sites", Some(TOKEN)).await;
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap()
 }
@@ -119,13 +106,13 @@ async fn a_site_going_down_moves_traffic_and_failback_waits_for_the_operator() {
     for _ in 0..10 {
         assert_eq!(node(&proxy).await, "b-1", "no automatic failback");
     }
-    let (status, body) = admin(
-        &proxy,
-        "POST",
-        "/sites/failback?who=alice&why=resynced",
-        Some(TOKEN),
-    )
-    .await;
+    let (status, body) = proxy
+        .admin(
+            "POST",
+            "/sites/failback?who=alice&why=resynced",
+            Some(TOKEN),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"active\": \"main\""), "{body}");
     assert_eq!(node(&proxy).await, "a-1");
@@ -155,54 +142,57 @@ async fn automatic_failback_moves_traffic_back_after_the_hold_time() {
 #[tokio::test]
 async fn switchover_and_force_down_through_the_admin_api() {
     let (proxy, _a, _b) = two_sites("").await;
-    assert_eq!(admin(&proxy, "GET", "/sites", None).await.0, 401);
+    assert_eq!(proxy.admin("GET", "/sites", None).await.0, 401);
     assert_eq!(
-        admin(
-            &proxy,
-            "POST",
-            "/sites/b/switchover",
-            Some("wrong-token-of-32-characters!!!!")
-        )
-        .await
-        .0,
+        proxy
+            .admin(
+                "POST",
+                "/sites/b/switchover",
+                Some("wrong-token-of-32-characters!!!!")
+            )
+            .await
+            .0,
         401
     );
     assert_eq!(
-        admin(&proxy, "GET", "/metrics", None).await.0,
+        proxy.admin("GET", "/metrics", None).await.0,
         200,
         "metrics need no token"
     );
     assert_eq!(
-        admin(&proxy, "POST", "/sites/nowhere/switchover", Some(TOKEN))
+        proxy
+            .admin("POST", "/sites/nowhere/switchover", Some(TOKEN))
             .await
             .0,
         404
     );
     assert_eq!(
-        admin(&proxy, "GET", "/sites/b/switchover", Some(TOKEN))
+        proxy
+            .admin("GET", "/sites/b/switchover", Some(TOKEN))
             .await
             .0,
         405
     );
 
     // Planned switchover to b.
-    let (status, body) = admin(
-        &proxy,
-        "POST",
-        "/sites/b/switchover?who=bob&why=maintenance",
-        Some(TOKEN),
-    )
-    .await;
+    let (status, body) = proxy
+        .admin(
+            "POST",
+            "/sites/b/switchover?who=bob&why=maintenance",
+            Some(TOKEN),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(node(&proxy).await, "b-1");
     // Forcing b down moves traffic back to main, and b cannot be switched to while held down.
     assert_eq!(
-        admin(&proxy, "POST", "/sites/b/down", Some(TOKEN)).await.0,
+        proxy.admin("POST", "/sites/b/down", Some(TOKEN)).await.0,
         200
     );
     assert_eq!(node(&proxy).await, "a-1");
     assert_eq!(
-        admin(&proxy, "POST", "/sites/b/switchover", Some(TOKEN))
+        proxy
+            .admin("POST", "/sites/b/switchover", Some(TOKEN))
             .await
             .0,
         409
@@ -216,9 +206,7 @@ async fn switchover_and_force_down_through_the_admin_api() {
 
     // Both held down: the last active site keeps serving, and the proxy says DOWN upstream.
     assert_eq!(
-        admin(&proxy, "POST", "/sites/main/down", Some(TOKEN))
-            .await
-            .0,
+        proxy.admin("POST", "/sites/main/down", Some(TOKEN)).await.0,
         200
     );
     assert_eq!(
@@ -229,16 +217,15 @@ async fn switchover_and_force_down_through_the_admin_api() {
     let (status, _, body) = get_plain(proxy.plain_addr(), "/lb-check").await;
     assert_eq!((status, body.as_str()), (503, "DOWN"));
     assert_eq!(
-        admin(&proxy, "POST", "/sites/main/release", Some(TOKEN))
+        proxy
+            .admin("POST", "/sites/main/release", Some(TOKEN))
             .await
             .0,
         200
     );
     assert_eq!(get_plain(proxy.plain_addr(), "/lb-check").await.0, 200);
     assert_eq!(
-        admin(&proxy, "POST", "/sites/b/release", Some(TOKEN))
-            .await
-            .0,
+        proxy.admin("POST", "/sites/b/release", Some(TOKEN)).await.0,
         200
     );
     assert_eq!(
@@ -323,7 +310,7 @@ async fn sticky_sessions_move_to_the_new_site_deterministically_and_stay() {
     }
     for p in [&p1, &p2] {
         assert_eq!(
-            admin(p, "POST", "/sites/b/switchover", Some(TOKEN)).await.0,
+            p.admin("POST", "/sites/b/switchover", Some(TOKEN)).await.0,
             200
         );
     }

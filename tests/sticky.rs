@@ -552,3 +552,87 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls::pki_types::CertificateDer<'st
         .map(|c| c.unwrap())
         .collect()
 }
+
+/// New sessions, none of them on `node`.
+async fn held_out(addr: SocketAddr, node: &str) {
+    for _ in 0..15 {
+        let v = User::default().visit(addr).await;
+        assert_eq!(v.status, 200, "{}", v.body);
+        assert_ne!(v.node, node, "a new session on the held node");
+    }
+}
+
+/// Every user's session is still on its node.
+async fn stay_home(addr: SocketAddr, users: &mut [User], homes: &[String]) {
+    for (user, home) in users.iter_mut().zip(homes) {
+        let v = user.visit(addr).await;
+        assert!(!v.lost(), "{}", v.body);
+        assert_eq!(&v.node, home, "a session moved");
+    }
+}
+
+/// An operator drains a node before patching it, as with HAProxy's `set server ... state
+/// drain`: new sessions go elsewhere, its own sessions stay on it, through DNS rounds and a
+/// reload, until it is released.
+#[tokio::test]
+async fn an_operator_hold_drains_a_node_until_released() {
+    let cluster = Cluster::start(3).await;
+    cluster.publish(&[0, 1, 2]);
+    let proxy = cluster.proxy(&cookie_mode(), "").await;
+    let addr = proxy.plain_addr();
+    let mut users = vec![User::default(); 12];
+    let homes = keeps_every_session(&[&proxy], &mut users, 0).await;
+    let node = cluster
+        .nodes
+        .iter()
+        .find(|n| n.name == homes[0])
+        .expect("a node's name");
+    let id = format!("{}.{DOMAIN}:{}", node.name, node.addr.port());
+    let drain = format!("/sites/main/backends/{id}/drain?who=alice&why=patching");
+    let (status, body) = proxy.admin("POST", &drain, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"changed\": true"), "{body}");
+
+    // Discovery rounds rebuild the set from DNS, which still lists the node.
+    let lookups = "sessiongate_dns_lookups_total{result=\"ok\",site=\"main\"}";
+    let before = metric(&proxy.metrics().await, lookups).unwrap();
+    eventually("two more DNS rounds", || async {
+        metric(&proxy.metrics().await, lookups).unwrap() >= before + 2.0
+    })
+    .await;
+    held_out(addr, &node.name).await;
+    stay_home(addr, &mut users, &homes).await;
+    let (_, sites) = proxy.admin("GET", "/sites", None).await;
+    let sites: serde_json::Value = serde_json::from_str(&sites).unwrap();
+    let backends = sites["sites"][0]["backends"].as_array().unwrap();
+    let states: Vec<(&str, &str)> = backends
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap(), b["state"].as_str().unwrap()))
+        .collect();
+    assert!(states.contains(&(id.as_str(), "held")), "{states:?}");
+    assert_eq!(states.iter().filter(|s| s.1 == "active").count(), 2);
+    let held = "sessiongate_backends{site=\"main\",state=\"held\"}";
+    assert_eq!(metric(&proxy.metrics().await, held), Some(1.0));
+
+    // A reload keeps the hold.
+    proxy
+        .reload_edited(|text| text.replace("refresh_max = \"200ms\"", "refresh_max = \"250ms\""))
+        .await;
+    held_out(addr, &node.name).await;
+    stay_home(addr, &mut users, &homes).await;
+
+    let release = format!("/sites/main/backends/{id}/release?who=alice&why=patched");
+    assert_eq!(proxy.admin("POST", &release, None).await.0, 200);
+    assert_eq!(metric(&proxy.metrics().await, held), Some(0.0));
+    let mut back = false;
+    for _ in 0..60 {
+        back |= User::default().visit(addr).await.node == node.name;
+    }
+    assert!(back, "new sessions reach the released node");
+    stay_home(addr, &mut users, &homes).await;
+
+    let unknown = "/sites/main/backends/nowhere:1/drain";
+    assert_eq!(proxy.admin("POST", unknown, None).await.0, 404);
+    let wrong_method = format!("/sites/main/backends/{id}/drain");
+    assert_eq!(proxy.admin("GET", &wrong_method, None).await.0, 405);
+}

@@ -271,11 +271,13 @@ impl SiteDiscovery {
 
 /// Backends per state for one site.
 pub fn report(metrics: &Metrics, site: &Site, now: Instant) {
-    let draining = site.draining.iter().filter(|d| d.until > now).count();
+    let live = site.draining.iter().filter(|d| d.until > now);
+    let held = live.clone().filter(|d| d.held).count();
     for (state, n) in [
         ("active", site.backends.len()),
         ("backup", site.backups.len()),
-        ("draining", draining),
+        ("draining", live.count() - held),
+        ("held", held),
     ] {
         metrics
             .backends

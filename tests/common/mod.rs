@@ -176,6 +176,20 @@ impl Harness {
         self.server.reload().await.unwrap();
     }
 
+    /// A request to the admin listener, with a bearer token if given: status and body.
+    pub async fn admin(&self, method: &str, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut send = h1(TcpStream::connect(self.server.admin_addr()).await.unwrap()).await;
+        let mut req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "admin");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let (status, _, body) = read(send_h1(&mut send, req.body(empty()).unwrap()).await).await;
+        (status, body)
+    }
+
     pub async fn metrics(&self) -> String {
         let (status, _, body) = get_plain(self.server.admin_addr(), "/metrics").await;
         assert_eq!(status, 200);
