@@ -533,12 +533,13 @@ pub fn update_site(
     change
 }
 
-/// The source of a site does not list the backend an operator named.
+/// Why a backend an operator named cannot be held or released.
 #[derive(Debug, thiserror::Error)]
-#[error("site `{site}` lists no backend `{id}`")]
-pub struct NotListed {
-    pub site: String,
-    pub id: String,
+pub enum HoldError {
+    #[error("no site `{0}`")]
+    UnknownSite(String),
+    #[error("site `{site}` lists no backend `{id}`")]
+    NotListed { site: String, id: String },
 }
 
 /// Holds backend `id` of the site named `site` out of its set, or releases it (see [`Held`]),
@@ -550,23 +551,22 @@ pub fn hold(
     held: bool,
     now: Instant,
     drain: Duration,
-) -> Result<bool, NotListed> {
+) -> Result<bool, HoldError> {
     let snapshot = shared.load();
-    let not_listed = || NotListed {
-        site: site.to_string(),
-        id: id.to_string(),
-    };
     let index = snapshot
         .sites
         .iter()
         .position(|s| s.name == site)
-        .ok_or_else(not_listed)?;
+        .ok_or_else(|| HoldError::UnknownSite(site.to_string()))?;
     let current = &snapshot.sites[index];
     // A hold the source no longer lists can still be released.
     let listed = current.reported.iter().any(|m| m.id == id);
     let releasable = !held && current.held.ids().contains(id);
     if !listed && !releasable {
-        return Err(not_listed());
+        return Err(HoldError::NotListed {
+            site: site.to_string(),
+            id: id.to_string(),
+        });
     }
     if !current.held.set(id, held) {
         return Ok(false);

@@ -632,7 +632,14 @@ async fn an_operator_hold_drains_a_node_until_released() {
     stay_home(addr, &mut users, &homes).await;
 
     let unknown = "/sites/main/backends/nowhere:1/drain";
-    assert_eq!(proxy.admin("POST", unknown, None).await.0, 404);
+    let (status, body) = proxy.admin("POST", unknown, None).await;
+    assert_eq!(status, 404);
+    assert!(body.contains("lists no backend `nowhere:1`"), "{body}");
+    let (status, body) = proxy
+        .admin("POST", &drain.replace("/main/", "/dc9/"), None)
+        .await;
+    assert_eq!(status, 404);
+    assert!(body.contains("no site `dc9`"), "{body}");
     let wrong_method = format!("/sites/main/backends/{id}/drain");
     assert_eq!(proxy.admin("GET", &wrong_method, None).await.0, 405);
 }
