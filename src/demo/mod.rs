@@ -344,6 +344,8 @@ impl Demo {
              \x20 curl -s -X POST http://{admin}/sites/dc2/switchover  (planned switch)\n\
              \x20 curl -s -X POST http://{admin}/sites/dc1/down        (hold a site down; /release)\n\
              \x20 curl -sk https://localhost:{https_port}/lb-check     (the proxy's own, for a global balancer)\n\n\
+             Drain a node by hand (no new sessions; its own stay) with an id from /sites:\n\
+             \x20 curl -s -X POST 'http://{admin}/sites/dc1/backends/<id>/drain'   (and /release)\n\n\
              Ctrl-C drains and stops.\n",
             dns = self.dns.addr,
             dns_ip = self.dns.addr.ip(),
