@@ -26,6 +26,7 @@ use crate::body::ProxyBody;
 use crate::error::local_response;
 use crate::failover::state::OperationError;
 use crate::failover::{Failover, Operation, Operator};
+use crate::health::now_ms;
 use crate::metrics::Metrics;
 use crate::stale_series::{Present, StaleSeries};
 
@@ -52,6 +53,8 @@ pub struct AdminState {
     pub listeners: Vec<String>,
     /// `[upstream] drain_timeout`: how long a backend drains once its hold ends with its listing.
     pub drain: Duration,
+    /// `[balance] slow_start`, to show the share of warming backends.
+    pub slow_start: Option<Duration>,
 }
 
 impl Admin {
@@ -205,12 +208,18 @@ impl Admin {
                     continue;
                 };
                 let backend = |b: &Backend, state: &str| {
-                    serde_json::json!({
+                    let mut entry = serde_json::json!({
                         "id": b.id,
                         "address": b.authority.as_str(),
                         "state": state,
                         "in_flight": b.in_flight(),
-                    })
+                    });
+                    let window = current.slow_start.map(|w| w.as_millis() as u64);
+                    let share = window.map_or(100, |w| b.health.warmth(now_ms(), w));
+                    if share < 100 {
+                        entry["slow_start_percent"] = share.into();
+                    }
+                    entry
                 };
                 let mut backends: Vec<_> =
                     site.backends.iter().map(|b| backend(b, "active")).collect();

@@ -14,7 +14,7 @@ use http::uri::Authority;
 use crate::admission::Admission;
 use crate::balance::RoundRobin;
 use crate::config::{BackendSource, Config, Outlier, SiteConfig};
-use crate::health::Health;
+use crate::health::{now_ms, Health};
 use crate::metrics::Metrics;
 use crate::select::Outcome;
 use crate::sticky::Sticky;
@@ -280,10 +280,17 @@ impl Site {
         let backends: Vec<Arc<Backend>> = members
             .iter()
             .filter_map(|m| {
-                if !was.contains(&m.id.as_str()) {
+                let joined = !was.contains(&m.id.as_str());
+                let backend = known_or_new(m)?;
+                if joined {
                     change.joined.push(m.id.clone());
+                    // Into a set already serving (a scale-up, or back from a hold): slow
+                    // start, where configured, counts from now.
+                    if !was.is_empty() {
+                        backend.health.came_back(now_ms());
+                    }
                 }
-                known_or_new(m)
+                Some(backend)
             })
             .collect();
         let stays = |id: &str| reported.iter().any(|m| m.id == id);
@@ -384,6 +391,10 @@ impl Site {
         let mut carry = |tier: &mut dyn Iterator<Item = &Arc<Backend>>| -> Vec<Arc<Backend>> {
             tier.map(|backend| {
                 let Some(old) = old_of(&backend.id) else {
+                    // New with this configuration, into a site already serving.
+                    if was.has_backends() {
+                        backend.health.came_back(now_ms());
+                    }
                     return Arc::clone(backend);
                 };
                 adopted.backends += 1;

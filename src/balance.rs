@@ -32,27 +32,39 @@ impl RoundRobin {
     pub fn pick_weighted<'a, T>(
         &self,
         items: &'a [T],
-        weight: impl Fn(&T) -> u16,
+        weight: impl Fn(&T) -> u64,
     ) -> Option<&'a T> {
         let first = weight(items.first()?);
         if items.iter().all(|i| weight(i) == first) {
             return self.pick(items);
         }
-        let total: u64 = items.iter().map(|i| u64::from(weight(i))).sum();
-        if total == 0 {
-            return self.pick(items);
-        }
-        let mut n = self.next.fetch_add(1, Ordering::Relaxed) as u64 % total;
-        for item in items {
-            let w = u64::from(weight(item));
-            if n < w {
-                return Some(item);
-            }
-            n -= w;
-        }
-        debug_assert!(false, "n < total always lands on an item");
-        items.last()
+        let n = self.next.fetch_add(1, Ordering::Relaxed) as u64;
+        nth_weighted(items, n, weight).or_else(|| self.pick(items))
     }
+}
+
+/// The item that the `n`th of `total` consecutive slots falls on, when each item takes
+/// `weight` slots in turn; `None` when every weight is 0.
+fn nth_weighted<T>(items: &[T], n: u64, weight: impl Fn(&T) -> u64) -> Option<&T> {
+    let total: u64 = items.iter().map(&weight).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut n = n % total;
+    for item in items {
+        let w = weight(item);
+        if n < w {
+            return Some(item);
+        }
+        n -= w;
+    }
+    debug_assert!(false, "n < total always lands on an item");
+    items.last()
+}
+
+/// Random, each item as likely as its `weight` (uniformly when every weight is 0).
+pub fn random_weighted<T>(items: &[T], random: u64, weight: impl Fn(&T) -> u64) -> Option<&T> {
+    nth_weighted(items, random, weight).or_else(|| self::random(items, random))
 }
 
 /// A stable 64-bit hash of `parts` under `seed`: FNV-1a with a separator between parts, then
@@ -102,20 +114,41 @@ pub fn rendezvous<'a, T: 'a>(
 /// Power of two choices: of two distinct items drawn with `random`, the one with less `load`.
 /// Nearly as good as scanning for the least loaded, with no herd on one item.
 pub fn p2c<T>(items: &[T], random: u64, load: impl Fn(&T) -> usize) -> Option<&T> {
-    match items.len() {
-        0 => None,
-        1 => items.first(),
+    p2c_weighted(items, (random, 0), load, |_| 1)
+}
+
+/// Power of two choices where items have weights: of the two drawn with `random.0`, the less
+/// loaded when their weights are equal (as [`p2c`]); otherwise each is taken, by `random.1`,
+/// in proportion to `weight / (load + 1)`. So with equal loads a backend in slow start at a
+/// tenth of its weight is taken about a tenth as often, rather than never (comparing scaled
+/// loads strictly would starve it while the site is idle, when warming it costs nothing).
+pub fn p2c_weighted<T>(
+    items: &[T],
+    random: (u64, u64),
+    load: impl Fn(&T) -> usize,
+    weight: impl Fn(&T) -> u64,
+) -> Option<&T> {
+    let (a, b) = match items.len() {
+        0 => return None,
+        1 => return items.first(),
         n => {
-            let a = (random % n as u64) as usize;
-            let b = (a + 1 + ((random >> 32) % (n as u64 - 1)) as usize) % n;
+            let a = (random.0 % n as u64) as usize;
+            let b = (a + 1 + ((random.0 >> 32) % (n as u64 - 1)) as usize) % n;
             debug_assert_ne!(a, b);
-            Some(if load(&items[b]) < load(&items[a]) {
-                &items[b]
-            } else {
-                &items[a]
-            })
+            (&items[a], &items[b])
         }
+    };
+    let (wa, wb) = (weight(a), weight(b));
+    if wa == wb {
+        return Some(if load(b) < load(a) { b } else { a });
     }
+    let (sa, sb) = (
+        wa as f64 / (load(a) + 1) as f64,
+        wb as f64 / (load(b) + 1) as f64,
+    );
+    // `random.1` as a fraction in [0, 1).
+    let draw = (random.1 >> 11) as f64 / (1u64 << 53) as f64;
+    Some(if draw * (sa + sb) < sa { a } else { b })
 }
 
 /// Uniformly random.
@@ -164,12 +197,12 @@ mod tests {
         let items = [("a", 3u16), ("b", 1), ("c", 0)];
         let mut counts = [0usize; 3];
         for _ in 0..400 {
-            let picked = rr.pick_weighted(&items, |i| i.1).unwrap();
+            let picked = rr.pick_weighted(&items, |i| i.1.into()).unwrap();
             counts[items.iter().position(|i| i == picked).unwrap()] += 1;
         }
         assert_eq!(counts, [300, 100, 0]);
         let zeros = [("a", 0u16), ("b", 0)];
-        assert!(rr.pick_weighted(&zeros, |i| i.1).is_some());
+        assert!(rr.pick_weighted(&zeros, |i| i.1.into()).is_some());
     }
 
     #[test]
@@ -264,6 +297,50 @@ mod tests {
         }
         assert_eq!(seen, [true; 3]);
         assert!(random::<u8>(&[], 3).is_none());
+    }
+
+    /// The middle of the `k`th of `of` equal slots of [0, 1), as `p2c_weighted` reads its
+    /// second random number.
+    fn fraction(k: u64, of: u64) -> u64 {
+        (((2 * k + 1) << 52) / of) << 11
+    }
+
+    #[test]
+    fn weighted_p2c_takes_a_lighter_item_in_proportion_and_never_starves_it() {
+        // (weight, load): the first is at a tenth of its share, as in slow start.
+        let items = [(10u64, 0usize), (100, 0)];
+        let pick = |k: u64, loads: (usize, usize)| {
+            let items = [(items[0].0, loads.0), (items[1].0, loads.1)];
+            let picked = p2c_weighted(&items, (0, fraction(k, 1100)), |i| i.1, |i| i.0);
+            picked.unwrap().0
+        };
+        let light = (0..1100).filter(|&k| pick(k, (0, 0)) == 10).count();
+        assert_eq!(light, 100, "10 / (10 + 100) of the draws");
+        // Loaded ten times as much, the heavy one scores as the light: half each.
+        let light = (0..1100).filter(|&k| pick(k, (0, 9)) == 10).count();
+        assert_eq!(light, 550);
+        // Equal weights: strictly the less loaded, whatever the draw.
+        let equal = [(100u64, 3usize), (100, 2)];
+        for k in 0..100 {
+            let picked = p2c_weighted(&equal, (0, fraction(k, 100)), |i| i.1, |i| i.0);
+            assert_eq!(picked.unwrap().1, 2);
+        }
+        assert_eq!(
+            p2c_weighted(&items[..1], (7, 7), |i| i.1, |i| i.0),
+            Some(&items[0])
+        );
+    }
+
+    #[test]
+    fn weighted_random_follows_the_weights() {
+        let items = [(0u8, 10u64), (1, 100), (2, 0)];
+        let mut counts = [0; 3];
+        for n in 0..110 {
+            counts[random_weighted(&items, n, |i| i.1).unwrap().0 as usize] += 1;
+        }
+        assert_eq!(counts, [10, 100, 0]);
+        let zeros = [(0u8, 0u64), (1, 0)];
+        assert!(random_weighted(&zeros, 5, |i| i.1).is_some());
     }
 
     #[test]

@@ -454,6 +454,7 @@ fn admin_state(config: &Config, generation: &Generation) -> admin::AdminState {
         metrics_retain: config.admin.metrics_retain,
         listeners: config.listeners.iter().map(|l| l.name.clone()).collect(),
         drain: config.upstream.drain_timeout,
+        slow_start: config.balance.slow_start,
     }
 }
 

@@ -130,17 +130,29 @@ impl Site {
         } else {
             Cow::Owned(pool.iter().filter(|b| has_room(b)).cloned().collect())
         };
+        // Percent of its share: below 100 only in slow start.
+        let warmth = |b: &Arc<Backend>| match balance.slow_start {
+            Some(window) => b.health.warmth(now, window.as_millis() as u64),
+            None => 100,
+        };
         let backend = match (&balance.algorithm, hash_key) {
+            (Algorithm::LeastRequests, _) if balance.slow_start.is_some() => {
+                let random = (balance::random_u64(), balance::random_u64());
+                balance::p2c_weighted(&roomy, random, |b| b.in_flight(), warmth)
+            }
             (Algorithm::LeastRequests, _) => {
                 balance::p2c(&roomy, balance::random_u64(), |b| b.in_flight())
+            }
+            (Algorithm::Random, _) if balance.slow_start.is_some() => {
+                balance::random_weighted(&roomy, balance::random_u64(), warmth)
             }
             (Algorithm::Random, _) => balance::random(&roomy, balance::random_u64()),
             (Algorithm::Hash(_), Some(key)) => {
                 balance::rendezvous(roomy.iter(), key, balance.seed, |b| &b.id)
             }
-            (Algorithm::RoundRobin, _) | (Algorithm::Hash(_), None) => {
-                self.rotation.pick_weighted(&roomy, |b| b.weight)
-            }
+            (Algorithm::RoundRobin, _) | (Algorithm::Hash(_), None) => self
+                .rotation
+                .pick_weighted(&roomy, |b| u64::from(b.weight) * warmth(b)),
         }
         .ok_or(NoPick::Busy { pinned: None })?;
         Ok(Selection {
@@ -256,6 +268,7 @@ mod tests {
         Balance {
             algorithm: Algorithm::RoundRobin,
             seed: 0,
+            slow_start: None,
             sticky: None,
         }
     }
@@ -282,6 +295,54 @@ mod tests {
     fn pick(site: &Site, session: &SessionKey, tried: &[Arc<Backend>]) -> (String, Outcome) {
         let s = site.select(&rr(), session, None, tried).ok().unwrap();
         (s.backend.id.clone(), s.outcome)
+    }
+
+    #[test]
+    fn a_backend_joining_a_serving_set_starts_slowly_and_the_first_set_does_not() {
+        let now = Instant::now();
+        let (s, _) = test_site().successor(&[m("a", 0), m("bb", 0)], now, Duration::ZERO);
+        let (s, _) = s.successor(&[m("a", 0), m("bb", 0), m("ccc", 0)], now, Duration::ZERO);
+        let window = Duration::from_secs(3600);
+        let slow = |algorithm| Balance {
+            algorithm,
+            slow_start: Some(window),
+            ..rr()
+        };
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        // One full turn of the weighted rotation: 100 + 100 + 10 slots (a second into an
+        // hour's slow start is still 10%).
+        for _ in 0..210 {
+            let picked = s.select(
+                &slow(Algorithm::RoundRobin),
+                &SessionKey::Unpinned,
+                None,
+                &[],
+            );
+            *counts
+                .entry(picked.ok().unwrap().backend.id.clone())
+                .or_default() += 1;
+        }
+        assert_eq!(counts["ccc"], 10, "{counts:?}");
+        assert_eq!((counts["a"], counts["bb"]), (100, 100));
+        // Random and least requests give it some share too, never none and never its full one.
+        for algorithm in [Algorithm::Random, Algorithm::LeastRequests] {
+            let newcomer = (0..3000)
+                .filter(|_| {
+                    let picked =
+                        s.select(&slow(algorithm.clone()), &SessionKey::Unpinned, None, &[]);
+                    picked.ok().unwrap().backend.id == "ccc"
+                })
+                .count();
+            assert!(
+                (50..500).contains(&newcomer),
+                "{algorithm:?}: {newcomer} of 3000"
+            );
+        }
+        // Without slow start it takes its full share at once.
+        let full = (0..300)
+            .filter(|_| pick(&s, &SessionKey::Unpinned, &[]).0 == "ccc")
+            .count();
+        assert_eq!(full, 100);
     }
 
     #[test]

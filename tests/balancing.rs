@@ -161,3 +161,47 @@ async fn requests_without_the_key_fall_back_to_round_robin() {
     }
     assert_eq!(nodes_seen.len(), 1);
 }
+
+/// A node added while the site serves gets a tenth of its share at first (slow start), so a
+/// cold JVM is not handed a full share of new sessions; the nodes already serving are not
+/// slowed.
+#[tokio::test]
+async fn a_node_added_by_a_reload_starts_slowly() {
+    let nodes = start_nodes(3).await;
+    let (first, all): (Vec<_>, Vec<_>) = (
+        nodes[..2].iter().map(|n| n.addr).collect(),
+        nodes.iter().map(|n| n.addr).collect(),
+    );
+    let proxy = Harness::start_site(&static_site(&first), "[balance]\nslow_start = \"1h\"\n").await;
+    let plain = proxy.plain_addr();
+    let served = answering_nodes(plain, 20).await;
+    assert_eq!(served.iter().filter(|n| *n == "node-1").count(), 10);
+    proxy
+        .reload_edited(|text| text.replace(&static_site(&first), &static_site(&all)))
+        .await;
+    // One turn of the weighted rotation: 100 + 100 + 10 (an hour's slow start, seconds in).
+    let served = answering_nodes(plain, 210).await;
+    let count = |name: &str| served.iter().filter(|n| *n == name).count();
+    assert_eq!(
+        (count("node-1"), count("node-2"), count("node-3")),
+        (100, 100, 10)
+    );
+    let (status, sites) = proxy.admin("GET", "/sites", None).await;
+    assert_eq!(status, 200);
+    let sites: serde_json::Value = serde_json::from_str(&sites).unwrap();
+    let shares: Vec<(String, Option<u64>)> = sites["sites"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| {
+            let address = b["address"].as_str().unwrap().to_string();
+            (address, b["slow_start_percent"].as_u64())
+        })
+        .collect();
+    let expected: Vec<(String, Option<u64>)> = all
+        .iter()
+        .zip([None, None, Some(10)])
+        .map(|(a, share)| (a.to_string(), share))
+        .collect();
+    assert_eq!(shares, expected);
+}

@@ -55,8 +55,19 @@ pub(super) fn balance(c: &mut Checker<'_>, b: &raw::RawBalance) -> Balance {
             Algorithm::RoundRobin
         }
     };
+    let slow_start = b
+        .slow_start
+        .as_deref()
+        .map(|s| c.duration("balance.slow_start", Some(s), s));
+    if slow_start.is_some() && matches!(algorithm, Algorithm::Hash(_)) {
+        c.issue(
+            "balance.slow_start",
+            "is not used with algorithm = \"hash\": a key keeps to its backend",
+        );
+    }
     Balance {
         algorithm,
+        slow_start,
         seed: b.hash_seed.unwrap_or(0),
         sticky: b.sticky.as_ref().and_then(|s| sticky(c, s)),
     }

@@ -81,6 +81,7 @@ pub(super) fn render(c: &Config) -> String {
                 _ => None,
             },
             hash_seed: Some(c.balance.seed),
+            slow_start: c.balance.slow_start.and_then(dur),
             sticky: c.balance.sticky.as_ref().map(sticky),
         },
         limits: RawLimits {

@@ -173,6 +173,9 @@ pub struct Balance {
     /// How a backend is chosen for a request that is not (yet) sticky to one.
     pub algorithm: Algorithm,
     pub seed: u64,
+    /// How long a backend back in service takes to get its full share (`Health::warmth`);
+    /// `None`: at once.
+    pub slow_start: Option<Duration>,
     /// Keeps a session on its backend; `None` (the default) balances every request afresh.
     pub sticky: Option<StickyMode>,
 }

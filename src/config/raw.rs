@@ -226,6 +226,9 @@ pub struct RawBalance {
     pub hash_key: Option<String>,
     /// Replicas that must agree on where a key goes share this (and the backend set).
     pub hash_seed: Option<u64>,
+    /// A backend back in service gets a share of new requests rising from 10% to 100% over
+    /// this long (off when absent).
+    pub slow_start: Option<String>,
     /// Present: requests keep to the backend holding their session.
     pub sticky: Option<RawSticky>,
 }

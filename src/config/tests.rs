@@ -476,3 +476,20 @@ fn a_request_id_header_must_be_a_name_of_its_own() {
         );
     }
 }
+
+#[test]
+fn slow_start_is_a_positive_duration_and_not_for_hashing() {
+    let balance = |extra: &str| check(&format!("{MINIMAL}[balance]\n{extra}\n"));
+    let c = balance("slow_start = \"90s\"").unwrap();
+    assert_eq!(c.balance.slow_start, Some(Duration::from_secs(90)));
+    assert!(c.to_effective_toml().contains("slow_start = \"1m 30s\""));
+    assert_eq!(balance("").unwrap().balance.slow_start, None);
+    for bad in [
+        "slow_start = \"0s\"",
+        "slow_start = \"soon\"",
+        "algorithm = \"hash\"\nhash_key = \"source_ip\"\nslow_start = \"1m\"",
+    ] {
+        let err = balance(bad).unwrap_err();
+        assert!(keys(&err).contains(&"balance.slow_start"), "{bad}: {err}");
+    }
+}

@@ -29,6 +29,9 @@ pub struct Health {
     ejections: AtomicU32,
     /// Ejected until this `now_ms()`; 0 when not ejected.
     ejected_until: AtomicU64,
+    /// When it came back into service: joined a set already serving, or came back up; 0 when
+    /// in service from the start. With `ejected_until`, where slow start counts from.
+    back_since: AtomicU64,
 }
 
 impl Default for Health {
@@ -38,9 +41,13 @@ impl Default for Health {
             failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            back_since: AtomicU64::new(0),
         }
     }
 }
+
+/// The least share of its weight a backend in slow start gets (Envoy's default).
+const SLOW_START_FLOOR: u64 = 10;
 
 impl Health {
     pub fn available(&self, now: u64) -> bool {
@@ -57,7 +64,33 @@ impl Health {
 
     /// Sets the active checks' verdict; true when it changed.
     pub fn set_up(&self, up: bool) -> bool {
-        self.up.swap(up, Ordering::Relaxed) != up
+        let changed = self.up.swap(up, Ordering::Relaxed) != up;
+        if changed && up {
+            self.came_back(now_ms());
+        }
+        changed
+    }
+
+    /// Marks it as (back) in service from `now`: slow start counts from here.
+    pub fn came_back(&self, now: u64) {
+        self.back_since.store(now, Ordering::Relaxed);
+    }
+
+    /// The share of its weight, in percent, that it gets `now`, `window` ms into slow start:
+    /// from 10% when it came back into service (joined, came back up, or its ejection ended)
+    /// rising linearly to 100% (HAProxy's `slowstart`, Envoy's `slow_start_config`). A JVM
+    /// node such as Keycloak serves slowly until its code is compiled and its caches warm:
+    /// a full share of new sessions at once would make the first users' logins crawl.
+    pub fn warmth(&self, now: u64, window: u64) -> u64 {
+        let since = self
+            .back_since
+            .load(Ordering::Relaxed)
+            .max(self.ejected_until.load(Ordering::Relaxed));
+        let elapsed = now.saturating_sub(since);
+        if since == 0 || window == 0 || elapsed >= window {
+            return 100;
+        }
+        (SLOW_START_FLOOR + (100 - SLOW_START_FLOOR) * elapsed / window).max(SLOW_START_FLOOR)
     }
 
     /// Takes over what the previous generation knew of the same backend (a reload): the
@@ -68,6 +101,9 @@ impl Health {
         if active {
             self.up.store(previous.is_up(), Ordering::Relaxed);
         }
+        // A slow start under way goes on.
+        let since = previous.back_since.load(Ordering::Relaxed);
+        self.back_since.store(since, Ordering::Relaxed);
         if passive {
             for (mine, was) in [
                 (&self.failures, &previous.failures),
@@ -119,6 +155,30 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slow_start_rises_from_a_tenth_to_full_from_each_return_to_service() {
+        let window = 60_000;
+        let h = Health::default();
+        assert_eq!(h.warmth(5_000, window), 100, "in service from the start");
+        h.came_back(10_000);
+        assert_eq!(h.warmth(10_000, window), 10);
+        assert_eq!(h.warmth(40_000, window), 55);
+        assert_eq!(h.warmth(70_000, window), 100);
+        assert_eq!(h.warmth(10_000, 0), 100, "no slow start");
+        // An ejection that ended at 100 s counts as a return to service.
+        h.ejected_until.store(100_000, Ordering::Relaxed);
+        assert_eq!(h.warmth(106_000, window), 19);
+        // So does coming back up after the checks held it down.
+        assert!(h.set_up(false) && h.set_up(true));
+        let back = h.back_since.load(Ordering::Relaxed);
+        assert!(back > 0);
+        assert_eq!(h.warmth(back.max(100_000) + 30_000, window), 55);
+        // A reload's new Health goes on with the ramp.
+        let next = Health::default();
+        next.adopt(&h, true, true);
+        assert_eq!(next.warmth(back.max(100_000) + 30_000, window), 55);
+    }
 
     #[test]
     fn ejection_backs_off_and_resets() {
