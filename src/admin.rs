@@ -208,14 +208,17 @@ impl Admin {
                     continue;
                 };
                 let backend = |b: &Backend, state: &str| {
+                    let now = now_ms();
                     let mut entry = serde_json::json!({
                         "id": b.id,
                         "address": b.authority.as_str(),
                         "state": state,
+                        "up": b.health.is_up(),
+                        "ejected": b.health.is_ejected(now),
                         "in_flight": b.in_flight(),
                     });
                     let window = current.slow_start.map(|w| w.as_millis() as u64);
-                    let share = window.map_or(100, |w| b.health.warmth(now_ms(), w));
+                    let share = window.map_or(100, |w| b.health.warmth(now, w));
                     if share < 100 {
                         entry["slow_start_percent"] = share.into();
                     }

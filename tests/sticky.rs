@@ -461,6 +461,18 @@ async fn health_checks_move_sessions_off_a_failing_node_and_never_back() {
 
     cluster.nodes[0].set_ready(false);
     eventually("node-1 is down", || up(0.0)).await;
+    let (_, sites) = proxy.admin("GET", "/sites", None).await;
+    let sites: serde_json::Value = serde_json::from_str(&sites).unwrap();
+    let verdicts: Vec<(&str, bool)> = sites["sites"][0]["backends"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| (b["id"].as_str().unwrap(), b["up"].as_bool().unwrap()))
+        .collect();
+    assert_eq!(verdicts.len(), 3);
+    for (id, up) in verdicts {
+        assert_eq!(up, id != node1, "{id}");
+    }
     let mut moved_to = HashMap::new();
     for (i, (user, home)) in users.iter_mut().zip(&homes).enumerate() {
         let v = user.visit(proxy.plain_addr()).await;
