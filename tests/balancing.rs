@@ -186,12 +186,9 @@ async fn a_node_added_by_a_reload_starts_slowly() {
         (count("node-1"), count("node-2"), count("node-3")),
         (100, 100, 10)
     );
-    let (status, sites) = proxy.admin("GET", "/sites", None).await;
-    assert_eq!(status, 200);
-    let sites: serde_json::Value = serde_json::from_str(&sites).unwrap();
-    let shares: Vec<(String, Option<u64>)> = sites["sites"][0]["backends"]
-        .as_array()
-        .unwrap()
+    let shares: Vec<(String, Option<u64>)> = proxy
+        .backends()
+        .await
         .iter()
         .map(|b| {
             let address = b["address"].as_str().unwrap().to_string();

@@ -63,11 +63,9 @@ async fn a_refused_connection_is_retried_elsewhere_with_the_body_and_the_backend
     let ejected =
         format!("sessiongate_backend_ejections_total{{backend=\"{dead}\",site=\"main\"}}");
     assert_eq!(metric(&metrics, &ejected), Some(1.0));
-    let (_, sites) = proxy.admin("GET", "/sites", None).await;
-    let sites: serde_json::Value = serde_json::from_str(&sites).unwrap();
-    let ejections: Vec<(String, bool)> = sites["sites"][0]["backends"]
-        .as_array()
-        .unwrap()
+    let ejections: Vec<(String, bool)> = proxy
+        .backends()
+        .await
         .iter()
         .map(|b| (b["id"].as_str().unwrap().to_string(), b["ejected"] == true))
         .collect();

@@ -461,11 +461,8 @@ async fn health_checks_move_sessions_off_a_failing_node_and_never_back() {
 
     cluster.nodes[0].set_ready(false);
     eventually("node-1 is down", || up(0.0)).await;
-    let (_, sites) = proxy.admin("GET", "/sites", None).await;
-    let sites: serde_json::Value = serde_json::from_str(&sites).unwrap();
-    let verdicts: Vec<(&str, bool)> = sites["sites"][0]["backends"]
-        .as_array()
-        .unwrap()
+    let backends = proxy.backends().await;
+    let verdicts: Vec<(&str, bool)> = backends
         .iter()
         .map(|b| (b["id"].as_str().unwrap(), b["up"].as_bool().unwrap()))
         .collect();
@@ -614,9 +611,7 @@ async fn an_operator_hold_drains_a_node_until_released() {
     .await;
     held_out(addr, &node.name).await;
     stay_home(addr, &mut users, &homes).await;
-    let (_, sites) = proxy.admin("GET", "/sites", None).await;
-    let sites: serde_json::Value = serde_json::from_str(&sites).unwrap();
-    let backends = sites["sites"][0]["backends"].as_array().unwrap();
+    let backends = proxy.backends().await;
     let states: Vec<(&str, &str)> = backends
         .iter()
         .map(|b| (b["id"].as_str().unwrap(), b["state"].as_str().unwrap()))

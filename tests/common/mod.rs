@@ -190,6 +190,14 @@ impl Harness {
         (status, body)
     }
 
+    /// The backends `GET /sites` lists for the first site (no token).
+    pub async fn backends(&self) -> Vec<serde_json::Value> {
+        let (status, body) = self.admin("GET", "/sites", None).await;
+        assert_eq!(status, 200, "{body}");
+        let sites: serde_json::Value = serde_json::from_str(&body).unwrap();
+        sites["sites"][0]["backends"].as_array().unwrap().clone()
+    }
+
     pub async fn metrics(&self) -> String {
         let (status, _, body) = get_plain(self.server.admin_addr(), "/metrics").await;
         assert_eq!(status, 200);
