@@ -105,6 +105,10 @@ pub(crate) struct Running {
     pub(crate) config: Config,
     generation: Generation,
     listeners: Vec<ListenerHandle>,
+    /// `reload::fingerprint` of the files the last load read (the running configuration's, or
+    /// those a reload refused): the watcher reloads only when the files say something else, so
+    /// a SIGHUP after an edit is not followed by a second reload of the same edit.
+    pub(crate) loaded: u64,
 }
 
 /// One bound public listener.
@@ -183,6 +187,7 @@ impl Server {
             control_shutdown,
             control_tasks,
             running: tokio::sync::Mutex::new(Running {
+                loaded: reload::fingerprint(&reload::watched_files(&config)),
                 config: config.clone(),
                 generation,
                 listeners: Vec::new(),
@@ -201,7 +206,6 @@ impl Server {
         if let Some(interval) = config.reload.watch_interval {
             inner.control_tasks.spawn(reload::watch(
                 Arc::downgrade(&inner),
-                config.clone(),
                 interval,
                 inner.control_shutdown.clone(),
             ));
@@ -273,7 +277,18 @@ impl Server {
 impl Inner {
     pub(crate) async fn reload(&self) -> Result<Reloaded, ReloadError> {
         let mut running = self.running.lock().await;
+        // Read before loading: should the files change meanwhile, the watcher sees that they
+        // differ from what was loaded and reloads again, rather than miss the change.
+        let files = reload::watched_files(&running.config);
+        let before = reload::fingerprint(&files);
         let result = self.reload_locked(&mut running).await;
+        let now_watched = reload::watched_files(&running.config);
+        running.loaded = if now_watched == files {
+            before
+        } else {
+            // The new configuration names other files (a certificate moved): as they are now.
+            reload::fingerprint(&now_watched)
+        };
         match &result {
             Ok(changes) => {
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();

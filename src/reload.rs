@@ -55,36 +55,29 @@ pub fn fingerprint(files: &[PathBuf]) -> u64 {
     h.finish()
 }
 
-pub(crate) async fn watch(
-    inner: Weak<Inner>,
-    config: Config,
-    interval: Duration,
-    shutdown: CancellationToken,
-) {
-    let mut files = watched_files(&config);
-    let mut seen = fingerprint(&files);
+pub(crate) async fn watch(inner: Weak<Inner>, interval: Duration, shutdown: CancellationToken) {
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let check = files.clone();
-        let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&check)).await else {
-            continue;
-        };
-        if now == seen {
-            continue;
-        }
         let Some(inner) = inner.upgrade() else {
             return;
         };
+        let (files, loaded) = {
+            let running = inner.running.lock().await;
+            (watched_files(&running.config), running.loaded)
+        };
+        let Ok(now) = tokio::task::spawn_blocking(move || fingerprint(&files)).await else {
+            continue;
+        };
+        // Also after a SIGHUP, or a reload this watcher started that was refused: what the
+        // files say was loaded already.
+        if now == loaded {
+            continue;
+        }
         tracing::info!("configuration files changed; reloading");
         // The outcome is logged and counted by `reload` itself.
         let _ = inner.reload().await;
-        files = watched_files(&inner.running.lock().await.config);
-        let check = files.clone();
-        seen = tokio::task::spawn_blocking(move || fingerprint(&check))
-            .await
-            .unwrap_or(now);
     }
 }

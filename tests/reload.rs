@@ -315,6 +315,51 @@ async fn a_certificate_rotated_by_a_symlink_swap_is_picked_up() {
     assert_eq!(answering(&server).await, (200, "node-1".into()));
 }
 
+/// An edit reloaded by SIGHUP (here `Server::reload`) is not reloaded a second time by the
+/// watcher: a reload cycles every kept-alive connection, so once is enough.
+#[tokio::test]
+async fn the_watcher_does_not_reload_an_edit_a_sighup_already_loaded() {
+    let dir = temp_dir("reload-once");
+    Pki::new(&dir);
+    let nodes = start_nodes(1).await;
+    let watch = "[reload]\nwatch_interval = \"50ms\"\n";
+    write_config(&dir, nodes[0].addr, "default.crt", watch);
+    let server = start(&dir).await;
+    let reloads = || {
+        let text = String::from_utf8(server.metrics().render()).unwrap();
+        metric(&text, "sessiongate_config_reloads_total{result=\"ok\"}").unwrap_or(0.0)
+    };
+
+    write_config(
+        &dir,
+        nodes[0].addr,
+        "default.crt",
+        &format!("{watch}# one\n"),
+    );
+    server.reload().await.unwrap();
+    // Six of the watcher's looks at the files: an ordering aid, not a measurement (were the
+    // watcher slower, this would pass without showing anything, never fail).
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        reloads(),
+        1.0,
+        "the watcher reloaded what SIGHUP had loaded"
+    );
+
+    // It still sees an edit of its own.
+    write_config(
+        &dir,
+        nodes[0].addr,
+        "default.crt",
+        &format!("{watch}# two\n"),
+    );
+    eventually("the watcher reloads the second edit", || async {
+        reloads() == 2.0
+    })
+    .await;
+    assert_eq!(answering(&server).await, (200, "node-1".into()));
+}
+
 /// `GET /` through `proxy` with `cookies` (a `Cookie` line), if any: the node that answered,
 /// the body, and the cookies it set, as a `Cookie` line to send next time.
 async fn visit(proxy: std::net::SocketAddr, cookies: Option<&str>) -> (String, String, String) {
