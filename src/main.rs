@@ -155,16 +155,18 @@ async fn run(config: Config) -> ExitCode {
     // SIGHUP reloads (the outcome is logged and counted by `reload`); SIGTERM/SIGINT drain.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
         .expect("SIGHUP handler");
+    let mut stop = StopSignals::new();
     loop {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: reloading the configuration");
+                // A SIGTERM meanwhile waits in `stop` and is acted on right after.
                 let _ = server.reload().await;
             }
-            _ = wait_for_signal() => break,
+            _ = stop.next() => break,
         }
     }
-    drain(server).await
+    drain(server, &mut stop).await
 }
 
 async fn run_demo(options: DemoOptions) -> ExitCode {
@@ -176,16 +178,17 @@ async fn run_demo(options: DemoOptions) -> ExitCode {
         }
     };
     println!("{}", demo.banner());
+    let mut stop = StopSignals::new();
     tokio::select! {
-        _ = wait_for_signal() => {}
+        _ = stop.next() => {}
         _ = demo.scale_from_stdin() => {}
     }
-    let code = drain(demo.server).await;
+    let code = drain(demo.server, &mut stop).await;
     let _ = std::fs::remove_dir_all(&demo.dir);
     code
 }
 
-async fn drain(server: Server) -> ExitCode {
+async fn drain(server: Server, stop: &mut StopSignals) -> ExitCode {
     tracing::info!("draining: no new connections, requests in flight finish");
     // A second signal during the drain means "now": operators expect Ctrl-C twice to work.
     tokio::select! {
@@ -195,16 +198,34 @@ async fn drain(server: Server) -> ExitCode {
                 Drained::DeadlinePassed => tracing::warn!("drain deadline passed, exiting with connections open"),
             }
         }
-        _ = wait_for_signal() => tracing::warn!("second signal: exiting without waiting"),
+        _ = stop.next() => tracing::warn!("second signal: exiting without waiting"),
     }
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+/// SIGTERM and SIGINT, listened to for the life of the process. A listener made afresh each
+/// time would miss a signal that arrives while none exists: a SIGTERM during a reload (the
+/// select that waited for it is not polled then) used to be lost, and the process went on
+/// serving until Kubernetes killed it outright.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn new() -> StopSignals {
+        use tokio::signal::unix::{signal, SignalKind};
+        StopSignals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        }
+    }
+
+    /// The next SIGTERM or SIGINT, including one that arrived since the last call.
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
     }
 }

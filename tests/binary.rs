@@ -230,6 +230,26 @@ impl Process {
             .unwrap()
     }
 
+    /// The exit code, waiting for it at most PATIENCE (a process that ignored a signal fails
+    /// the test instead of hanging it).
+    async fn exit_code(mut self) -> Option<i32> {
+        tokio::task::spawn_blocking(move || {
+            let deadline = std::time::Instant::now() + PATIENCE;
+            loop {
+                if let Some(status) = self.child.try_wait().unwrap() {
+                    return status.code();
+                }
+                if std::time::Instant::now() > deadline {
+                    let _ = self.child.kill();
+                    panic!("the process did not exit");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+        })
+        .await
+        .unwrap()
+    }
+
     /// Peak and current resident memory, in KiB, from the kernel's own accounting.
     fn memory_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -382,6 +402,33 @@ async fn a_single_threaded_runtime_serves_and_drains() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigterm_during_a_reload_still_drains_and_exits() {
+    // A reload that takes a second: its DNS site's first lookup waits on a name server that
+    // never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = temp_dir("sighup-term");
+    let site = "name = \"main\"\nbackends = { dns = \"kc.example.test\", port = 8080 }";
+    let extra = format!(
+        "[reload]\nwatch = false\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
+        silent.local_addr().unwrap()
+    );
+    let proc_ = tokio::task::spawn_blocking(move || Process::start(&dir, site, &extra))
+        .await
+        .unwrap();
+    let pid = proc_.child.id().to_string();
+    // Back to back: the SIGTERM arrives while the reload waits for DNS.
+    for signal in ["-HUP", "-TERM"] {
+        assert!(Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success());
+    }
+    assert_eq!(proc_.exit_code().await, Some(0));
+    drop(silent);
+}
+
+#[tokio::test]
 async fn sighup_reloads_the_configuration() {
     let nodes = start_nodes(2).await;
     let dir = temp_dir("sighup");
