@@ -194,31 +194,28 @@ impl Admin {
             }
         }
     }
-}
 
-impl Admin {
     /// The failover state, and each site's backends as requests see them.
     fn status(&self, current: &AdminState) -> serde_json::Value {
         let mut status = current.failover.status();
         let snapshot = current.snapshot.load();
-        let now = Instant::now();
+        let (now, ms) = (Instant::now(), now_ms());
+        let window = current.slow_start.map(|w| w.as_millis() as u64);
         if let Some(sites) = status["sites"].as_array_mut() {
             for entry in sites {
                 let Some(site) = snapshot.sites.iter().find(|s| entry["name"] == *s.name) else {
                     continue;
                 };
                 let backend = |b: &Backend, state: &str| {
-                    let now = now_ms();
                     let mut entry = serde_json::json!({
                         "id": b.id,
                         "address": b.authority.as_str(),
                         "state": state,
                         "up": b.health.is_up(),
-                        "ejected": b.health.is_ejected(now),
+                        "ejected": b.health.is_ejected(ms),
                         "in_flight": b.in_flight(),
                     });
-                    let window = current.slow_start.map(|w| w.as_millis() as u64);
-                    let share = window.map_or(100, |w| b.health.warmth(now, w));
+                    let share = window.map_or(100, |w| b.health.warmth(ms, w));
                     if share < 100 {
                         entry["slow_start_percent"] = share.into();
                     }

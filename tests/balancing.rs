@@ -10,11 +10,6 @@ use std::net::SocketAddr;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn static_site(addrs: &[SocketAddr]) -> String {
-    let list: Vec<String> = addrs.iter().map(|a| format!("\"{a}\"")).collect();
-    format!("{{ static = [{}] }}", list.join(", "))
-}
-
 #[tokio::test]
 async fn least_requests_sends_new_requests_around_a_busy_backend() {
     let mut gate = GateBackend::start().await;
@@ -22,7 +17,7 @@ async fn least_requests_sends_new_requests_around_a_busy_backend() {
         .await
         .unwrap();
     let proxy = Harness::start_site(
-        &static_site(&[gate.addr, node.addr]),
+        &static_backends(&[gate.addr, node.addr]),
         "[balance]\nalgorithm = \"least_requests\"\n",
     )
     .await;
@@ -51,8 +46,8 @@ async fn hashing_on_a_header_is_stable_and_agrees_across_instances() {
     let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let balance =
         "[balance]\nalgorithm = \"hash\"\nhash_key = \"header:X-Tenant\"\nhash_seed = 42\n";
-    let a = Harness::start_site(&static_site(&addrs), balance).await;
-    let b = Harness::start_site(&static_site(&addrs), balance).await;
+    let a = Harness::start_site(&static_backends(&addrs), balance).await;
+    let b = Harness::start_site(&static_backends(&addrs), balance).await;
     let mut placement = HashMap::new();
     for tenant in 0..40 {
         for proxy in [&a, &b, &a] {
@@ -101,8 +96,8 @@ async fn hashing_on_the_source_address_moves_only_what_a_new_node_wins() {
     let nodes = start_nodes(4).await;
     let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let balance = "[balance]\nalgorithm = \"hash\"\nhash_key = \"source_ip\"\n";
-    let three = Harness::start_site(&static_site(&addrs[..3]), balance).await;
-    let four = Harness::start_site(&static_site(&addrs), balance).await;
+    let three = Harness::start_site(&static_backends(&addrs[..3]), balance).await;
+    let four = Harness::start_site(&static_backends(&addrs), balance).await;
     let sources: Vec<String> = (10..70).map(|i| format!("127.0.{i}.1")).collect();
     let mut moved = 0;
     for source in &sources {
@@ -134,7 +129,7 @@ async fn requests_without_the_key_fall_back_to_round_robin() {
     let nodes = start_nodes(3).await;
     let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
     let proxy = Harness::start_site(
-        &static_site(&addrs),
+        &static_backends(&addrs),
         "[balance]\nalgorithm = \"hash\"\nhash_key = \"cookie:tenant\"\n",
     )
     .await;
@@ -172,12 +167,13 @@ async fn a_node_added_by_a_reload_starts_slowly() {
         nodes[..2].iter().map(|n| n.addr).collect(),
         nodes.iter().map(|n| n.addr).collect(),
     );
-    let proxy = Harness::start_site(&static_site(&first), "[balance]\nslow_start = \"1h\"\n").await;
+    let proxy =
+        Harness::start_site(&static_backends(&first), "[balance]\nslow_start = \"1h\"\n").await;
     let plain = proxy.plain_addr();
     let served = answering_nodes(plain, 20).await;
     assert_eq!(served.iter().filter(|n| *n == "node-1").count(), 10);
     proxy
-        .reload_edited(|text| text.replace(&static_site(&first), &static_site(&all)))
+        .reload_edited(|text| text.replace(&static_backends(&first), &static_backends(&all)))
         .await;
     // One turn of the weighted rotation: 100 + 100 + 10 (an hour's slow start, seconds in).
     let served = answering_nodes(plain, 210).await;

@@ -163,12 +163,7 @@ async fn keeps_every_session(
     }
     for round in 0..rounds {
         let proxy = proxies[round % proxies.len()].plain_addr();
-        for (user, home) in users.iter_mut().zip(&home) {
-            let v = user.visit(proxy).await;
-            assert_eq!(v.status, 200, "{}", v.body);
-            assert!(!v.lost(), "round {round}: {}", v.body);
-            assert_eq!(&v.node, home, "a session moved");
-        }
+        stay_home(proxy, users, &home, &format!("round {round}")).await;
     }
     home
 }
@@ -571,12 +566,13 @@ async fn held_out(addr: SocketAddr, node: &str) {
     }
 }
 
-/// Every user's session is still on its node.
-async fn stay_home(addr: SocketAddr, users: &mut [User], homes: &[String]) {
+/// Every user's session is still on its node (`when`: for the failure message).
+async fn stay_home(addr: SocketAddr, users: &mut [User], homes: &[String], when: &str) {
     for (user, home) in users.iter_mut().zip(homes) {
         let v = user.visit(addr).await;
-        assert!(!v.lost(), "{}", v.body);
-        assert_eq!(&v.node, home, "a session moved");
+        assert_eq!(v.status, 200, "{when}: {}", v.body);
+        assert!(!v.lost(), "{when}: {}", v.body);
+        assert_eq!(&v.node, home, "{when}: a session moved");
     }
 }
 
@@ -610,7 +606,7 @@ async fn an_operator_hold_drains_a_node_until_released() {
     })
     .await;
     held_out(addr, &node.name).await;
-    stay_home(addr, &mut users, &homes).await;
+    stay_home(addr, &mut users, &homes, "held").await;
     let backends = proxy.backends().await;
     let states: Vec<(&str, &str)> = backends
         .iter()
@@ -626,7 +622,7 @@ async fn an_operator_hold_drains_a_node_until_released() {
         .reload_edited(|text| text.replace("refresh_max = \"200ms\"", "refresh_max = \"250ms\""))
         .await;
     held_out(addr, &node.name).await;
-    stay_home(addr, &mut users, &homes).await;
+    stay_home(addr, &mut users, &homes, "held, after a reload").await;
 
     let release = format!("/sites/main/backends/{id}/release?who=alice&why=patched");
     assert_eq!(proxy.admin("POST", &release, None).await.0, 200);
@@ -636,7 +632,7 @@ async fn an_operator_hold_drains_a_node_until_released() {
         back |= User::default().visit(addr).await.node == node.name;
     }
     assert!(back, "new sessions reach the released node");
-    stay_home(addr, &mut users, &homes).await;
+    stay_home(addr, &mut users, &homes, "released").await;
 
     let unknown = "/sites/main/backends/nowhere:1/drain";
     let (status, body) = proxy.admin("POST", unknown, None).await;
