@@ -81,12 +81,6 @@ impl Admin {
                     .with_label_values(&[site.name.as_str(), backend.id.as_str()])
                     .set(backend.in_flight() as i64);
             }
-            if let Some(admission) = &site.admission {
-                self.metrics
-                    .queue_depth
-                    .with_label_values(&[site.name.as_str()])
-                    .set(admission.depth() as i64);
-            }
         }
     }
 

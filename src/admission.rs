@@ -57,6 +57,8 @@ pub struct Admission {
 }
 
 struct AdmissionMetrics {
+    /// Counted up and down, not set: after a reload, two generations' queues may hold waiters
+    /// at once, and the site's depth is their sum.
     depth: IntGauge,
     wait: Histogram,
     queue_full: IntCounter,
@@ -157,7 +159,7 @@ impl Admission {
                 pinned,
                 handoff,
             });
-            self.metrics.depth.set(queue.waiting.len() as i64);
+            self.metrics.depth.inc();
             receiver
         };
         // Leaves the queue however this ends: handed a slot, timed out, or the client went
@@ -218,13 +220,13 @@ impl Admission {
             };
             let waiter = queue.waiting.remove(i).expect("index is in range");
             self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.metrics.depth.dec();
             if let Err(slot) = waiter.handoff.send(slot) {
                 // The waiter gave up meanwhile. Freed once the lock is released: its drop
                 // takes the lock.
                 unclaimed.push(slot);
             }
         }
-        self.metrics.depth.set(queue.waiting.len() as i64);
         drop(queue);
         drop(unclaimed);
     }
@@ -301,7 +303,7 @@ impl Drop for Leave<'_> {
         if let Some(i) = queue.waiting.iter().position(|w| w.id == self.id) {
             queue.waiting.remove(i);
             self.admission.waiting.fetch_sub(1, Ordering::SeqCst);
-            self.admission.metrics.depth.set(queue.waiting.len() as i64);
+            self.admission.metrics.depth.dec();
         }
     }
 }

@@ -39,9 +39,6 @@ pub struct Backend {
     pub health: Health,
     /// Its requests in flight, shared with the same node in other generations.
     lineage: Arc<Lineage>,
-    /// Set once a reload carried the node into a newer generation: a slot freed here is then
-    /// offered to that generation's queue as well.
-    superseded: AtomicBool,
     /// Set while it is draining (left the set): its slots go only to its own sessions.
     leaving: AtomicBool,
     /// The site's queue, when the site caps requests in flight.
@@ -65,24 +62,62 @@ impl Backend {
 /// What the `Backend`s of one node share across configuration generations. A reload builds
 /// new `Backend`s, but the requests the old ones sent are still on the node: counted afresh,
 /// the old and new caps would add up until they ended, and a WebSocket tunnel opened before the
-/// reload would never count again. So the count is carried over, and a request that ends in an
-/// old generation offers its slot to the newest one's queue, whose waiters may be waiting for
-/// exactly that slot.
+/// reload would never count again. So the count is carried over, and a request that ends in one
+/// generation offers its slot to every other live generation's queue too: after two quick
+/// reloads, requests may wait in the queues of two generations at once, while the slot they wait
+/// for is held by a third.
 #[derive(Debug, Default)]
 struct Lineage {
     in_flight: AtomicUsize,
-    /// The newest generation's `Backend` for the node. Weak: an old generation must not keep a
-    /// newer one (and its pool) alive. Locked only by a reload and by requests that began
-    /// before one.
-    newest: Mutex<Weak<Backend>>,
+    /// Set while more than one generation's `Backend` for the node is alive: only then does a
+    /// release look beyond its own queue, so the request path pays one load outside reloads.
+    several: AtomicBool,
+    /// The live generations' `Backend`s for the node, oldest first. Weak: the lineage must not
+    /// keep a generation (and its pool) alive. Locked when a generation joins or drops, and by
+    /// releases while `several` is set.
+    generations: Mutex<Vec<Weak<Backend>>>,
 }
 
 impl Lineage {
-    fn newest(&self) -> Option<Arc<Backend>> {
-        self.newest
+    fn generations(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Backend>>> {
+        // Every step is one push or one retain: a panic leaves a consistent list.
+        self.generations
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .upgrade()
+    }
+
+    /// `backend`, just made on this lineage, joins it. Called before its generation is
+    /// published, so `several` is set (SeqCst) before that generation's first waiter queues: a
+    /// release that reads it unset has freed its slot before that waiter looks for one.
+    fn join(&self, backend: &Arc<Backend>) {
+        let mut generations = self.generations();
+        generations.retain(|g| g.strong_count() > 0);
+        generations.push(Arc::downgrade(backend));
+        self.several.store(generations.len() > 1, Ordering::SeqCst);
+    }
+
+    /// A generation's `Backend` dropped (its own entry no longer upgrades).
+    fn prune(&self) {
+        let mut generations = self.generations();
+        generations.retain(|g| g.strong_count() > 0);
+        self.several.store(generations.len() > 1, Ordering::SeqCst);
+    }
+
+    /// The live generations' `Backend`s other than `own`, oldest first.
+    fn others(&self, own: &Arc<Backend>) -> Vec<Arc<Backend>> {
+        // Collected under the lock, used and dropped after it: dropping the last reference to
+        // a generation's `Backend` prunes, which takes the lock.
+        self.generations()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|b| !Arc::ptr_eq(b, own))
+            .collect()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.lineage.prune();
     }
 }
 
@@ -120,21 +155,18 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        // Freed first, then offered to the queue: see `admission.rs` for why the order matters.
+        // Freed first, then offered to the queues: see `admission.rs` for why the order matters.
         let backend = &self.backend;
         backend.lineage.in_flight.fetch_sub(1, Ordering::SeqCst);
         if let Some(admission) = &backend.admission {
             admission.released(backend);
         }
-        // Begun before a reload: the newest generation's queue may wait for this slot. The
-        // flag is set (SeqCst) before that generation takes any request, so a release that
-        // reads it unset frees its slot before any of that generation's waiters looks. (A
-        // generation in between, after two quick reloads, is fed by its own requests' ends
-        // only; its waiters are few and bounded by the queue timeout.)
-        if backend.superseded.load(Ordering::SeqCst) {
-            if let Some(newest) = backend.lineage.newest() {
-                if let Some(admission) = &newest.admission {
-                    admission.released(&newest);
+        // Other generations of the node may have requests waiting for this slot (see
+        // `Lineage::join` for why reading `several` unset loses no wake-up).
+        if backend.lineage.several.load(Ordering::SeqCst) {
+            for other in backend.lineage.others(backend) {
+                if let Some(admission) = &other.admission {
+                    admission.released(&other);
                 }
             }
         }
@@ -454,21 +486,14 @@ impl Site {
     /// `member`, the node `old` was in another generation, made for this site (its pool, its
     /// stickiness tag, since the secret may have changed, its queue) and carrying `old`'s
     /// requests in flight: from now on a slot freed by one of them is offered to this
-    /// generation's queue too.
+    /// generation's queue too, and the other way round.
     fn carried(&self, member: &Member, old: &Backend) -> Option<Arc<Backend>> {
-        let lineage = Arc::clone(&old.lineage);
-        let backend = backend(
+        backend(
             member,
             self.sticky.as_deref(),
             self.admission.as_ref(),
-            lineage,
-        )?;
-        *old.lineage
-            .newest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Arc::downgrade(&backend);
-        old.superseded.store(true, Ordering::SeqCst);
-        Some(backend)
+            Arc::clone(&old.lineage),
+        )
     }
 }
 
@@ -491,7 +516,7 @@ fn backend(
     lineage: Arc<Lineage>,
 ) -> Option<Arc<Backend>> {
     let authority = m.address.parse::<Authority>().ok()?;
-    Some(Arc::new(Backend {
+    let backend = Arc::new(Backend {
         id: m.id.clone(),
         authority,
         priority: m.priority,
@@ -500,11 +525,12 @@ fn backend(
         route: sticky.and_then(|s| s.route_of(&m.id)),
         health: Health::default(),
         lineage,
-        superseded: AtomicBool::new(false),
         leaving: AtomicBool::new(false),
         admission: admission.cloned(),
         pool: IdlePool::default(),
-    }))
+    });
+    backend.lineage.join(&backend);
+    Some(backend)
 }
 
 pub struct Snapshot {
@@ -783,6 +809,37 @@ mod tests {
 
     fn m(id: &str, priority: u16) -> Member {
         test_member(id, priority)
+    }
+
+    /// Only while two generations of a node live does a release look beyond its own queue,
+    /// and a generation that fails to publish (its reload refused) leaves no trace.
+    #[test]
+    fn a_lineage_knows_its_live_generations() {
+        let site = test_site();
+        let old = backend(&m("a", 0), None, None, Arc::default()).unwrap();
+        assert!(!old.lineage.several.load(Ordering::SeqCst));
+        let new = site.carried(&m("a", 0), &old).unwrap();
+        assert!(Arc::ptr_eq(&old.lineage, &new.lineage));
+        assert!(new.lineage.several.load(Ordering::SeqCst));
+        assert_eq!(old.lineage.others(&old).len(), 1);
+        assert!(Arc::ptr_eq(&old.lineage.others(&old)[0], &new));
+
+        let slot = InFlight::new(Arc::clone(&old));
+        assert_eq!(new.in_flight(), 1);
+        drop(old);
+        assert!(
+            new.lineage.several.load(Ordering::SeqCst),
+            "a request holds the old one"
+        );
+        drop(slot);
+        assert_eq!(new.in_flight(), 0);
+        assert!(!new.lineage.several.load(Ordering::SeqCst));
+
+        let refused = site.carried(&m("a", 0), &new).unwrap();
+        assert!(new.lineage.several.load(Ordering::SeqCst));
+        drop(refused);
+        assert!(!new.lineage.several.load(Ordering::SeqCst));
+        assert!(new.lineage.others(&new).is_empty());
     }
 
     #[tokio::test]

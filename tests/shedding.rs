@@ -165,6 +165,49 @@ async fn a_reload_keeps_counting_requests_in_flight() {
     .await;
 }
 
+/// After two quick reloads, requests wait in the queues of two generations while the slot they
+/// wait for is held by a third: each freed slot goes to the oldest waiter, whichever generation
+/// it waits in, and none waits for its queue timeout.
+#[tokio::test]
+async fn slots_freed_in_one_generation_reach_waiters_of_every_other() {
+    let mut gate = GateBackend::start().await;
+    let proxy = Harness::start(&[gate.addr], &shedding(1, 1, "1h", "")).await;
+    let addr = proxy.plain_addr();
+    let held = tokio::spawn(async move { get(addr, "/held", None).await });
+    gate.wait_arrival().await;
+
+    let mut queued = Vec::new();
+    for (generation, timeout) in [(2, "2h"), (3, "3h")] {
+        proxy
+            .reload_edited(|text| {
+                let was = format!("queue_timeout = \"{}h\"", generation - 1);
+                text.replace(&was, &format!("queue_timeout = \"{timeout}\""))
+            })
+            .await;
+        let path = format!("/queued-in-{generation}");
+        queued.push(tokio::spawn(async move { get(addr, &path, None).await }));
+        // The depth is the sum of both generations' queues.
+        eventually("queued", || async {
+            queue_depth(&proxy).await == Some(queued.len() as f64)
+        })
+        .await;
+    }
+    assert!(gate.arrived.try_recv().is_err(), "nothing beyond the cap");
+
+    // The first generation's request ends: its slot goes to the second generation's waiter,
+    // the older one. That one's end then reaches the third generation's waiter.
+    gate.release(1);
+    assert_eq!(held.await.unwrap().0, 200);
+    assert_eq!(gate.wait_arrival().await, "/queued-in-2");
+    gate.release(1);
+    assert_eq!(gate.wait_arrival().await, "/queued-in-3");
+    gate.release(1);
+    for task in queued {
+        assert_eq!(task.await.unwrap().0, 200);
+    }
+    assert_eq!(queue_depth(&proxy).await, Some(0.0));
+}
+
 #[tokio::test]
 async fn a_client_that_leaves_the_queue_frees_its_place_at_once() {
     let mut gate = GateBackend::start().await;
