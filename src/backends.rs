@@ -770,6 +770,7 @@ pub(crate) fn test_site() -> Site {
                 upstream_connect: t,
                 upstream_response: t,
                 shutdown_drain: t,
+                close_grace: t,
             },
             &UpstreamPool {
                 idle_timeout: t,

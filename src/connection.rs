@@ -184,17 +184,15 @@ impl ConnContext {
     }
 }
 
-/// How long a connection asked to close (reload, shutdown) before its first request waits
-/// for that request: a client that just connected sends it within milliseconds.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
-
 /// Serves one HTTP/2 connection until it closes, closing it gracefully when idle for `idle` or
-/// when `shutdown` fires. Returns hyper's verdict on the connection.
+/// when `shutdown` fires (a connection that has not had its first request yet waits
+/// `close_grace` for it). Returns hyper's verdict on the connection.
 pub async fn serve_h2<I, S, F, B>(
     io: I,
     limits: &Limits,
     activity: &Activity,
     idle: Duration,
+    close_grace: Duration,
     shutdown: &CancellationToken,
     handler: S,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
@@ -231,7 +229,7 @@ where
             }) => return result.map_err(Into::into),
             _ = shutdown.cancelled(), if !closing && closing_after_first.is_none() => {
                 if activity.is_fresh() {
-                    closing_after_first = Some(tokio::time::Instant::now() + FIRST_REQUEST_GRACE);
+                    closing_after_first = Some(tokio::time::Instant::now() + close_grace);
                 } else {
                     closing = true;
                     conn.as_mut().graceful_shutdown();

@@ -281,6 +281,7 @@ where
         &conn.listener.limits,
         &conn.activity,
         conn.listener.timeouts.idle,
+        conn.listener.timeouts.close_grace,
         &serving.retire,
         move |req| {
             let proxy = proxy.clone();

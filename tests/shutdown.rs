@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use sessiongate::Drained;
+use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn shutdown_lets_an_in_flight_request_finish_and_refuses_new_connections() {
@@ -70,6 +71,45 @@ async fn shutdown_lets_an_in_flight_request_finish_and_refuses_new_connections()
     let drained = tokio::time::timeout(PATIENCE, shutdown)
         .await
         .expect("drain ends")
+        .unwrap();
+    assert_eq!(drained, Drained::Clean);
+}
+
+/// A client that sent a request on a kept-alive connection as the shutdown began (here: after
+/// it began) gets it answered, with `Connection: close`, instead of a reset: the connection was
+/// idle, and idle connections wait `close_grace` for one more request before they close.
+#[tokio::test]
+async fn a_request_on_a_connection_idle_at_shutdown_is_answered_then_it_closes() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "[timeouts]\nclose_grace = \"20s\"\n").await;
+    let mut tcp = tokio::net::TcpStream::connect(proxy.plain_addr())
+        .await
+        .unwrap();
+    let request = b"GET /echo HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    tcp.write_all(request).await.unwrap();
+    let (head, _) = read_response(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+
+    let shutdown = tokio::spawn(proxy.server.shutdown());
+    // Long enough for the idle connection to see the shutdown: it used to close at once, and
+    // this request then met a closed socket.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tcp.write_all(request).await.unwrap();
+    let (head, body) = read_response(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+    assert!(body.contains("GET /echo"), "{body}");
+    assert!(wait_closed(&mut tcp).await.is_empty());
+    let drained = tokio::time::timeout(PATIENCE, shutdown)
+        .await
+        .expect("the drain ends once the last connection closed")
         .unwrap();
     assert_eq!(drained, Drained::Clean);
 }

@@ -98,6 +98,9 @@ pub struct Timeouts {
     pub upstream_connect: Duration,
     pub upstream_response: Duration,
     pub shutdown_drain: Duration,
+    /// How long an idle connection asked to close (reload, shutdown) waits for one more
+    /// request, answered with `Connection: close`, before it closes.
+    pub close_grace: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -20,6 +20,9 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "5s";
 pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT: &str = "60s";
 /// Below Kubernetes' default 30s grace period, so the drain ends before SIGKILL.
 pub const DEFAULT_SHUTDOWN_DRAIN: &str = "25s";
+/// Long enough for a request sent as a reload or shutdown began to arrive (Envoy's HTTP/2
+/// drain grace is 5s), short enough not to hold up a reload's old connections.
+pub const DEFAULT_CLOSE_GRACE: &str = "1s";
 /// Shorter than the idle timeouts of common backends (Quarkus/Vert.x: 30 min, Tomcat: 60s), so
 /// the proxy closes pooled connections before the backend does and rarely races it.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "30s";
@@ -166,6 +169,7 @@ pub struct RawTimeouts {
     pub upstream_connect: Option<String>,
     pub upstream_response: Option<String>,
     pub shutdown_drain: Option<String>,
+    pub close_grace: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -24,6 +24,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.timeouts.idle, Duration::from_secs(60));
     assert_eq!(c.timeouts.upstream_connect, Duration::from_secs(5));
     assert_eq!(c.timeouts.shutdown_drain, Duration::from_secs(25));
+    assert_eq!(c.timeouts.close_grace, Duration::from_secs(1));
     assert_eq!(
         c.upstream.max_idle_per_backend,
         raw::DEFAULT_POOL_MAX_IDLE_PER_BACKEND
@@ -83,6 +84,7 @@ format = "xml"
 [timeouts]
 idle = "0s"
 upstream_response = "soon"
+close_grace = "0s"
 [[listener]]
 name = "bad name"
 listen = "localhost:80"
@@ -102,6 +104,7 @@ backends = { static = ["a:1"] }
         "log.format",
         "timeouts.idle",
         "timeouts.upstream_response",
+        "timeouts.close_grace",
         "listener[0].name",
         "listener[0].listen",
         "listener[0].https_port",

@@ -228,6 +228,11 @@ pub(super) fn validate(
             t.shutdown_drain.as_deref(),
             raw::DEFAULT_SHUTDOWN_DRAIN,
         ),
+        close_grace: c.duration(
+            "timeouts.close_grace",
+            t.close_grace.as_deref(),
+            raw::DEFAULT_CLOSE_GRACE,
+        ),
     };
 
     let max_idle = raw

@@ -38,9 +38,6 @@ use crate::prefixed::Prefixed;
 use crate::proxy::Proxy;
 use crate::reply::{Fields, Reply};
 
-/// How long a connection asked to close (reload, shutdown) before its first request waits
-/// for that request: a client that just connected sends it within milliseconds.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 /// The HTTP/2 connection preface: a client speaking HTTP/2 with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A lingering close reads and drops at most this long and this much.
@@ -176,7 +173,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
     async fn read_head(&mut self) -> Result<Next, Refused> {
         let timeouts = &self.conn.listener.timeouts;
         // When the wait for this head began, and when its first byte came.
-        let idle_from = Instant::now();
+        let mut idle_from = Instant::now();
         let mut head_from = (!self.client.inbound.is_empty()).then_some(idle_from);
         let mut parked = false;
         loop {
@@ -209,7 +206,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             }
             let deadline = match head_from {
                 Some(start) => start + timeouts.request_header,
-                None if self.retiring => idle_from + FIRST_REQUEST_GRACE,
+                None if self.retiring => idle_from + timeouts.close_grace,
                 None if !parked => idle_from + PARK_AFTER.min(timeouts.idle),
                 None => idle_from + timeouts.idle,
             };
@@ -236,11 +233,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
                 },
                 () = self.retire.as_mut(), if !self.retiring => {
                     self.retiring = true;
-                    // A connection that has not sent its first request yet may have it on the
-                    // wire: it gets a moment. Others close now if idle; a head under way is
-                    // still answered.
-                    if head_from.is_none() && self.served > 0 {
-                        return Ok(Next::Close);
+                    // Idle, it waits a moment from now for one more request before closing:
+                    // the client may have sent one as the reload or shutdown happened, and
+                    // closing under it would reset it unanswered. That request is answered
+                    // with `Connection: close`, as is a head already under way.
+                    if head_from.is_none() {
+                        idle_from = Instant::now();
                     }
                 }
             }
