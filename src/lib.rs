@@ -352,7 +352,15 @@ impl Inner {
                 .find(|l| l.name == handle.name && l.listen == handle.listen)
             {
                 Some(l) => {
-                    let state = serving_state(&config, &generation, l, handle.addr, &self.metrics);
+                    let previous = handle.serving.state.load_full();
+                    let state = serving_state(
+                        &config,
+                        &generation,
+                        l,
+                        handle.addr,
+                        &self.metrics,
+                        Some(&previous),
+                    );
                     handle.serving.state.store(Arc::new(state));
                     changes.kept.push(handle.name.clone());
                     listeners.push(handle);
@@ -389,7 +397,14 @@ impl Inner {
     ) -> ListenerHandle {
         let addr = local_addr(&tcp, l.listen);
         let serving = Arc::new(listener::Serving {
-            state: ArcSwap::from_pointee(serving_state(config, generation, l, addr, &self.metrics)),
+            state: ArcSwap::from_pointee(serving_state(
+                config,
+                generation,
+                l,
+                addr,
+                &self.metrics,
+                None,
+            )),
             shutdown: self.public_shutdown.child_token(),
             tasks: self.public_tasks.clone(),
         });
@@ -417,13 +432,16 @@ impl Inner {
     }
 }
 
-/// What a listener serves new connections with under `generation`.
+/// What a listener serves new connections with under `generation`. A listener a reload kept
+/// (`previous`) keeps counting the connections it has open: the old generation's connections
+/// stay open while they finish, and counted afresh, the caps would add up meanwhile.
 fn serving_state(
     config: &Config,
     generation: &Generation,
     l: &ListenerConfig,
     addr: SocketAddr,
     metrics: &Arc<Metrics>,
+    previous: Option<&listener::ServingState>,
 ) -> listener::ServingState {
     let context = Arc::new(connection::ListenerContext::new(
         l,
@@ -440,8 +458,19 @@ fn serving_state(
             .map(|set| tokio_rustls::TlsAcceptor::from(set.server_config())),
         proxy: generation.proxy.clone(),
         retire: generation.retire.clone(),
-        permits: Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
-        per_ip: Arc::new(listener::PerIp::new(config.limits.max_connections_per_ip)),
+        // A semaphore cannot take back permits that are out, so a new cap counts afresh.
+        permits: match previous {
+            Some(p) if p.max_connections == config.limits.max_connections => p.permits.clone(),
+            _ => Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+        },
+        max_connections: config.limits.max_connections,
+        per_ip: match previous {
+            Some(p) => {
+                p.per_ip.set_limit(config.limits.max_connections_per_ip);
+                p.per_ip.clone()
+            }
+            None => Arc::new(listener::PerIp::new(config.limits.max_connections_per_ip)),
+        },
     }
 }
 

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -56,12 +57,15 @@ pub struct ServingState {
     /// One permit per open client connection: at the cap, the loop stops accepting and the
     /// kernel's backlog holds newcomers (back-pressure, not refusal).
     pub permits: Arc<tokio::sync::Semaphore>,
+    /// The cap `permits` was made with.
+    pub max_connections: usize,
     pub per_ip: Arc<PerIp>,
 }
 
-/// Open connections per client address, so one client cannot take every slot.
+/// Open connections per client address, so one client cannot take every slot. Kept across
+/// reloads with its listener, since the connections it counts outlive their generation.
 pub struct PerIp {
-    limit: usize,
+    limit: AtomicUsize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
@@ -74,15 +78,20 @@ pub struct IpSlot {
 impl PerIp {
     pub fn new(limit: usize) -> PerIp {
         PerIp {
-            limit,
+            limit: AtomicUsize::new(limit),
             open: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The cap a reload set; addresses above it take no new connection until under it.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     pub fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
         let mut open = self.open.lock().expect("per-ip lock");
         let n = open.entry(ip).or_insert(0);
-        if *n >= self.limit {
+        if *n >= self.limit.load(Ordering::Relaxed) {
             return None;
         }
         *n += 1;

@@ -416,33 +416,13 @@ async fn per_address_connection_limit_refuses_the_excess_only() {
         );
     }
     // The third connection from the same address is closed at once, unanswered.
-    let mut third = tokio::net::TcpStream::connect(proxy.plain_addr())
-        .await
-        .unwrap();
-    let _ = third
-        .write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        .await;
-    let mut buf = Vec::new();
-    let n = tokio::time::timeout(PATIENCE, third.read_to_end(&mut buf))
-        .await
-        .expect("closed");
-    assert!(
-        n.is_err() || buf.is_empty(),
-        "{}",
-        String::from_utf8_lossy(&buf)
-    );
+    assert_eq!(one_request(proxy.plain_addr()).await, "");
     // Once one closes, a new connection is served.
     drop(held.pop());
     eventually("a slot frees up", || async {
-        let mut s = tokio::net::TcpStream::connect(proxy.plain_addr())
+        one_request(proxy.plain_addr())
             .await
-            .unwrap();
-        let _ = s
-            .write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
-            .await;
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out).await;
-        out.starts_with(b"HTTP/1.1 200")
+            .starts_with("HTTP/1.1 200")
     })
     .await;
     let metrics = proxy.metrics().await;
@@ -451,6 +431,53 @@ async fn per_address_connection_limit_refuses_the_excess_only() {
         "sessiongate_connection_errors_total{kind=\"per_ip_limit\",listener=\"plain\"}"
     )
     .is_some_and(|n| n >= 1.0));
+}
+
+/// A request on a new connection, answered then closed: what came back (nothing when the
+/// connection was refused).
+async fn one_request(addr: std::net::SocketAddr) -> String {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = s
+        .write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
+        .await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(PATIENCE, s.read_to_end(&mut out))
+        .await
+        .expect("answered or closed");
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The connections a client holds outlive a reload, and so does their count: a reload does
+/// not hand every client a second allowance. A new cap applies to them at once.
+#[tokio::test]
+async fn per_address_counts_survive_a_reload() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let extra = "[limits]\nmax_connections_per_ip = 2\n[timeouts]\nclose_grace = \"1h\"\n";
+    let proxy = Harness::start(&[node.addr], extra).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(proxy.plain_addr())
+            .await
+            .unwrap();
+        s.write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_response(&mut s).await.0.starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    // Still open after the reload (idle, they wait `close_grace` for a last request).
+    proxy
+        .reload_edited(|t| t.replace("close_grace = \"1h\"", "close_grace = \"2h\""))
+        .await;
+    assert_eq!(one_request(proxy.plain_addr()).await, "", "over the cap");
+    proxy
+        .reload_edited(|t| t.replace("max_connections_per_ip = 2", "max_connections_per_ip = 3"))
+        .await;
+    assert!(one_request(proxy.plain_addr())
+        .await
+        .starts_with("HTTP/1.1 200"));
 }
 
 #[tokio::test]
@@ -560,6 +587,51 @@ async fn the_connection_cap_applies_back_pressure_not_errors() {
             .unwrap(),
         200
     );
+}
+
+/// The listener's connection cap counts the connections a reload left open, when the reload
+/// keeps the cap.
+#[tokio::test]
+async fn the_connection_cap_counts_across_a_reload() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let extra = "[limits]\nmax_connections = 2\n[timeouts]\nclose_grace = \"1h\"\n";
+    let proxy = Harness::start(&[node.addr], extra).await;
+    let plain = proxy.plain_addr();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(plain).await.unwrap();
+        s.write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_response(&mut s).await.0.starts_with("HTTP/1.1 200"));
+        held.push(s);
+    }
+    proxy
+        .reload_edited(|t| t.replace("close_grace = \"1h\"", "close_grace = \"2h\""))
+        .await;
+    // One old connection closes: a new one may take its place, and only one.
+    drop(held.pop());
+    let mut s = tokio::net::TcpStream::connect(plain).await.unwrap();
+    s.write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.0.starts_with("HTTP/1.1 200"));
+    held.push(s);
+    let waiting = tokio::spawn(async move { one_request(plain).await });
+    // A wait that can only hide the fault, never fail a correct proxy: nothing frees a slot.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "served beyond the cap after a reload"
+    );
+    drop(held.pop());
+    let answer = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
 #[tokio::test]
