@@ -21,6 +21,7 @@ use crate::h2_streams::ConnStreams;
 use crate::headers::Hop;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::paths::PathPolicy;
+use crate::rate_limit::RateLimiter;
 
 /// What every connection of one listener shares.
 pub struct ListenerContext {
@@ -38,18 +39,43 @@ pub struct ListenerContext {
     pub request_id: Option<http::HeaderName>,
     /// Networks allowed to send a PROXY protocol header, on listeners that expect one.
     pub proxy_protocol: Option<Vec<ipnet::IpNet>>,
+    /// Per-client rate limits, in order; the first covering a path applies.
+    pub rate_limits: Vec<Arc<RateLimiter>>,
     pub metrics: ListenerMetrics,
     all_metrics: Arc<Metrics>,
 }
 
 impl ListenerContext {
+    /// `previous`: the listener's context before a reload, whose unchanged rate limits (and
+    /// the clients they count) carry over.
     pub fn new(
         config: &ListenerConfig,
         port: u16,
         timeouts: Timeouts,
         limits: Limits,
         metrics: Arc<Metrics>,
+        previous: Option<&ListenerContext>,
     ) -> ListenerContext {
+        let rate_limits = config
+            .rate_limits
+            .iter()
+            .map(|rule| {
+                let kept = previous
+                    .into_iter()
+                    .flat_map(|p| &p.rate_limits)
+                    .find(|r| r.config == *rule);
+                match kept {
+                    Some(r) => r.clone(),
+                    None => Arc::new(RateLimiter::new(
+                        rule.clone(),
+                        metrics.rate_limited.with_label_values(&[&config.name]),
+                        metrics
+                            .rate_limit_untracked
+                            .with_label_values(&[&config.name]),
+                    )),
+                }
+            })
+            .collect();
         ListenerContext {
             name: config.name.clone(),
             tls: config.tls.is_some(),
@@ -63,6 +89,7 @@ impl ListenerContext {
             hsts: config.hsts.clone(),
             request_id: config.request_id.clone(),
             proxy_protocol: config.proxy_protocol.clone(),
+            rate_limits,
             metrics: metrics.listener(&config.name),
             all_metrics: metrics,
         }

@@ -34,6 +34,8 @@ pub enum ProxyError {
     NoSite,
     #[error("request shed: {0}")]
     Shed(crate::admission::Shed),
+    #[error("client over its rate limit")]
+    RateLimited(crate::rate_limit::Limited),
     #[error("backend {backend}: {error}")]
     Upstream {
         backend: String,
@@ -53,6 +55,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Denied(status) => *status,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoBackend(_) | ProxyError::NoSite | ProxyError::Shed(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -117,6 +120,7 @@ impl ProxyError {
             ProxyError::MethodNotAllowed(_) => "method not allowed",
             ProxyError::NoBackend(_) | ProxyError::NoSite => "no backend available",
             ProxyError::Shed(_) => "overloaded, retry later",
+            ProxyError::RateLimited(_) => "too many requests, retry later",
             ProxyError::Upstream { error, .. } => match error {
                 UpstreamError::Body(BodyError::TooLarge(_)) => "request body too large",
                 UpstreamError::Body(BodyError::TooSlow(_)) => "request body too slow",
@@ -130,11 +134,20 @@ impl ProxyError {
             },
         };
         let mut resp = local_response(self.status(), detail);
-        if let ProxyError::MethodNotAllowed(_) = self {
-            resp.headers_mut().insert(
-                header::ALLOW,
-                HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
-            );
+        match self {
+            ProxyError::MethodNotAllowed(_) => {
+                resp.headers_mut().insert(
+                    header::ALLOW,
+                    HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+                );
+            }
+            ProxyError::RateLimited(limited) => {
+                resp.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    HeaderValue::from(crate::rate_limit::retry_after_secs(limited)),
+                );
+            }
+            _ => {}
         }
         resp
     }

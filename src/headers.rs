@@ -187,6 +187,39 @@ impl Hop {
     }
 }
 
+/// The client's address as far as the proxy can tell: the peer, or, when the peer is a trusted
+/// proxy, the nearest address in its `X-Forwarded-For` that is not a trusted proxy too (as
+/// nginx's `real_ip_recursive`). The chain's left part is whatever the client wrote, so the
+/// walk stops at the first address no trusted proxy stands behind; an entry that is not an
+/// address stops it at the last trusted one.
+pub fn client_address(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    trusts: impl Fn(IpAddr) -> bool,
+) -> IpAddr {
+    if !trusts(peer) {
+        return peer;
+    }
+    let mut nearest = peer;
+    let values = headers.get_all(&X_FORWARDED_FOR).iter().rev();
+    for value in values {
+        let Ok(text) = value.to_str() else {
+            return nearest;
+        };
+        for element in text.rsplit(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let parsed = element
+                .parse::<IpAddr>()
+                .or_else(|_| element.parse::<std::net::SocketAddr>().map(|s| s.ip()));
+            match parsed {
+                Ok(ip) if trusts(ip) => nearest = ip,
+                Ok(ip) => return ip,
+                Err(_) => return nearest,
+            }
+        }
+    }
+    nearest
+}
+
 /// One request's forwarding facts: its connection's hop and the host it asked for.
 pub struct ForwardedFor<'a> {
     pub hop: &'a Hop,
@@ -415,6 +448,38 @@ mod tests {
             h["forwarded"],
             "for=10.1.2.3;proto=http;host=auth.example.test"
         );
+    }
+
+    #[test]
+    fn the_client_address_is_the_nearest_one_no_trusted_proxy_stands_behind() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let trusts = |ip: IpAddr| trusted.iter().any(|n| n.contains(&ip));
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let client = |peer: &str, xff: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for v in xff {
+                headers.append(&X_FORWARDED_FOR, HeaderValue::from_str(v).unwrap());
+            }
+            client_address(&headers, ip(peer), trusts).to_string()
+        };
+        // An untrusted peer is the client, whatever it says.
+        assert_eq!(client("192.0.2.1", &["203.0.113.7"]), "192.0.2.1");
+        assert_eq!(client("10.0.0.1", &["203.0.113.7"]), "203.0.113.7");
+        assert_eq!(
+            client("10.0.0.1", &["1.1.1.1, 203.0.113.7 , 10.0.0.2"]),
+            "203.0.113.7"
+        );
+        // Several header lines are one list, the last line nearest.
+        assert_eq!(
+            client("10.0.0.1", &["203.0.113.7", "10.0.0.2"]),
+            "203.0.113.7"
+        );
+        assert_eq!(client("10.0.0.1", &["[2001:db8::7]:4711"]), "2001:db8::7");
+        assert_eq!(client("10.0.0.1", &["203.0.113.7:80"]), "203.0.113.7");
+        // No address to go by: the nearest trusted hop.
+        assert_eq!(client("10.0.0.1", &[]), "10.0.0.1");
+        assert_eq!(client("10.0.0.1", &["unknown, 10.0.0.3"]), "10.0.0.3");
+        assert_eq!(client("10.0.0.1", &["10.0.0.3, 10.0.0.2"]), "10.0.0.3");
     }
 
     #[test]

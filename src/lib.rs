@@ -32,6 +32,7 @@ pub mod paths;
 pub mod prefixed;
 pub mod proxy;
 pub mod proxy_protocol;
+pub mod rate_limit;
 pub mod reload;
 pub mod reply;
 pub mod request_id;
@@ -449,6 +450,7 @@ fn serving_state(
         config.timeouts,
         config.limits,
         metrics.clone(),
+        previous.map(|p| &*p.context),
     ));
     listener::ServingState {
         context,

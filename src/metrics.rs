@@ -23,6 +23,8 @@ pub struct Metrics {
     pub open_connections: IntGaugeVec,
     pub connections: IntCounterVec,
     pub connection_errors: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub rate_limit_untracked: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub backends: IntGaugeVec,
     pub backends_changed: IntGaugeVec,
@@ -138,6 +140,18 @@ impl Metrics {
             "sessiongate_connection_errors_total",
             "Client connections that ended in error or were refused, by listener and kind (tls_handshake, tls_handshake_timeout, http, accept, per_ip_limit).",
             &["listener", "kind"],
+        );
+        let rate_limited = counter(
+            &registry,
+            "sessiongate_rate_limited_total",
+            "Requests answered 429 because their client was over a rate limit, by listener.",
+            &["listener"],
+        );
+        let rate_limit_untracked = counter(
+            &registry,
+            "sessiongate_rate_limit_untracked_total",
+            "Requests let through unlimited because a rate limit's client table was full of busy clients (raise max_clients), by listener.",
+            &["listener"],
         );
         let upstream_errors = counter(
             &registry,
@@ -294,6 +308,8 @@ impl Metrics {
             open_connections,
             connections,
             connection_errors,
+            rate_limited,
+            rate_limit_untracked,
             upstream_errors,
             backends,
             backends_changed,
@@ -349,13 +365,15 @@ impl Metrics {
 
     /// Every labelled metric (those with a `site` or `backend` label are swept of the series
     /// of what is gone, see `stale_series`). A new `*Vec` field belongs here too.
-    pub fn labelled(&self) -> [&dyn SeriesVec; 26] {
+    pub fn labelled(&self) -> [&dyn SeriesVec; 28] {
         [
             &self.requests,
             &self.request_duration,
             &self.open_connections,
             &self.connections,
             &self.connection_errors,
+            &self.rate_limited,
+            &self.rate_limit_untracked,
             &self.upstream_errors,
             &self.backends,
             &self.backends_changed,

@@ -189,6 +189,11 @@ impl Prefix {
         &self.text
     }
 
+    /// Does it cover this canonical path (see `covers`)?
+    pub fn matches(&self, canonical: &str) -> bool {
+        self.covers(names(canonical))
+    }
+
     /// `/metrics` covers `/metrics`, `/metrics/` and `/metrics/x`, not `/metricsx`.
     fn covers<'a>(&self, mut path: impl Iterator<Item = Cow<'a, str>>) -> bool {
         // Prefix segments are lower case; ASCII folding of the path's names is exact here,
@@ -257,6 +262,17 @@ fn names(canonical: &str) -> impl Iterator<Item = Cow<'_, str>> {
         .map(segment_name)
 }
 
+/// `list`, and under `relative` (Keycloak's `http-relative-path`, e.g. `/auth`) a copy of each.
+pub fn with_relative(list: Vec<Prefix>, relative: Option<&Prefix>) -> Vec<Prefix> {
+    match relative {
+        None => list,
+        Some(base) => {
+            let under: Vec<Prefix> = list.iter().map(|p| p.under(base)).collect();
+            list.into_iter().chain(under).collect()
+        }
+    }
+}
+
 /// The paths a listener refuses, matched on canonical paths.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PathPolicy {
@@ -272,18 +288,9 @@ impl PathPolicy {
         allow: Option<Vec<Prefix>>,
         relative: Option<Prefix>,
     ) -> PathPolicy {
-        let expand = |list: Vec<Prefix>| -> Vec<Prefix> {
-            match &relative {
-                None => list,
-                Some(base) => {
-                    let under: Vec<Prefix> = list.iter().map(|p| p.under(base)).collect();
-                    list.into_iter().chain(under).collect()
-                }
-            }
-        };
         PathPolicy {
-            deny: expand(deny),
-            allow: allow.map(expand),
+            deny: with_relative(deny, relative.as_ref()),
+            allow: allow.map(|list| with_relative(list, relative.as_ref())),
         }
     }
 

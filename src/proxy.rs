@@ -28,6 +28,7 @@ use crate::failover::Failover;
 use crate::headers::{self, ForwardedFor};
 use crate::metrics::Metrics;
 use crate::paths;
+use crate::rate_limit;
 use crate::reply::{Fields, Reply};
 use crate::request_id;
 use crate::select::{NoPick, Outcome, Selection};
@@ -168,6 +169,12 @@ impl Proxy {
             resp.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return Ok(Reply::local(resp));
+        }
+        if !listener.rate_limits.is_empty() {
+            let client =
+                headers::client_address(&parts.headers, conn.peer.ip(), |ip| listener.trusts(ip));
+            rate_limit::check(&listener.rate_limits, target.path(), client)
+                .map_err(ProxyError::RateLimited)?;
         }
         let max_body = listener.limits.max_body_size;
         if content_length(&parts.headers).is_some_and(|n| n > max_body) {

@@ -153,6 +153,17 @@ pub(super) fn render(c: &Config) -> String {
                     .proxy_protocol
                     .as_ref()
                     .map(|nets| nets.iter().map(|n| n.to_string()).collect()),
+                rate_limit: (!l.rate_limits.is_empty()).then(|| {
+                    l.rate_limits
+                        .iter()
+                        .map(|r| RawRateLimit {
+                            paths: Some(r.paths_text.clone()),
+                            rate: Some(r.rate.text()),
+                            burst: Some(r.burst),
+                            max_clients: Some(r.max_clients),
+                        })
+                        .collect()
+                }),
             })
             .collect(),
         sites: c

@@ -6,6 +6,7 @@
 mod balancing;
 mod effective;
 mod failover;
+mod rate_limit;
 pub mod raw;
 mod validate;
 
@@ -151,6 +152,8 @@ pub struct ListenerConfig {
     /// PROXY protocol: `Some(networks allowed to send it)`; connections from elsewhere are
     /// refused on such a listener.
     pub proxy_protocol: Option<Vec<ipnet::IpNet>>,
+    /// Per-client request rate limits; the first rule covering a path applies.
+    pub rate_limits: Vec<crate::rate_limit::RateLimitConfig>,
 }
 
 /// How a backend is chosen for a request.

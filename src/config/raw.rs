@@ -23,6 +23,8 @@ pub const DEFAULT_SHUTDOWN_DRAIN: &str = "25s";
 /// Long enough for a request sent as a reload or shutdown began to arrive (Envoy's HTTP/2
 /// drain grace is 5s), short enough not to hold up a reload's old connections.
 pub const DEFAULT_CLOSE_GRACE: &str = "1s";
+/// About 3 MiB of table per rule at most.
+pub const DEFAULT_RATE_LIMIT_MAX_CLIENTS: usize = 100_000;
 /// Shorter than the idle timeouts of common backends (Quarkus/Vert.x: 30 min, Tomcat: 60s), so
 /// the proxy closes pooled connections before the backend does and rarely races it.
 pub const DEFAULT_POOL_IDLE_TIMEOUT: &str = "30s";
@@ -220,6 +222,20 @@ pub struct RawListener {
     /// Expect a PROXY protocol (v1 or v2) header on every connection, from these networks only.
     pub proxy_protocol: Option<bool>,
     pub proxy_protocol_from: Option<Vec<String>>,
+    /// Per-client request rate limits (`[[listener.rate_limit]]`).
+    pub rate_limit: Option<Vec<RawRateLimit>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawRateLimit {
+    /// Path prefixes the rule covers (default: every path).
+    pub paths: Option<Vec<String>>,
+    /// Requests per client: `10/s`, `600/m`, `1000/h`.
+    pub rate: Option<String>,
+    /// Requests a client may send at once (default: the rate's count).
+    pub burst: Option<u32>,
+    /// Clients tracked at once; past it, new clients go unlimited (and are counted).
+    pub max_clients: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -496,3 +496,65 @@ fn slow_start_is_a_positive_duration_and_not_for_hashing() {
         assert!(keys(&err).contains(&"balance.slow_start"), "{bad}: {err}");
     }
 }
+
+#[test]
+fn rate_limits_are_checked_and_their_paths_repeated_under_the_relative_path() {
+    let c = check(
+        r#"
+[[listener]]
+listen = "127.0.0.1:8080"
+relative_path = "/auth"
+[[listener.rate_limit]]
+paths = ["/realms/master/protocol/"]
+rate = "10/s"
+[[listener.rate_limit]]
+rate = "600/m"
+burst = 50
+max_clients = 1000
+[[site]]
+backends = { static = ["127.0.0.1:9000"] }
+"#,
+    )
+    .unwrap();
+    let rules = &c.listeners[0].rate_limits;
+    assert_eq!(rules.len(), 2);
+    assert_eq!((rules[0].burst, rules[0].max_clients), (10, 100_000));
+    assert!(rules[0]
+        .paths
+        .iter()
+        .any(|p| p.as_str() == "/auth/realms/master/protocol/"));
+    assert_eq!(rules[1].paths_text, ["/"]);
+    assert_eq!((rules[1].rate.text(), rules[1].burst), ("600/m".into(), 50));
+
+    let err = check(
+        r#"
+[[listener]]
+listen = "127.0.0.1:8080"
+[[listener.rate_limit]]
+paths = []
+[[listener.rate_limit]]
+rate = "10/day"
+burst = 0
+max_clients = 0
+[[listener.rate_limit]]
+paths = ["/a/%2f/b"]
+rate = "1/s"
+[[site]]
+backends = { static = ["127.0.0.1:9000"] }
+"#,
+    )
+    .unwrap_err();
+    let mut k = keys(&err);
+    k.sort();
+    assert_eq!(
+        k,
+        [
+            "listener[0].rate_limit[0].paths",
+            "listener[0].rate_limit[0].rate",
+            "listener[0].rate_limit[1].burst",
+            "listener[0].rate_limit[1].max_clients",
+            "listener[0].rate_limit[1].rate",
+            "listener[0].rate_limit[2].paths[0]",
+        ]
+    );
+}

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::raw::{self, RawConfig};
-use super::{balancing, failover};
+use super::{balancing, failover, rate_limit};
 use super::{
     resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, HttpsRedirect,
     IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, ReloadConfig, SiteConfig, Timeouts,
@@ -477,12 +477,19 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
             }
         }
     });
+    let rate_limits = rate_limit::rate_limits(
+        c,
+        &key,
+        l.rate_limit.as_deref().unwrap_or_default(),
+        relative.as_ref(),
+    );
     ListenerConfig {
         name,
         listen,
         tls,
         redirect,
         paths: PathPolicy::new(deny, allow, relative),
+        rate_limits,
         deny_paths: l.deny_paths.clone().unwrap_or(default_deny),
         allow_paths: l.allow_paths.clone(),
         relative_path: l.relative_path.clone(),

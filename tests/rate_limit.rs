@@ -1,0 +1,178 @@
+//! Per-client rate limits: a client over its allowance gets 429 with `Retry-After` and no node
+//! sees the request; other clients, and paths no rule covers, are served; behind a trusted
+//! proxy each forwarded client counts on its own; a reload keeps the count. Rates of one request
+//! an hour make "the fourth request is refused" a fact, whatever the machine's speed.
+
+mod common;
+
+use std::net::SocketAddr;
+
+use common::*;
+use tokio::net::{TcpSocket, TcpStream};
+
+fn listeners(plain_extra: &str, rule: &str) -> String {
+    format!(
+        "[[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\n{plain_extra}\n\
+         [[listener.rate_limit]]\n{rule}\n\
+         [[listener]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\n\
+         tls = {{ cert = \"default.crt\", key = \"default.key\" }}\n\
+         [[listener.rate_limit]]\n{rule}\n"
+    )
+}
+
+/// `GET path` over HTTP/1.1 from `from` (a loopback address), with extra header lines:
+/// the status and the Retry-After value.
+async fn get_from(
+    proxy: SocketAddr,
+    from: &str,
+    path: &str,
+    headers: &str,
+) -> (u16, Option<String>) {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut tcp: TcpStream = socket.connect(proxy).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{headers}\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut tcp).await;
+    let status = head[9..12].parse().unwrap();
+    let retry_after = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .map(str::to_string);
+    (status, retry_after)
+}
+
+fn retry_after_secs(value: Option<String>) -> u64 {
+    value.expect("Retry-After").parse().unwrap()
+}
+
+#[tokio::test]
+async fn a_client_over_its_rate_gets_429_and_no_node_sees_the_request() {
+    let nodes = start_nodes(1).await;
+    let rule = "paths = [\"/realms/\"]\nrate = \"1/h\"\nburst = 3";
+    let proxy =
+        Harness::start_with(&listeners("", rule), &static_backends(&[nodes[0].addr]), "").await;
+    let plain = proxy.plain_addr();
+    for _ in 0..3 {
+        assert_eq!(get_from(plain, "127.0.0.1", "/realms/x", "").await.0, 200);
+    }
+    // The allowance is spent: an hour to wait for the next request (less the moments passed).
+    let (status, retry_after) = get_from(plain, "127.0.0.1", "/realms/x", "").await;
+    assert_eq!(status, 429);
+    assert!((3590..=3600).contains(&retry_after_secs(retry_after)));
+    // Headers from a peer nobody trusts change nothing; a disguised path is the same path.
+    let spoof = "X-Forwarded-For: 192.0.2.9\r\n";
+    assert_eq!(
+        get_from(plain, "127.0.0.1", "/realms/y", spoof).await.0,
+        429
+    );
+    assert_eq!(get_from(plain, "127.0.0.1", "/REALMS/./x", "").await.0, 429);
+    // Paths no rule covers, and other clients, are served.
+    assert_eq!(
+        get_from(plain, "127.0.0.1", "/resources/x", "").await.0,
+        200
+    );
+    assert_eq!(get_from(plain, "127.0.0.2", "/realms/x", "").await.0, 200);
+
+    // HTTP/2: the same rule, the other listener's own count, refused stream by stream.
+    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let req = http::Request::get("https://default.test/realms/x")
+            .body(empty())
+            .unwrap();
+        let (status, headers, _) = read(send.send_request(req).await.unwrap()).await;
+        if status == 429 {
+            assert!(headers.contains_key("retry-after"));
+        }
+        statuses.push(status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429]);
+
+    let metrics = proxy.metrics().await;
+    for (listener, refused) in [("plain", 3.0), ("tls", 1.0)] {
+        let name = format!("sessiongate_rate_limited_total{{listener=\"{listener}\"}}");
+        assert_eq!(metric(&metrics, &name), Some(refused), "{listener}");
+    }
+    // What reached the node: 3 + 1 + 1 over HTTP/1.1, 3 over HTTP/2. Nothing else.
+    let served = |listener: &str| {
+        format!(
+            "sessiongate_requests_total{{backend=\"{}\",listener=\"{listener}\",status_class=\"2xx\"}}",
+            nodes[0].addr
+        )
+    };
+    assert_eq!(metric(&metrics, &served("plain")), Some(5.0));
+    assert_eq!(metric(&metrics, &served("tls")), Some(3.0));
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_counts_on_its_own() {
+    let nodes = start_nodes(1).await;
+    let rule = "rate = \"1/h\"\nburst = 2";
+    let proxy = Harness::start_with(
+        &listeners("trusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]", rule),
+        &static_backends(&[nodes[0].addr]),
+        "",
+    )
+    .await;
+    let plain = proxy.plain_addr();
+    let from = |client: &str| format!("X-Forwarded-For: {client}\r\n");
+    for _ in 0..2 {
+        assert_eq!(
+            get_from(plain, "127.0.0.1", "/x", &from("203.0.113.7"))
+                .await
+                .0,
+            200
+        );
+    }
+    assert_eq!(
+        get_from(plain, "127.0.0.1", "/x", &from("203.0.113.7"))
+            .await
+            .0,
+        429
+    );
+    // What the client wrote left of the address the trusted proxy saw counts for nothing, and a
+    // trusted hop in between (10.0.0.5) is looked through.
+    let spoofed = from("198.51.100.1, 203.0.113.7, 10.0.0.5");
+    assert_eq!(get_from(plain, "127.0.0.1", "/x", &spoofed).await.0, 429);
+    assert_eq!(
+        get_from(plain, "127.0.0.1", "/x", &from("203.0.113.8"))
+            .await
+            .0,
+        200
+    );
+    // The trusted proxy itself is a client too, for requests that name nobody else.
+    for _ in 0..2 {
+        assert_eq!(get_from(plain, "127.0.0.1", "/x", "").await.0, 200);
+    }
+    assert_eq!(get_from(plain, "127.0.0.1", "/x", "").await.0, 429);
+}
+
+#[tokio::test]
+async fn a_reload_keeps_each_clients_count_unless_the_rule_changes() {
+    let nodes = start_nodes(1).await;
+    let rule = "rate = \"1/h\"\nburst = 2";
+    let proxy = Harness::start_with(
+        &listeners("", rule),
+        &static_backends(&[nodes[0].addr]),
+        "[timeouts]\nclose_grace = \"1s\"\n",
+    )
+    .await;
+    let plain = proxy.plain_addr();
+    for expected in [200, 200, 429] {
+        assert_eq!(get_from(plain, "127.0.0.1", "/x", "").await.0, expected);
+    }
+    proxy
+        .reload_edited(|t| t.replace("close_grace = \"1s\"", "close_grace = \"2s\""))
+        .await;
+    assert_eq!(get_from(plain, "127.0.0.1", "/x", "").await.0, 429);
+    // A changed rule counts afresh.
+    proxy
+        .reload_edited(|t| t.replace("burst = 2", "burst = 1"))
+        .await;
+    for expected in [200, 429] {
+        assert_eq!(get_from(plain, "127.0.0.1", "/x", "").await.0, expected);
+    }
+}
