@@ -447,6 +447,16 @@ async fn one_request(addr: std::net::SocketAddr) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A new connection that has had one request answered, and stays open (kept alive).
+async fn kept_alive(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_response(&mut s).await.0.starts_with("HTTP/1.1 200"));
+    s
+}
+
 /// The connections a client holds outlive a reload, and so does their count: a reload does
 /// not hand every client a second allowance. A new cap applies to them at once.
 #[tokio::test]
@@ -458,14 +468,7 @@ async fn per_address_counts_survive_a_reload() {
     let proxy = Harness::start(&[node.addr], extra).await;
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(proxy.plain_addr())
-            .await
-            .unwrap();
-        s.write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(read_response(&mut s).await.0.starts_with("HTTP/1.1 200"));
-        held.push(s);
+        held.push(kept_alive(proxy.plain_addr()).await);
     }
     // Still open after the reload (idle, they wait `close_grace` for a last request).
     proxy
@@ -601,24 +604,14 @@ async fn the_connection_cap_counts_across_a_reload() {
     let plain = proxy.plain_addr();
     let mut held = Vec::new();
     for _ in 0..2 {
-        let mut s = tokio::net::TcpStream::connect(plain).await.unwrap();
-        s.write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
-            .await
-            .unwrap();
-        assert!(read_response(&mut s).await.0.starts_with("HTTP/1.1 200"));
-        held.push(s);
+        held.push(kept_alive(plain).await);
     }
     proxy
         .reload_edited(|t| t.replace("close_grace = \"1h\"", "close_grace = \"2h\""))
         .await;
     // One old connection closes: a new one may take its place, and only one.
     drop(held.pop());
-    let mut s = tokio::net::TcpStream::connect(plain).await.unwrap();
-    s.write_all(b"GET /realms/x HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        .await
-        .unwrap();
-    assert!(read_response(&mut s).await.0.starts_with("HTTP/1.1 200"));
-    held.push(s);
+    held.push(kept_alive(plain).await);
     let waiting = tokio::spawn(async move { one_request(plain).await });
     // A wait that can only hide the fault, never fail a correct proxy: nothing frees a slot.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;

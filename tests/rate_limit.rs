@@ -8,6 +8,7 @@ mod common;
 use std::net::SocketAddr;
 
 use common::*;
+use sessiongate::demo::DemoNode;
 use tokio::net::{TcpSocket, TcpStream};
 
 fn listeners(plain_extra: &str, rule: &str) -> String {
@@ -18,6 +19,15 @@ fn listeners(plain_extra: &str, rule: &str) -> String {
          tls = {{ cert = \"default.crt\", key = \"default.key\" }}\n\
          [[listener.rate_limit]]\n{rule}\n"
     )
+}
+
+/// One node behind a proxy whose two listeners (`plain` with `plain_extra`, `tls`) each have
+/// the rate limit `rule`; `extra` follows the site.
+async fn start(plain_extra: &str, rule: &str, extra: &str) -> (Vec<DemoNode>, Harness) {
+    let nodes = start_nodes(1).await;
+    let backends = static_backends(&[nodes[0].addr]);
+    let proxy = Harness::start_with(&listeners(plain_extra, rule), &backends, extra).await;
+    (nodes, proxy)
 }
 
 /// `GET path` over HTTP/1.1 from `from` (a loopback address), with extra header lines:
@@ -50,10 +60,8 @@ fn retry_after_secs(value: Option<String>) -> u64 {
 
 #[tokio::test]
 async fn a_client_over_its_rate_gets_429_and_no_node_sees_the_request() {
-    let nodes = start_nodes(1).await;
     let rule = "paths = [\"/realms/\"]\nrate = \"1/h\"\nburst = 3";
-    let proxy =
-        Harness::start_with(&listeners("", rule), &static_backends(&[nodes[0].addr]), "").await;
+    let (nodes, proxy) = start("", rule, "").await;
     let plain = proxy.plain_addr();
     for _ in 0..3 {
         assert_eq!(get_from(plain, "127.0.0.1", "/realms/x", "").await.0, 200);
@@ -109,14 +117,8 @@ async fn a_client_over_its_rate_gets_429_and_no_node_sees_the_request() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_counts_on_its_own() {
-    let nodes = start_nodes(1).await;
-    let rule = "rate = \"1/h\"\nburst = 2";
-    let proxy = Harness::start_with(
-        &listeners("trusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]", rule),
-        &static_backends(&[nodes[0].addr]),
-        "",
-    )
-    .await;
+    let trusted = "trusted_proxies = [\"127.0.0.1/32\", \"10.0.0.0/8\"]";
+    let (_nodes, proxy) = start(trusted, "rate = \"1/h\"\nburst = 2", "").await;
     let plain = proxy.plain_addr();
     let from = |client: &str| format!("X-Forwarded-For: {client}\r\n");
     for _ in 0..2 {
@@ -152,14 +154,8 @@ async fn behind_a_trusted_proxy_each_forwarded_client_counts_on_its_own() {
 
 #[tokio::test]
 async fn a_reload_keeps_each_clients_count_unless_the_rule_changes() {
-    let nodes = start_nodes(1).await;
-    let rule = "rate = \"1/h\"\nburst = 2";
-    let proxy = Harness::start_with(
-        &listeners("", rule),
-        &static_backends(&[nodes[0].addr]),
-        "[timeouts]\nclose_grace = \"1s\"\n",
-    )
-    .await;
+    let grace = "[timeouts]\nclose_grace = \"1s\"\n";
+    let (_nodes, proxy) = start("", "rate = \"1/h\"\nburst = 2", grace).await;
     let plain = proxy.plain_addr();
     for expected in [200, 200, 429] {
         assert_eq!(get_from(plain, "127.0.0.1", "/x", "").await.0, expected);
