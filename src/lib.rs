@@ -460,12 +460,13 @@ fn serving_state(
             .map(|set| tokio_rustls::TlsAcceptor::from(set.server_config())),
         proxy: generation.proxy.clone(),
         retire: generation.retire.clone(),
-        // A semaphore cannot take back permits that are out, so a new cap counts afresh.
-        permits: match previous {
-            Some(p) if p.max_connections == config.limits.max_connections => p.permits.clone(),
-            _ => Arc::new(tokio::sync::Semaphore::new(config.limits.max_connections)),
+        connections: match previous {
+            Some(p) => {
+                p.connections.set_cap(config.limits.max_connections);
+                p.connections.clone()
+            }
+            None => Arc::new(listener::ConnectionCap::new(config.limits.max_connections)),
         },
-        max_connections: config.limits.max_connections,
         per_ip: match previous {
             Some(p) => {
                 p.per_ip.set_limit(config.limits.max_connections_per_ip);

@@ -12,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -54,12 +55,71 @@ pub struct ServingState {
     pub proxy: Arc<Proxy>,
     /// Closes this generation's connections gracefully (after a reload, or at shutdown).
     pub retire: CancellationToken,
-    /// One permit per open client connection: at the cap, the loop stops accepting and the
-    /// kernel's backlog holds newcomers (back-pressure, not refusal).
-    pub permits: Arc<tokio::sync::Semaphore>,
-    /// The cap `permits` was made with.
-    pub max_connections: usize,
+    pub connections: Arc<ConnectionCap>,
     pub per_ip: Arc<PerIp>,
+}
+
+/// One permit per open client connection, up to the listener's `max_connections`: at the cap
+/// the accept loop waits and the kernel's backlog holds newcomers (back-pressure, not
+/// refusal). Kept across reloads with its listener, since the connections it counts outlive
+/// their generation.
+pub struct ConnectionCap {
+    permits: Arc<Semaphore>,
+    cap: AtomicUsize,
+    /// Permits a lowered cap still has to take back: they are out with open connections, and
+    /// each is forgotten as the accept loop gets it back.
+    owed: AtomicUsize,
+}
+
+impl ConnectionCap {
+    pub fn new(cap: usize) -> ConnectionCap {
+        ConnectionCap {
+            permits: Arc::new(Semaphore::new(cap)),
+            cap: AtomicUsize::new(cap),
+            owed: AtomicUsize::new(0),
+        }
+    }
+
+    /// A permit for one more connection, once there are fewer than the cap.
+    async fn acquire(&self) -> OwnedSemaphorePermit {
+        loop {
+            let permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            let repaid = self
+                .owed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+            if repaid.is_err() {
+                return permit;
+            }
+            permit.forget();
+        }
+    }
+
+    /// Sets the cap (a reload), counting the connections open now: a higher cap adds permits
+    /// (first paying back any still owed), a lower one takes back the free ones and owes the
+    /// rest, so no new connection is let in until enough have closed.
+    pub fn set_cap(&self, cap: usize) {
+        let old = self.cap.swap(cap, Ordering::SeqCst);
+        if cap > old {
+            let mut more = cap - old;
+            let owed = self
+                .owed
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    Some(n.saturating_sub(more))
+                })
+                .expect("always Some");
+            more -= owed.min(more);
+            self.permits.add_permits(more);
+        } else if cap < old {
+            let excess = old - cap;
+            let taken = self.permits.forget_permits(excess);
+            self.owed.fetch_add(excess - taken, Ordering::SeqCst);
+        }
+    }
 }
 
 /// Open connections per client address, so one client cannot take every slot. Kept across
@@ -116,10 +176,10 @@ impl Drop for IpSlot {
 
 pub async fn accept_loop(listener: TcpListener, handle: Arc<Serving>) {
     loop {
-        let permits = handle.state.load().permits.clone();
+        let connections = handle.state.load().connections.clone();
         let permit = tokio::select! {
             _ = handle.shutdown.cancelled() => return,
-            permit = permits.acquire_owned() => permit.expect("the semaphore is never closed"),
+            permit = connections.acquire() => permit,
         };
         let accepted = tokio::select! {
             _ = handle.shutdown.cancelled() => return,
@@ -317,5 +377,41 @@ mod tests {
         assert!(accepted.nodelay().unwrap());
         // The client side is untouched: the option really came from the listener.
         assert!(!client.unwrap().nodelay().unwrap());
+    }
+
+    /// Whether a new connection would be let in now, without waiting.
+    fn admits(cap: &ConnectionCap) -> Option<OwnedSemaphorePermit> {
+        futures_util::FutureExt::now_or_never(cap.acquire())
+    }
+
+    #[test]
+    fn a_lowered_cap_takes_back_permits_as_connections_close_and_a_raised_one_repays_first() {
+        let cap = ConnectionCap::new(3);
+        let mut open: Vec<_> = (0..3).map(|_| admits(&cap).unwrap()).collect();
+        assert!(admits(&cap).is_none());
+
+        cap.set_cap(1);
+        assert_eq!(cap.owed.load(Ordering::SeqCst), 2);
+        // Two close: their permits are taken back, and the one still open is the cap.
+        open.truncate(1);
+        assert!(admits(&cap).is_none());
+        assert_eq!(cap.owed.load(Ordering::SeqCst), 0);
+        open.clear();
+        open.push(admits(&cap).unwrap());
+        assert!(admits(&cap).is_none());
+
+        // Lowered while full, then raised before anything closed: the debt is paid first.
+        cap.set_cap(0);
+        assert_eq!(cap.owed.load(Ordering::SeqCst), 1);
+        cap.set_cap(2);
+        assert_eq!(cap.owed.load(Ordering::SeqCst), 0);
+        open.push(admits(&cap).unwrap());
+        assert!(admits(&cap).is_none());
+        // Raised with free permits: they are added as they are.
+        open.pop();
+        cap.set_cap(4);
+        let more: Vec<_> = (0..3).map(|_| admits(&cap).unwrap()).collect();
+        assert!(admits(&cap).is_none());
+        assert_eq!(open.len() + more.len(), 4);
     }
 }

@@ -627,6 +627,44 @@ async fn the_connection_cap_counts_across_a_reload() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
+/// A reload that changes the connection cap applies it to the connections already open: a
+/// lower cap is not met by letting in more, a higher one lets in more at once.
+#[tokio::test]
+async fn a_new_connection_cap_counts_the_connections_open() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let extra = "[limits]\nmax_connections = 3\n[timeouts]\nclose_grace = \"1h\"\n";
+    let proxy = Harness::start(&[node.addr], extra).await;
+    let plain = proxy.plain_addr();
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(kept_alive(plain).await);
+    }
+    proxy
+        .reload_edited(|t| t.replace("max_connections = 3", "max_connections = 1"))
+        .await;
+    // Two of the three close: one is still open, which is the new cap.
+    held.truncate(1);
+    let waiting = tokio::spawn(async move { one_request(plain).await });
+    // A wait that can only hide the fault, never fail a correct proxy: nothing frees a slot.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "served beyond the lowered cap");
+    held.clear();
+    let answer = tokio::time::timeout(PATIENCE, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+
+    // Raised while at the cap: a second connection at once.
+    held.push(kept_alive(plain).await);
+    proxy
+        .reload_edited(|t| t.replace("max_connections = 1", "max_connections = 2"))
+        .await;
+    held.push(kept_alive(plain).await);
+}
+
 #[tokio::test]
 async fn http2_header_list_limit_answers_431_to_that_stream_only() {
     let node = sessiongate::demo::DemoNode::start("node-1", localhost())
