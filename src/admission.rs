@@ -182,10 +182,14 @@ impl Admission {
         }
     }
 
+    pub fn has_waiters(&self) -> bool {
+        self.waiting.load(Ordering::SeqCst) > 0
+    }
+
     /// Called after a slot on `backend` was freed: hands a slot to the first waiter that may
     /// use it, if anyone waits.
     pub fn released(&self, backend: &Arc<Backend>) {
-        if self.waiting.load(Ordering::SeqCst) > 0 {
+        if self.has_waiters() {
             self.dispatch(std::iter::once(backend));
         }
     }

@@ -72,14 +72,23 @@ struct Lineage {
     /// Set while more than one generation's `Backend` for the node is alive: only then does a
     /// release look beyond its own queue, so the request path pays one load outside reloads.
     several: AtomicBool,
-    /// The live generations' `Backend`s for the node, oldest first. Weak: the lineage must not
-    /// keep a generation (and its pool) alive. Locked when a generation joins or drops, and by
-    /// releases while `several` is set.
-    generations: Mutex<Vec<Weak<Backend>>>,
+    /// The live generations of the node, oldest first. Locked when a generation joins or
+    /// drops, and by releases while `several` is set.
+    generations: Mutex<Vec<LineageEntry>>,
+}
+
+#[derive(Debug)]
+struct LineageEntry {
+    /// Weak: the lineage must not keep a generation (and its pool) alive.
+    backend: Weak<Backend>,
+    /// Its queue, looked at without upgrading `backend`: a release upgrades only the
+    /// generations with requests waiting, so it neither allocates while nobody waits nor
+    /// drops a `Backend` under the lock (whose drop takes the lock).
+    admission: Option<Arc<Admission>>,
 }
 
 impl Lineage {
-    fn generations(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Backend>>> {
+    fn generations(&self) -> std::sync::MutexGuard<'_, Vec<LineageEntry>> {
         // Every step is one push or one retain: a panic leaves a consistent list.
         self.generations
             .lock()
@@ -91,25 +100,31 @@ impl Lineage {
     /// release that reads it unset has freed its slot before that waiter looks for one.
     fn join(&self, backend: &Arc<Backend>) {
         let mut generations = self.generations();
-        generations.retain(|g| g.strong_count() > 0);
-        generations.push(Arc::downgrade(backend));
+        generations.retain(|g| g.backend.strong_count() > 0);
+        generations.push(LineageEntry {
+            backend: Arc::downgrade(backend),
+            admission: backend.admission.clone(),
+        });
         self.several.store(generations.len() > 1, Ordering::SeqCst);
     }
 
     /// A generation's `Backend` dropped (its own entry no longer upgrades).
     fn prune(&self) {
         let mut generations = self.generations();
-        generations.retain(|g| g.strong_count() > 0);
+        generations.retain(|g| g.backend.strong_count() > 0);
         self.several.store(generations.len() > 1, Ordering::SeqCst);
     }
 
-    /// The live generations' `Backend`s other than `own`, oldest first.
-    fn others(&self, own: &Arc<Backend>) -> Vec<Arc<Backend>> {
+    /// The live generations' `Backend`s other than `own` whose queues have requests waiting,
+    /// oldest first.
+    fn waiting_elsewhere(&self, own: &Arc<Backend>) -> Vec<Arc<Backend>> {
         // Collected under the lock, used and dropped after it: dropping the last reference to
-        // a generation's `Backend` prunes, which takes the lock.
+        // a generation's `Backend` prunes, which takes the lock. (The one clone dropped here,
+        // of `own`, is not the last: the caller holds `own`.)
         self.generations()
             .iter()
-            .filter_map(Weak::upgrade)
+            .filter(|g| g.admission.as_ref().is_some_and(|a| a.has_waiters()))
+            .filter_map(|g| g.backend.upgrade())
             .filter(|b| !Arc::ptr_eq(b, own))
             .collect()
     }
@@ -164,7 +179,7 @@ impl Drop for InFlight {
         // Other generations of the node may have requests waiting for this slot (see
         // `Lineage::join` for why reading `several` unset loses no wake-up).
         if backend.lineage.several.load(Ordering::SeqCst) {
-            for other in backend.lineage.others(backend) {
+            for other in backend.lineage.waiting_elsewhere(backend) {
                 if let Some(admission) = &other.admission {
                     admission.released(&other);
                 }
@@ -822,8 +837,9 @@ mod tests {
         let new = site.carried(&m("a", 0), &old).unwrap();
         assert!(Arc::ptr_eq(&old.lineage, &new.lineage));
         assert!(new.lineage.several.load(Ordering::SeqCst));
-        assert_eq!(old.lineage.others(&old).len(), 1);
-        assert!(Arc::ptr_eq(&old.lineage.others(&old)[0], &new));
+        let newest = old.lineage.generations()[1].backend.upgrade().unwrap();
+        assert!(Arc::ptr_eq(&newest, &new));
+        drop(newest);
 
         let slot = InFlight::new(Arc::clone(&old));
         assert_eq!(new.in_flight(), 1);
@@ -840,7 +856,7 @@ mod tests {
         assert!(new.lineage.several.load(Ordering::SeqCst));
         drop(refused);
         assert!(!new.lineage.several.load(Ordering::SeqCst));
-        assert!(new.lineage.others(&new).is_empty());
+        assert_eq!(new.lineage.generations().len(), 1);
     }
 
     #[tokio::test]
