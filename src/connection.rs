@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use http::{Request, Response};
@@ -39,6 +39,8 @@ pub struct ListenerContext {
     pub request_id: Option<http::HeaderName>,
     /// Networks allowed to send a PROXY protocol header, on listeners that expect one.
     pub proxy_protocol: Option<Vec<ipnet::IpNet>>,
+    /// Where a verified client certificate goes to the backend (`tls.client_ca` set).
+    pub client_cert_header: Option<http::HeaderName>,
     /// Per-client rate limits, in order; the first covering a path applies.
     pub rate_limits: Vec<Arc<RateLimiter>>,
     pub metrics: ListenerMetrics,
@@ -90,6 +92,7 @@ impl ListenerContext {
             request_id: config.request_id.clone(),
             proxy_protocol: config.proxy_protocol.clone(),
             rate_limits,
+            client_cert_header: config.client_cert_header.clone(),
             metrics: metrics.listener(&config.name),
             all_metrics: metrics,
         }
@@ -130,6 +133,9 @@ pub struct ConnContext {
     pub activity: Activity,
     /// The forwarded headers' per-connection part.
     pub hop: Hop,
+    /// The client's verified certificate as the backend gets it, once the handshake is done
+    /// (on listeners that pass certificates on).
+    pub client_cert: OnceLock<http::HeaderValue>,
 }
 
 /// Requests in flight on a connection and when the last one ended, for the idle timeout.
@@ -207,6 +213,7 @@ impl ConnContext {
             listener,
             peer,
             activity: Activity::new(),
+            client_cert: OnceLock::new(),
         }
     }
 }

@@ -303,7 +303,19 @@ where
     tokio::select! {
         _ = serving.retire.cancelled() => None,
         done = handshake => match done {
-            Ok(Ok(tls)) => Some(Box::new(tls)),
+            Ok(Ok(tls)) => {
+                if ctx.client_cert_header.is_some() {
+                    // Verified by rustls against the listener's client CA, or absent.
+                    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+                    if let Some(leaf) = leaf {
+                        let value = crate::tls::escaped_pem(leaf);
+                        if let Ok(value) = http::HeaderValue::from_str(&value) {
+                            let _ = conn.client_cert.set(value);
+                        }
+                    }
+                }
+                Some(Box::new(tls))
+            }
             Ok(Err(e)) => {
                 ctx.metrics.connection_error("tls_handshake");
                 tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed");

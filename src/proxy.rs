@@ -219,6 +219,14 @@ impl Proxy {
             // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs it as Host.
             parts.headers.insert(header::HOST, host_value);
         }
+        // The proxy's word on the client's certificate, never the client's: whatever it sent
+        // under the name goes, with or without a certificate of its own.
+        if let Some(name) = &listener.client_cert_header {
+            parts.headers.remove(name);
+            if let Some(cert) = conn.client_cert.get() {
+                parts.headers.insert(name.clone(), cert.clone());
+            }
+        }
         // After the hop-by-hop strip: a `Connection` naming the header must not remove the
         // proxy's ID. Whatever the client sent under that name is replaced.
         if let (Some(name), Some(id)) = (&listener.request_id, &record.request_id) {

@@ -25,6 +25,9 @@ pub fn watched_files(config: &Config) -> Vec<PathBuf> {
             files.push(cert.cert_path.clone());
             files.push(cert.key_path.clone());
         }
+        if let Some(client) = l.tls.as_ref().and_then(|set| set.client_certs()) {
+            files.push(client.ca_path.clone());
+        }
     }
     for site in &config.sites {
         if let Some(ca) = site.tls.as_ref().and_then(|t| t.ca_path.clone()) {

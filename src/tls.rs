@@ -43,6 +43,8 @@ pub enum TlsError {
     EmptyCaBundle { path: PathBuf },
     #[error("no system CA certificates found; set `ca` to a PEM bundle")]
     NoSystemRoots,
+    #[error("client CA bundle {path}: {reason}")]
+    ClientVerifier { path: PathBuf, reason: String },
     #[error("`{0}` is not a valid TLS server name")]
     BadServerName(String),
     #[error("TLS setup failed: {0}")]
@@ -181,13 +183,71 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, String, i64), Stri
 #[derive(Clone)]
 pub struct CertificateSet {
     certificates: Vec<LoadedCertificate>,
+    client_certs: Option<ClientCerts>,
     server_config: Arc<ServerConfig>,
+}
+
+/// Client certificates a listener asks for (Keycloak's X.509 login behind the proxy): checked
+/// against `ca_path`, and required or optional.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCerts {
+    pub ca_path: PathBuf,
+    /// Without a certificate the handshake fails; else a client may send none (and log in
+    /// another way), but one it sends must verify.
+    pub required: bool,
 }
 
 impl fmt::Debug for CertificateSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_list().entries(&self.certificates).finish()
     }
+}
+
+/// Checks that `client`'s CA bundle can verify client certificates (config validation).
+pub fn check_client_certs(client: &ClientCerts) -> Result<(), TlsError> {
+    client_verifier(client).map(drop)
+}
+
+fn client_verifier(
+    client: &ClientCerts,
+) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(read_certificates(&client.ca_path)?);
+    if added == 0 {
+        return Err(TlsError::EmptyCaBundle {
+            path: client.ca_path.clone(),
+        });
+    }
+    let builder =
+        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+    let builder = if client.required {
+        builder
+    } else {
+        builder.allow_unauthenticated()
+    };
+    builder.build().map_err(|e| TlsError::ClientVerifier {
+        path: client.ca_path.clone(),
+        reason: e.to_string(),
+    })
+}
+
+/// A client certificate as nginx's `$ssl_client_escaped_cert` gives it, which Keycloak's
+/// `nginx` X.509 lookup reads: the PEM, percent-encoded whole (Java's URL decoder would read a
+/// bare `+` of base64 as a space, so everything but unreserved characters is escaped).
+pub fn escaped_pem(der: &[u8]) -> String {
+    let pem = pem::encode_config(
+        &pem::Pem::new("CERTIFICATE", der.to_vec()),
+        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
+    );
+    let mut out = String::with_capacity(pem.len() * 3 / 2);
+    for b in pem.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 /// The session ticket key: random, rotated by rustls every 6 hours, and one for the life of the
@@ -214,12 +274,18 @@ const TLS13_TICKETS_MAX: usize = 6;
 
 impl CertificateSet {
     /// The first certificate is the default, served when the client's SNI matches none.
-    pub fn new(certificates: Vec<LoadedCertificate>) -> Result<CertificateSet, TlsError> {
+    pub fn new(
+        certificates: Vec<LoadedCertificate>,
+        client_certs: Option<ClientCerts>,
+    ) -> Result<CertificateSet, TlsError> {
         let resolver = Arc::new(SniResolver::new(&certificates));
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver);
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+        let builder = match &client_certs {
+            None => builder.with_no_client_auth(),
+            Some(client) => builder.with_client_cert_verifier(client_verifier(client)?),
+        };
+        let mut config = builder.with_cert_resolver(resolver);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         // The suite order above, not the client's, decides (all of them are strong).
         config.ignore_client_order = true;
@@ -229,12 +295,17 @@ impl CertificateSet {
         config.max_tls13_tickets = TLS13_TICKETS_MAX;
         Ok(CertificateSet {
             certificates,
+            client_certs,
             server_config: Arc::new(config),
         })
     }
 
     pub fn certificates(&self) -> &[LoadedCertificate] {
         &self.certificates
+    }
+
+    pub fn client_certs(&self) -> Option<&ClientCerts> {
+        self.client_certs.as_ref()
     }
 
     pub fn server_config(&self) -> Arc<ServerConfig> {

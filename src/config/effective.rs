@@ -129,10 +129,16 @@ pub(super) fn render(c: &Config) -> String {
                         key: Some(cert.key_path.display().to_string()),
                     });
                     let default = pairs.next().unwrap_or_default();
+                    let client = set.client_certs();
                     RawServerTls {
                         cert: default.cert,
                         key: default.key,
                         sni: pairs.collect(),
+                        client_ca: client.map(|c| c.ca_path.display().to_string()),
+                        client_auth: client.map(|c| {
+                            (if c.required { "required" } else { "optional" }).to_string()
+                        }),
+                        client_cert_header: l.client_cert_header.as_ref().map(|h| h.to_string()),
                     }
                 }),
                 redirect_to_https: Some(l.redirect.is_some()),

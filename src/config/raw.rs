@@ -23,6 +23,8 @@ pub const DEFAULT_SHUTDOWN_DRAIN: &str = "25s";
 /// Long enough for a request sent as a reload or shutdown began to arrive (Envoy's HTTP/2
 /// drain grace is 5s), short enough not to hold up a reload's old connections.
 pub const DEFAULT_CLOSE_GRACE: &str = "1s";
+/// What Keycloak's `nginx` X.509 lookup reads by default.
+pub const DEFAULT_CLIENT_CERT_HEADER: &str = "ssl-client-cert";
 /// About 3 MiB of table per rule at most.
 pub const DEFAULT_RATE_LIMIT_MAX_CLIENTS: usize = 100_000;
 /// Shorter than the idle timeouts of common backends (Quarkus/Vert.x: 30 min, Tomcat: 60s), so
@@ -313,6 +315,12 @@ pub struct RawServerTls {
     /// More certificates, chosen by SNI from the names in each certificate.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sni: Vec<RawCertPair>,
+    /// Ask clients for certificates issued by this CA bundle (Keycloak's X.509 login).
+    pub client_ca: Option<String>,
+    /// `optional` (the default: a client may send none) or `required`.
+    pub client_auth: Option<String>,
+    /// The header that carries a verified client certificate to the backend.
+    pub client_cert_header: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

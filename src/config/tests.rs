@@ -558,3 +558,57 @@ backends = { static = ["127.0.0.1:9000"] }
         ]
     );
 }
+
+#[test]
+fn client_certificate_settings_are_checked() {
+    let base = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let load = |tls: &str| {
+        Config::from_toml(
+            &format!(
+                "[[listener]]\nlisten = \"127.0.0.1:8443\"\n[listener.tls]\n\
+                 cert = \"../certs/tls.crt\"\nkey = \"../certs/tls.key\"\n{tls}\n\
+                 [[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n"
+            ),
+            "test.toml",
+            &base,
+        )
+    };
+    let c = load("client_ca = \"../certs/dev-ca.crt\"").unwrap();
+    let l = &c.listeners[0];
+    assert_eq!(l.client_cert_header.as_ref().unwrap(), "ssl-client-cert");
+    assert!(!l.tls.as_ref().unwrap().client_certs().unwrap().required);
+    let c = load("client_ca = \"../certs/dev-ca.crt\"\nclient_auth = \"required\"").unwrap();
+    assert!(
+        c.listeners[0]
+            .tls
+            .as_ref()
+            .unwrap()
+            .client_certs()
+            .unwrap()
+            .required
+    );
+
+    for (tls, key) in [
+        ("client_auth = \"required\"", "listener[0].tls.client_auth"),
+        (
+            "client_cert_header = \"x-cert\"",
+            "listener[0].tls.client_cert_header",
+        ),
+        (
+            "client_ca = \"../certs/dev-ca.crt\"\nclient_auth = \"maybe\"",
+            "listener[0].tls.client_auth",
+        ),
+        (
+            "client_ca = \"../certs/dev-ca.crt\"\nclient_cert_header = \"cookie\"",
+            "listener[0].tls.client_cert_header",
+        ),
+        ("client_ca = \"missing.crt\"", "listener[0].tls.client_ca"),
+        (
+            "client_ca = \"../certs/tls.key\"",
+            "listener[0].tls.client_ca",
+        ),
+    ] {
+        let err = load(tls).unwrap_err();
+        assert_eq!(keys(&err), [key], "{tls}");
+    }
+}

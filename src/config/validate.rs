@@ -351,6 +351,10 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         .tls
         .as_ref()
         .and_then(|t| server_tls(c, &format!("{key}.tls"), t));
+    let client_cert_header = l
+        .tls
+        .as_ref()
+        .and_then(|t| client_cert_header(c, &format!("{key}.tls"), t));
     let redirect = match (l.redirect_to_https.unwrap_or(false), l.https_port) {
         (true, _) if l.tls.is_some() => {
             c.issue(
@@ -490,6 +494,7 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         redirect,
         paths: PathPolicy::new(deny, allow, relative),
         rate_limits,
+        client_cert_header,
         deny_paths: l.deny_paths.clone().unwrap_or(default_deny),
         allow_paths: l.allow_paths.clone(),
         relative_path: l.relative_path.clone(),
@@ -605,13 +610,88 @@ fn server_tls(c: &mut Checker<'_>, key: &str, t: &raw::RawServerTls) -> Option<C
     for (j, p) in t.sni.iter().enumerate() {
         pair(c, &format!("{key}.sni[{j}]"), &p.cert, &p.key);
     }
+    let client_certs = client_certs(c, key, t);
     if pairs.is_empty() {
         return None;
     }
-    match CertificateSet::new(pairs) {
+    match CertificateSet::new(pairs, client_certs) {
         Ok(set) => Some(set),
         Err(e) => {
             c.issue(key, e.to_string());
+            None
+        }
+    }
+}
+
+/// `client_ca` and `client_auth` of a listener's `tls`.
+fn client_certs(c: &mut Checker<'_>, key: &str, t: &raw::RawServerTls) -> Option<tls::ClientCerts> {
+    let required = match t.client_auth.as_deref() {
+        None | Some("optional") => false,
+        Some("required") => true,
+        Some(other) => {
+            c.issue(
+                format!("{key}.client_auth"),
+                format!("`{other}` is not one of: optional, required"),
+            );
+            false
+        }
+    };
+    match &t.client_ca {
+        Some(path) => {
+            let client = tls::ClientCerts {
+                ca_path: resolve_path(c.base, path),
+                required,
+            };
+            match tls::check_client_certs(&client) {
+                Ok(()) => Some(client),
+                Err(e) => {
+                    c.issue(format!("{key}.client_ca"), e.to_string());
+                    None
+                }
+            }
+        }
+        None => {
+            for (field, set) in [
+                ("client_auth", t.client_auth.is_some()),
+                ("client_cert_header", t.client_cert_header.is_some()),
+            ] {
+                if set {
+                    c.issue(
+                        format!("{key}.{field}"),
+                        "is only used with client_ca (the CA bundle client certificates are checked against)",
+                    );
+                }
+            }
+            None
+        }
+    }
+}
+
+/// The header a listener's verified client certificates go to the backend in.
+fn client_cert_header(
+    c: &mut Checker<'_>,
+    key: &str,
+    t: &raw::RawServerTls,
+) -> Option<http::HeaderName> {
+    t.client_ca.as_ref()?;
+    let name = t
+        .client_cert_header
+        .as_deref()
+        .unwrap_or(raw::DEFAULT_CLIENT_CERT_HEADER);
+    match http::HeaderName::from_bytes(name.as_bytes()) {
+        Ok(header) if crate::headers::is_reserved(&header) => {
+            c.issue(
+                format!("{key}.client_cert_header"),
+                format!("`{name}` is a header the proxy or HTTP itself decides"),
+            );
+            None
+        }
+        Ok(header) => Some(header),
+        Err(_) => {
+            c.issue(
+                format!("{key}.client_cert_header"),
+                format!("`{name}` is not a header name"),
+            );
             None
         }
     }

@@ -41,6 +41,12 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     dir
 }
 
+/// A client's certificate and key, for listeners that ask for one.
+pub struct ClientIdentity {
+    pub cert: CertificateDer<'static>,
+    pub key: rustls::pki_types::PrivateKeyDer<'static>,
+}
+
 /// A test CA and leaf certificates for `default.test`, `a.test` and `*.b.test`, written as PEM
 /// files into a directory.
 pub struct Pki {
@@ -57,7 +63,9 @@ impl Pki {
         ca_params
             .distinguished_name
             .push(DnType::CommonName, "sessiongate test CA");
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        std::fs::write(dir.join("ca.key"), ca_key.serialize_pem()).unwrap();
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
         std::fs::write(dir.join("ca.crt"), ca.pem()).unwrap();
         let mut leaf_der = std::collections::HashMap::new();
         for (file, names) in [
@@ -82,15 +90,59 @@ impl Pki {
     }
 
     pub fn client_config(&self, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
+        Arc::new(self.client_config_with(alpn, None))
+    }
+
+    /// A client that presents `identity` (its certificate and key) when asked.
+    pub fn client_config_with(
+        &self,
+        alpn: &[&[u8]],
+        identity: Option<&ClientIdentity>,
+    ) -> rustls::ClientConfig {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(self.ca_der.clone()).unwrap();
-        let mut config = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
+        let builder = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
             .with_safe_default_protocol_versions()
             .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let mut config = match identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => builder
+                .with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key())
+                .unwrap(),
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-        Arc::new(config)
+        config
+    }
+
+    /// A client certificate for `name`, issued by this test CA (`trusted`) or by a CA of its
+    /// own that nobody trusts.
+    pub fn client_identity(&self, name: &str, trusted: bool) -> ClientIdentity {
+        use rcgen::{
+            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
+            IsCa, KeyPair,
+        };
+        let ca_key =
+            KeyPair::from_pem(&std::fs::read_to_string(self.dir.join("ca.key")).unwrap()).unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "sessiongate test CA");
+        let ca = if trusted {
+            CertifiedIssuer::self_signed(ca_params, ca_key).unwrap()
+        } else {
+            CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap()
+        };
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &ca).unwrap();
+        ClientIdentity {
+            cert: cert.der().clone(),
+            key: rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
+        }
     }
 }
 
@@ -542,7 +594,16 @@ impl RawBackend {
 }
 
 /// Reads one response whose body has a Content-Length; returns its head and body.
-pub async fn read_response(tcp: &mut TcpStream) -> (String, String) {
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (String, String) {
+    try_read_response(stream)
+        .await
+        .unwrap_or_else(|buf| panic!("closed early: {buf}"))
+}
+
+/// As `read_response`, or what came before the connection failed or closed.
+pub async fn try_read_response<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<(String, String), String> {
     let mut buf = Vec::new();
     let read = async {
         loop {
@@ -555,18 +616,19 @@ pub async fn read_response(tcp: &mut TcpStream) -> (String, String) {
                     .map_or(0, |(_, v)| v.trim().parse::<usize>().unwrap());
                 if buf.len() >= end + 4 + length {
                     let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]);
-                    return (head, body.into_owned());
+                    return Ok((head, body.into_owned()));
                 }
             }
             let mut chunk = [0u8; 4096];
-            let n = tcp.read(&mut chunk).await.unwrap();
-            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&buf));
-            buf.extend_from_slice(&chunk[..n]);
+            match stream.read(&mut chunk).await {
+                Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+                _ => return Err(String::from_utf8_lossy(&buf).into_owned()),
+            }
         }
     };
     tokio::time::timeout(PATIENCE, read)
         .await
-        .expect("a response")
+        .expect("a response or a close")
 }
 
 /// Reads from a connection until the peer closes it; panics if that takes longer than PATIENCE.
