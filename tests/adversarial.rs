@@ -592,33 +592,36 @@ async fn the_connection_cap_applies_back_pressure_not_errors() {
     );
 }
 
-/// The listener's connection cap counts the connections a reload left open, when the reload
-/// keeps the cap.
-#[tokio::test]
-async fn the_connection_cap_counts_across_a_reload() {
+/// A proxy whose listener takes at most `cap` connections, and `cap` kept-alive connections to
+/// it, which a reload leaves open (idle, they wait `close_grace` for one more request).
+async fn at_connection_cap(
+    cap: usize,
+) -> (
+    sessiongate::demo::DemoNode,
+    Harness,
+    Vec<tokio::net::TcpStream>,
+) {
     let node = sessiongate::demo::DemoNode::start("node-1", localhost())
         .await
         .unwrap();
-    let extra = "[limits]\nmax_connections = 2\n[timeouts]\nclose_grace = \"1h\"\n";
-    let proxy = Harness::start(&[node.addr], extra).await;
-    let plain = proxy.plain_addr();
+    let extra = format!("[limits]\nmax_connections = {cap}\n[timeouts]\nclose_grace = \"1h\"\n");
+    let proxy = Harness::start(&[node.addr], &extra).await;
     let mut held = Vec::new();
-    for _ in 0..2 {
-        held.push(kept_alive(plain).await);
+    for _ in 0..cap {
+        held.push(kept_alive(proxy.plain_addr()).await);
     }
-    proxy
-        .reload_edited(|t| t.replace("close_grace = \"1h\"", "close_grace = \"2h\""))
-        .await;
-    // One old connection closes: a new one may take its place, and only one.
-    drop(held.pop());
-    held.push(kept_alive(plain).await);
-    let waiting = tokio::spawn(async move { one_request(plain).await });
+    (node, proxy, held)
+}
+
+/// A new connection is not served while `held` are open, and is once the last of them closes.
+async fn served_only_after_one_closes(
+    addr: std::net::SocketAddr,
+    held: &mut Vec<tokio::net::TcpStream>,
+) {
+    let waiting = tokio::spawn(async move { one_request(addr).await });
     // A wait that can only hide the fault, never fail a correct proxy: nothing frees a slot.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(
-        !waiting.is_finished(),
-        "served beyond the cap after a reload"
-    );
+    assert!(!waiting.is_finished(), "served beyond the cap");
     drop(held.pop());
     let answer = tokio::time::timeout(PATIENCE, waiting)
         .await
@@ -627,36 +630,29 @@ async fn the_connection_cap_counts_across_a_reload() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
-/// A reload that changes the connection cap applies it to the connections already open: a
-/// lower cap is not met by letting in more, a higher one lets in more at once.
+/// The listener's connection cap counts the connections a reload left open, whether the
+/// reload keeps the cap or changes it: a lower cap is not met by letting in more, a higher one
+/// lets in more at once.
 #[tokio::test]
-async fn a_new_connection_cap_counts_the_connections_open() {
-    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
-        .await
-        .unwrap();
-    let extra = "[limits]\nmax_connections = 3\n[timeouts]\nclose_grace = \"1h\"\n";
-    let proxy = Harness::start(&[node.addr], extra).await;
+async fn the_connection_cap_counts_the_connections_a_reload_left_open() {
+    let (_node, proxy, mut held) = at_connection_cap(2).await;
     let plain = proxy.plain_addr();
-    let mut held = Vec::new();
-    for _ in 0..3 {
-        held.push(kept_alive(plain).await);
-    }
+    proxy
+        .reload_edited(|t| t.replace("close_grace = \"1h\"", "close_grace = \"2h\""))
+        .await;
+    // One old connection closes: a new one may take its place, and only one.
+    drop(held.pop());
+    held.push(kept_alive(plain).await);
+    served_only_after_one_closes(plain, &mut held).await;
+
+    let (_node, proxy, mut held) = at_connection_cap(3).await;
+    let plain = proxy.plain_addr();
     proxy
         .reload_edited(|t| t.replace("max_connections = 3", "max_connections = 1"))
         .await;
-    // Two of the three close: one is still open, which is the new cap.
+    // Two of the three close: the one still open is the new cap.
     held.truncate(1);
-    let waiting = tokio::spawn(async move { one_request(plain).await });
-    // A wait that can only hide the fault, never fail a correct proxy: nothing frees a slot.
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    assert!(!waiting.is_finished(), "served beyond the lowered cap");
-    held.clear();
-    let answer = tokio::time::timeout(PATIENCE, waiting)
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-
+    served_only_after_one_closes(plain, &mut held).await;
     // Raised while at the cap: a second connection at once.
     held.push(kept_alive(plain).await);
     proxy
