@@ -40,7 +40,7 @@ pub struct ListenerContext {
     /// Networks allowed to send a PROXY protocol header, on listeners that expect one.
     pub proxy_protocol: Option<Vec<ipnet::IpNet>>,
     /// Where a verified client certificate goes to the backend (`tls.client_ca` set).
-    pub client_cert_header: Option<http::HeaderName>,
+    pub client_cert_header: Option<(http::HeaderName, crate::tls::ClientCertFormat)>,
     /// Per-client rate limits, in order; the first covering a path applies.
     pub rate_limits: Vec<Arc<RateLimiter>>,
     pub metrics: ListenerMetrics,

@@ -304,11 +304,11 @@ where
         _ = serving.retire.cancelled() => None,
         done = handshake => match done {
             Ok(Ok(tls)) => {
-                if ctx.client_cert_header.is_some() {
+                if let Some((_, format)) = ctx.client_cert_header {
                     // Verified by rustls against the listener's client CA, or absent.
                     let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
                     if let Some(leaf) = leaf {
-                        let value = crate::tls::escaped_pem(leaf);
+                        let value = format.value(leaf);
                         if let Ok(value) = http::HeaderValue::from_str(&value) {
                             let _ = conn.client_cert.set(value);
                         }

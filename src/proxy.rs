@@ -221,7 +221,7 @@ impl Proxy {
         }
         // The proxy's word on the client's certificate, never the client's: whatever it sent
         // under the name goes, with or without a certificate of its own.
-        if let Some(name) = &listener.client_cert_header {
+        if let Some((name, _)) = &listener.client_cert_header {
             parts.headers.remove(name);
             if let Some(cert) = conn.client_cert.get() {
                 parts.headers.insert(name.clone(), cert.clone());

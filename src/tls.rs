@@ -231,10 +231,51 @@ fn client_verifier(
     })
 }
 
+/// How a verified client certificate is written into its header for the backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientCertFormat {
+    /// nginx's `$ssl_client_escaped_cert`, which Keycloak's `nginx` lookup reads.
+    Nginx,
+    /// RFC 9440's `Client-Cert`: the DER as a structured-field byte sequence, `:<base64>:`,
+    /// which Keycloak's `rfc9440` lookup reads.
+    Rfc9440,
+}
+
+impl ClientCertFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientCertFormat::Nginx => "nginx",
+            ClientCertFormat::Rfc9440 => "rfc9440",
+        }
+    }
+
+    /// The header it goes in unless configured otherwise.
+    pub fn default_header(self) -> &'static str {
+        match self {
+            ClientCertFormat::Nginx => "ssl-client-cert",
+            ClientCertFormat::Rfc9440 => "client-cert",
+        }
+    }
+
+    /// The header's value for the certificate `der`.
+    pub fn value(self, der: &[u8]) -> String {
+        match self {
+            ClientCertFormat::Nginx => escaped_pem(der),
+            ClientCertFormat::Rfc9440 => {
+                use base64::Engine;
+                format!(
+                    ":{}:",
+                    base64::engine::general_purpose::STANDARD.encode(der)
+                )
+            }
+        }
+    }
+}
+
 /// A client certificate as nginx's `$ssl_client_escaped_cert` gives it, which Keycloak's
 /// `nginx` X.509 lookup reads: the PEM, percent-encoded whole (Java's URL decoder would read a
 /// bare `+` of base64 as a space, so everything but unreserved characters is escaped).
-pub fn escaped_pem(der: &[u8]) -> String {
+fn escaped_pem(der: &[u8]) -> String {
     let pem = pem::encode_config(
         &pem::Pem::new("CERTIFICATE", der.to_vec()),
         pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),

@@ -132,6 +132,32 @@ async fn a_verified_certificate_reaches_the_node_and_a_forged_header_never_does(
     }
 }
 
+/// RFC 9440's `Client-Cert`: the DER as a structured-field byte sequence, for Keycloak's
+/// `rfc9440` lookup and any backend that follows the RFC.
+#[tokio::test]
+async fn the_certificate_can_go_as_rfc_9440_says() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start_with(
+        &listener("client_cert_format = \"rfc9440\""),
+        &static_backends(&[nodes[0].addr]),
+        "",
+    )
+    .await;
+    let carol = proxy.pki.client_identity("carol", true);
+    let config = proxy.pki.client_config_with(&[b"http/1.1"], Some(&carol));
+    let body = echo(&proxy, config, "client-cert: :Zm9yZ2Vk:\r\n")
+        .await
+        .expect("served");
+    let seen = echoed_header(&body, "client-cert");
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    let encoded = seen[0].strip_prefix(':').and_then(|v| v.strip_suffix(':'));
+    use base64::Engine;
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(encoded.expect("a byte sequence: `:<base64>:`"))
+        .unwrap();
+    assert_eq!(der, carol.cert.as_ref());
+}
+
 #[tokio::test]
 async fn a_required_certificate_turns_away_clients_without_one() {
     let nodes = start_nodes(1).await;

@@ -138,7 +138,14 @@ pub(super) fn render(c: &Config) -> String {
                         client_auth: client.map(|c| {
                             (if c.required { "required" } else { "optional" }).to_string()
                         }),
-                        client_cert_header: l.client_cert_header.as_ref().map(|h| h.to_string()),
+                        client_cert_header: l
+                            .client_cert_header
+                            .as_ref()
+                            .map(|(h, _)| h.to_string()),
+                        client_cert_format: l
+                            .client_cert_header
+                            .as_ref()
+                            .map(|(_, f)| f.name().to_string()),
                     }
                 }),
                 redirect_to_https: Some(l.redirect.is_some()),

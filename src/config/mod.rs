@@ -152,8 +152,9 @@ pub struct ListenerConfig {
     /// PROXY protocol: `Some(networks allowed to send it)`; connections from elsewhere are
     /// refused on such a listener.
     pub proxy_protocol: Option<Vec<ipnet::IpNet>>,
-    /// The header a verified client certificate goes to the backend in (`tls.client_ca` set).
-    pub client_cert_header: Option<http::HeaderName>,
+    /// The header a verified client certificate goes to the backend in, and how it is
+    /// written (`tls.client_ca` set).
+    pub client_cert_header: Option<(http::HeaderName, crate::tls::ClientCertFormat)>,
     /// Per-client request rate limits; the first rule covering a path applies.
     pub rate_limits: Vec<crate::rate_limit::RateLimitConfig>,
 }

@@ -23,8 +23,6 @@ pub const DEFAULT_SHUTDOWN_DRAIN: &str = "25s";
 /// Long enough for a request sent as a reload or shutdown began to arrive (Envoy's HTTP/2
 /// drain grace is 5s), short enough not to hold up a reload's old connections.
 pub const DEFAULT_CLOSE_GRACE: &str = "1s";
-/// What Keycloak's `nginx` X.509 lookup reads by default.
-pub const DEFAULT_CLIENT_CERT_HEADER: &str = "ssl-client-cert";
 /// About 3 MiB of table per rule at most.
 pub const DEFAULT_RATE_LIMIT_MAX_CLIENTS: usize = 100_000;
 /// Shorter than the idle timeouts of common backends (Quarkus/Vert.x: 30 min, Tomcat: 60s), so
@@ -321,6 +319,8 @@ pub struct RawServerTls {
     pub client_auth: Option<String>,
     /// The header that carries a verified client certificate to the backend.
     pub client_cert_header: Option<String>,
+    /// `nginx` (percent-encoded PEM, the default) or `rfc9440` (`Client-Cert: :<base64 DER>:`).
+    pub client_cert_format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -575,7 +575,21 @@ fn client_certificate_settings_are_checked() {
     };
     let c = load("client_ca = \"../certs/dev-ca.crt\"").unwrap();
     let l = &c.listeners[0];
-    assert_eq!(l.client_cert_header.as_ref().unwrap(), "ssl-client-cert");
+    assert_eq!(
+        l.client_cert_header,
+        Some((
+            http::HeaderName::from_static("ssl-client-cert"),
+            crate::tls::ClientCertFormat::Nginx
+        ))
+    );
+    let c = load("client_ca = \"../certs/dev-ca.crt\"\nclient_cert_format = \"rfc9440\"").unwrap();
+    assert_eq!(
+        c.listeners[0].client_cert_header,
+        Some((
+            http::HeaderName::from_static("client-cert"),
+            crate::tls::ClientCertFormat::Rfc9440
+        ))
+    );
     assert!(!l.tls.as_ref().unwrap().client_certs().unwrap().required);
     let c = load("client_ca = \"../certs/dev-ca.crt\"\nclient_auth = \"required\"").unwrap();
     assert!(
@@ -601,6 +615,14 @@ fn client_certificate_settings_are_checked() {
         (
             "client_ca = \"../certs/dev-ca.crt\"\nclient_cert_header = \"cookie\"",
             "listener[0].tls.client_cert_header",
+        ),
+        (
+            "client_cert_format = \"rfc9440\"",
+            "listener[0].tls.client_cert_format",
+        ),
+        (
+            "client_ca = \"../certs/dev-ca.crt\"\nclient_cert_format = \"xfcc\"",
+            "listener[0].tls.client_cert_format",
         ),
         ("client_ca = \"missing.crt\"", "listener[0].tls.client_ca"),
         (

@@ -654,6 +654,7 @@ fn client_certs(c: &mut Checker<'_>, key: &str, t: &raw::RawServerTls) -> Option
             for (field, set) in [
                 ("client_auth", t.client_auth.is_some()),
                 ("client_cert_header", t.client_cert_header.is_some()),
+                ("client_cert_format", t.client_cert_format.is_some()),
             ] {
                 if set {
                     c.issue(
@@ -667,17 +668,28 @@ fn client_certs(c: &mut Checker<'_>, key: &str, t: &raw::RawServerTls) -> Option
     }
 }
 
-/// The header a listener's verified client certificates go to the backend in.
+/// The header a listener's verified client certificates go to the backend in, and how.
 fn client_cert_header(
     c: &mut Checker<'_>,
     key: &str,
     t: &raw::RawServerTls,
-) -> Option<http::HeaderName> {
+) -> Option<(http::HeaderName, tls::ClientCertFormat)> {
     t.client_ca.as_ref()?;
+    let format = match t.client_cert_format.as_deref() {
+        None | Some("nginx") => tls::ClientCertFormat::Nginx,
+        Some("rfc9440") => tls::ClientCertFormat::Rfc9440,
+        Some(other) => {
+            c.issue(
+                format!("{key}.client_cert_format"),
+                format!("`{other}` is not one of: nginx, rfc9440"),
+            );
+            tls::ClientCertFormat::Nginx
+        }
+    };
     let name = t
         .client_cert_header
         .as_deref()
-        .unwrap_or(raw::DEFAULT_CLIENT_CERT_HEADER);
+        .unwrap_or(format.default_header());
     match http::HeaderName::from_bytes(name.as_bytes()) {
         Ok(header) if crate::headers::is_reserved(&header) => {
             c.issue(
@@ -686,7 +698,7 @@ fn client_cert_header(
             );
             None
         }
-        Ok(header) => Some(header),
+        Ok(header) => Some((header, format)),
         Err(_) => {
             c.issue(
                 format!("{key}.client_cert_header"),
