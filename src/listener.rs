@@ -310,7 +310,7 @@ where
                     if let Some(leaf) = leaf {
                         let value = format.value(leaf);
                         if let Ok(value) = http::HeaderValue::from_str(&value) {
-                            let _ = conn.client_cert.set(value);
+                            let _ = conn.client_cert.set(Box::new(value));
                         }
                     }
                 }

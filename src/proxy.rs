@@ -224,7 +224,7 @@ impl Proxy {
         if let Some((name, _)) = &listener.client_cert_header {
             parts.headers.remove(name);
             if let Some(cert) = conn.client_cert.get() {
-                parts.headers.insert(name.clone(), cert.clone());
+                parts.headers.insert(name.clone(), HeaderValue::clone(cert));
             }
         }
         // After the hop-by-hop strip: a `Connection` naming the header must not remove the
