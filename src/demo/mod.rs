@@ -88,6 +88,13 @@ name = "https"
 listen = "{https}"
 tls = { cert = "tls.crt", key = "tls.key" }
 
+# Each client address may ask the token endpoint 10 times at once, then 5 times a second;
+# past that: 429 with Retry-After, and no node sees the request.
+[[listener.rate_limit]]
+paths = ["/realms/demo/protocol/openid-connect/token"]
+rate = "5/s"
+burst = 10
+
 [[listener]]
 name = "http"
 listen = "{http}"
@@ -346,6 +353,8 @@ impl Demo {
              \x20 curl -sk https://localhost:{https_port}/lb-check     (the proxy's own, for a global balancer)\n\n\
              Drain a node by hand (no new sessions; its own stay) with an id from /sites:\n\
              \x20 curl -s -X POST 'http://{admin}/sites/dc1/backends/<id>/drain'   (and /release)\n\n\
+             Rate limit on the token endpoint (10 at once, then 5/s per client): ten 200s, then 429s:\n\
+             \x20 for i in $(seq 14); do curl -sk -o /dev/null -w '%{{http_code}} ' -X POST https://localhost:{https_port}/realms/demo/protocol/openid-connect/token; done\n\n\
              Ctrl-C drains and stops.\n",
             dns = self.dns.addr,
             dns_ip = self.dns.addr.ip(),
