@@ -50,23 +50,39 @@ pub struct Rate {
     pub per: Duration,
 }
 
+/// Why a rate was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateError {
+    #[error("`{0}` is not a rate like 10/s, 600/m or 1000/h")]
+    NoUnit(String),
+    #[error("`{0}`: the count must be a whole number above 0")]
+    BadCount(String),
+    #[error("`{text}`: unit `{unit}` is not s, m or h")]
+    BadUnit { text: String, unit: String },
+}
+
 impl Rate {
     /// `10/s`, `600/m`, `1000/h`.
-    pub fn parse(text: &str) -> Result<Rate, String> {
+    pub fn parse(text: &str) -> Result<Rate, RateError> {
         let (count, unit) = text
             .split_once('/')
-            .ok_or_else(|| format!("`{text}` is not a rate like 10/s, 600/m or 1000/h"))?;
+            .ok_or_else(|| RateError::NoUnit(text.into()))?;
         let count: u32 = count
             .trim()
             .parse()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| format!("`{text}`: the count must be a whole number above 0"))?;
+            .ok_or_else(|| RateError::BadCount(text.into()))?;
         let per = match unit.trim() {
             "s" => Duration::from_secs(1),
             "m" => Duration::from_secs(60),
             "h" => Duration::from_secs(3600),
-            other => return Err(format!("`{text}`: unit `{other}` is not s, m or h")),
+            other => {
+                return Err(RateError::BadUnit {
+                    text: text.into(),
+                    unit: other.into(),
+                })
+            }
         };
         Ok(Rate { count, per })
     }
@@ -244,8 +260,16 @@ mod tests {
         );
         assert_eq!(Rate::parse("600 / m").unwrap().text(), "600/m");
         assert_eq!(Rate::parse("5/h").unwrap().interval_ns(), 720_000_000_000);
-        for bad in ["10", "0/s", "-1/s", "ten/s", "10/d", "10/"] {
-            assert!(Rate::parse(bad).is_err(), "{bad}");
+        assert_eq!(Rate::parse("10"), Err(RateError::NoUnit("10".into())));
+        for bad in ["0/s", "-1/s", "ten/s"] {
+            assert_eq!(Rate::parse(bad), Err(RateError::BadCount(bad.into())));
+        }
+        for (bad, unit) in [("10/d", "d"), ("10/", "")] {
+            let want = RateError::BadUnit {
+                text: bad.into(),
+                unit: unit.into(),
+            };
+            assert_eq!(Rate::parse(bad), Err(want));
         }
     }
 

@@ -42,7 +42,7 @@ fn rule(
     }
     let rate = match r.rate.as_deref() {
         Some(text) => Rate::parse(text)
-            .map_err(|e| c.issue(format!("{key}.rate"), e))
+            .map_err(|e| c.issue(format!("{key}.rate"), e.to_string()))
             .ok(),
         None => {
             c.issue(
