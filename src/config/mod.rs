@@ -8,6 +8,7 @@ mod effective;
 mod failover;
 mod rate_limit;
 pub mod raw;
+mod server_tls;
 mod validate;
 
 use std::fmt;

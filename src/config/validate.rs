@@ -7,14 +7,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::raw::{self, RawConfig};
-use super::{balancing, failover, rate_limit};
+use super::{balancing, failover, rate_limit, server_tls};
 use super::{
     resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, HttpsRedirect,
     IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, ReloadConfig, SiteConfig, Timeouts,
     UpstreamPool,
 };
 use crate::paths::{PathPolicy, Prefix};
-use crate::tls::{self, CertificateSet, UpstreamTls};
+use crate::tls::UpstreamTls;
 
 pub(super) struct Checker<'a> {
     pub(super) base: &'a Path,
@@ -350,11 +350,11 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
     let tls = l
         .tls
         .as_ref()
-        .and_then(|t| server_tls(c, &format!("{key}.tls"), t));
+        .and_then(|t| server_tls::server_tls(c, &format!("{key}.tls"), t));
     let client_cert_header = l
         .tls
         .as_ref()
-        .and_then(|t| client_cert_header(c, &format!("{key}.tls"), t));
+        .and_then(|t| server_tls::client_cert_header(c, &format!("{key}.tls"), t));
     let redirect = match (l.redirect_to_https.unwrap_or(false), l.https_port) {
         (true, _) if l.tls.is_some() => {
             c.issue(
@@ -588,124 +588,6 @@ fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Limits {
             l.h2_max_concurrent_streams.map(|v| v as usize),
             raw::DEFAULT_H2_MAX_CONCURRENT_STREAMS as usize,
         ) as u32,
-    }
-}
-
-fn server_tls(c: &mut Checker<'_>, key: &str, t: &raw::RawServerTls) -> Option<CertificateSet> {
-    let mut pairs = Vec::new();
-    let mut pair =
-        |c: &mut Checker<'_>, key: &str, cert: &Option<String>, keyf: &Option<String>| {
-            let cert = c.required(&format!("{key}.cert"), cert).map(str::to_owned);
-            let keyp = c.required(&format!("{key}.key"), keyf).map(str::to_owned);
-            if let (Some(cert), Some(keyp)) = (cert, keyp) {
-                let (cert_path, key_path) =
-                    (resolve_path(c.base, &cert), resolve_path(c.base, &keyp));
-                match tls::load_certificate(&cert_path, &key_path) {
-                    Ok(loaded) => pairs.push(loaded),
-                    Err(e) => c.issue(format!("{key}.cert"), e.to_string()),
-                }
-            }
-        };
-    pair(c, key, &t.cert, &t.key);
-    for (j, p) in t.sni.iter().enumerate() {
-        pair(c, &format!("{key}.sni[{j}]"), &p.cert, &p.key);
-    }
-    let client_certs = client_certs(c, key, t);
-    if pairs.is_empty() {
-        return None;
-    }
-    match CertificateSet::new(pairs, client_certs) {
-        Ok(set) => Some(set),
-        Err(e) => {
-            c.issue(key, e.to_string());
-            None
-        }
-    }
-}
-
-/// `client_ca` and `client_auth` of a listener's `tls`.
-fn client_certs(c: &mut Checker<'_>, key: &str, t: &raw::RawServerTls) -> Option<tls::ClientCerts> {
-    let required = match t.client_auth.as_deref() {
-        None | Some("optional") => false,
-        Some("required") => true,
-        Some(other) => {
-            c.issue(
-                format!("{key}.client_auth"),
-                format!("`{other}` is not one of: optional, required"),
-            );
-            false
-        }
-    };
-    match &t.client_ca {
-        Some(path) => {
-            let client = tls::ClientCerts {
-                ca_path: resolve_path(c.base, path),
-                required,
-            };
-            match tls::check_client_certs(&client) {
-                Ok(()) => Some(client),
-                Err(e) => {
-                    c.issue(format!("{key}.client_ca"), e.to_string());
-                    None
-                }
-            }
-        }
-        None => {
-            for (field, set) in [
-                ("client_auth", t.client_auth.is_some()),
-                ("client_cert_header", t.client_cert_header.is_some()),
-                ("client_cert_format", t.client_cert_format.is_some()),
-            ] {
-                if set {
-                    c.issue(
-                        format!("{key}.{field}"),
-                        "is only used with client_ca (the CA bundle client certificates are checked against)",
-                    );
-                }
-            }
-            None
-        }
-    }
-}
-
-/// The header a listener's verified client certificates go to the backend in, and how.
-fn client_cert_header(
-    c: &mut Checker<'_>,
-    key: &str,
-    t: &raw::RawServerTls,
-) -> Option<(http::HeaderName, tls::ClientCertFormat)> {
-    t.client_ca.as_ref()?;
-    let format = match t.client_cert_format.as_deref() {
-        None | Some("nginx") => tls::ClientCertFormat::Nginx,
-        Some("rfc9440") => tls::ClientCertFormat::Rfc9440,
-        Some(other) => {
-            c.issue(
-                format!("{key}.client_cert_format"),
-                format!("`{other}` is not one of: nginx, rfc9440"),
-            );
-            tls::ClientCertFormat::Nginx
-        }
-    };
-    let name = t
-        .client_cert_header
-        .as_deref()
-        .unwrap_or(format.default_header());
-    match http::HeaderName::from_bytes(name.as_bytes()) {
-        Ok(header) if crate::headers::is_reserved(&header) => {
-            c.issue(
-                format!("{key}.client_cert_header"),
-                format!("`{name}` is a header the proxy or HTTP itself decides"),
-            );
-            None
-        }
-        Ok(header) => Some((header, format)),
-        Err(_) => {
-            c.issue(
-                format!("{key}.client_cert_header"),
-                format!("`{name}` is not a header name"),
-            );
-            None
-        }
     }
 }
 
