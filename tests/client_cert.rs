@@ -38,9 +38,19 @@ async fn seen_cert(proxy: &Harness, config: rustls::ClientConfig) -> Option<Vec<
 /// `GET /echo` with `headers` over a new connection made with `config`: the node's echo, or
 /// `None` when the proxy refused the client.
 async fn echo(proxy: &Harness, config: rustls::ClientConfig, headers: &str) -> Option<String> {
+    Some(echo_with(proxy, &Arc::new(config), headers).await?.0)
+}
+
+/// As `echo`, with a client config that may resume an earlier session: also how the
+/// handshake went.
+async fn echo_with(
+    proxy: &Harness,
+    config: &Arc<rustls::ClientConfig>,
+    headers: &str,
+) -> Option<(String, rustls::HandshakeKind)> {
     let tcp = TcpStream::connect(proxy.tls_addr()).await.unwrap();
     let name = ServerName::try_from("default.test").unwrap();
-    let mut tls = TlsConnector::from(Arc::new(config))
+    let mut tls = TlsConnector::from(config.clone())
         .connect(name, tcp)
         .await
         .ok()?;
@@ -50,7 +60,7 @@ async fn echo(proxy: &Harness, config: rustls::ClientConfig, headers: &str) -> O
         .ok()?;
     let (head, body) = try_read_response(&mut tls).await.ok()?;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    Some(body)
+    Some((body, tls.get_ref().1.handshake_kind()?))
 }
 
 fn decoded(value: &str) -> Vec<u8> {
@@ -89,6 +99,17 @@ async fn a_verified_certificate_reaches_the_node_and_a_forged_header_never_does(
     let pem = String::from_utf8(decoded(&seen[0])).unwrap();
     let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
     assert_eq!(der, alice.cert, "the client's own certificate");
+
+    // A returning client resumes its TLS session, and its certificate still goes with it.
+    let config = Arc::new(proxy.pki.client_config_with(&[b"http/1.1"], Some(&alice)));
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let (body, kind) = echo_with(&proxy, &config, "").await.unwrap();
+        seen.push((kind, echoed_header(&body, "ssl-client-cert").concat()));
+    }
+    assert_eq!(seen[1].0, rustls::HandshakeKind::Resumed);
+    assert_eq!(seen[1].1, seen[0].1, "the same certificate after resuming");
+    assert!(!seen[1].1.is_empty());
 
     // Optional: a client without a certificate is served, and its header is not passed on.
     let seen = seen_cert(&proxy, proxy.pki.client_config_with(&[b"http/1.1"], None))
