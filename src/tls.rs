@@ -189,12 +189,22 @@ pub struct CertificateSet {
 
 /// Client certificates a listener asks for (Keycloak's X.509 login behind the proxy): checked
 /// against `ca_path`, and required or optional.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct ClientCerts {
     pub ca_path: PathBuf,
     /// Without a certificate the handshake fails; else a client may send none (and log in
     /// another way), but one it sends must verify.
     pub required: bool,
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+impl fmt::Debug for ClientCerts {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientCerts")
+            .field("ca_path", &self.ca_path)
+            .field("required", &self.required)
+            .finish_non_exhaustive()
+    }
 }
 
 impl fmt::Debug for CertificateSet {
@@ -203,32 +213,33 @@ impl fmt::Debug for CertificateSet {
     }
 }
 
-/// Checks that `client`'s CA bundle can verify client certificates (config validation).
-pub fn check_client_certs(client: &ClientCerts) -> Result<(), TlsError> {
-    client_verifier(client).map(drop)
-}
-
-fn client_verifier(
-    client: &ClientCerts,
-) -> Result<Arc<dyn rustls::server::danger::ClientCertVerifier>, TlsError> {
-    let mut roots = RootCertStore::empty();
-    let (added, _) = roots.add_parsable_certificates(read_certificates(&client.ca_path)?);
-    if added == 0 {
-        return Err(TlsError::EmptyCaBundle {
-            path: client.ca_path.clone(),
-        });
+impl ClientCerts {
+    /// Reads the CA bundle at `ca_path` and builds the verifier from it.
+    pub fn load(ca_path: PathBuf, required: bool) -> Result<ClientCerts, TlsError> {
+        let mut roots = RootCertStore::empty();
+        let (added, _) = roots.add_parsable_certificates(read_certificates(&ca_path)?);
+        if added == 0 {
+            return Err(TlsError::EmptyCaBundle { path: ca_path });
+        }
+        let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            Arc::new(roots),
+            provider(),
+        );
+        let builder = if required {
+            builder
+        } else {
+            builder.allow_unauthenticated()
+        };
+        let verifier = builder.build().map_err(|e| TlsError::ClientVerifier {
+            path: ca_path.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(ClientCerts {
+            ca_path,
+            required,
+            verifier,
+        })
     }
-    let builder =
-        rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
-    let builder = if client.required {
-        builder
-    } else {
-        builder.allow_unauthenticated()
-    };
-    builder.build().map_err(|e| TlsError::ClientVerifier {
-        path: client.ca_path.clone(),
-        reason: e.to_string(),
-    })
 }
 
 /// How a verified client certificate is written into its header for the backend.
@@ -276,16 +287,23 @@ impl ClientCertFormat {
 /// `nginx` X.509 lookup reads: the PEM, percent-encoded whole (Java's URL decoder would read a
 /// bare `+` of base64 as a space, so everything but unreserved characters is escaped).
 fn escaped_pem(der: &[u8]) -> String {
-    let pem = pem::encode_config(
-        &pem::Pem::new("CERTIFICATE", der.to_vec()),
-        pem::EncodeConfig::new().set_line_ending(pem::LineEnding::LF),
-    );
+    use base64::Engine;
+    use std::fmt::Write;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::with_capacity(body.len() + body.len() / 64 + 64);
+    pem.push_str("-----BEGIN CERTIFICATE-----\n");
+    // Lines of 64 characters, as RFC 7468 writes them (base64 is ASCII, so bytes are chars).
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
     let mut out = String::with_capacity(pem.len() * 3 / 2);
     for b in pem.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
             out.push(b as char);
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            let _ = write!(out, "%{b:02X}");
         }
     }
     out
@@ -324,7 +342,7 @@ impl CertificateSet {
             .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
         let builder = match &client_certs {
             None => builder.with_no_client_auth(),
-            Some(client) => builder.with_client_cert_verifier(client_verifier(client)?),
+            Some(client) => builder.with_client_cert_verifier(client.verifier.clone()),
         };
         let mut config = builder.with_cert_resolver(resolver);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -56,19 +56,13 @@ fn client_certs(c: &mut Checker<'_>, key: &str, t: &raw::RawServerTls) -> Option
         }
     };
     match &t.client_ca {
-        Some(path) => {
-            let client = tls::ClientCerts {
-                ca_path: resolve_path(c.base, path),
-                required,
-            };
-            match tls::check_client_certs(&client) {
-                Ok(()) => Some(client),
-                Err(e) => {
-                    c.issue(format!("{key}.client_ca"), e.to_string());
-                    None
-                }
+        Some(path) => match tls::ClientCerts::load(resolve_path(c.base, path), required) {
+            Ok(client) => Some(client),
+            Err(e) => {
+                c.issue(format!("{key}.client_ca"), e.to_string());
+                None
             }
-        }
+        },
         None => {
             for (field, set) in [
                 ("client_auth", t.client_auth.is_some()),
