@@ -13,6 +13,14 @@ use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
+/// One node behind a proxy whose TLS listener asks for client certificates; `tls` adds keys to
+/// its `tls` table.
+async fn start(tls: &str) -> (Vec<sessiongate::demo::DemoNode>, Harness) {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start_with(&listener(tls), &static_backends(&[nodes[0].addr]), "").await;
+    (nodes, proxy)
+}
+
 fn listener(auth: &str) -> String {
     format!(
         "[[listener]]\nname = \"tls\"\nlisten = \"127.0.0.1:0\"\n\
@@ -81,8 +89,7 @@ fn decoded(value: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn a_verified_certificate_reaches_the_node_and_a_forged_header_never_does() {
-    let nodes = start_nodes(1).await;
-    let proxy = Harness::start_with(&listener(""), &static_backends(&[nodes[0].addr]), "").await;
+    let (_nodes, proxy) = start("").await;
     let alice = proxy.pki.client_identity("alice", true);
 
     let seen = seen_cert(
@@ -157,13 +164,7 @@ async fn a_verified_certificate_reaches_the_node_and_a_forged_header_never_does(
 /// `rfc9440` lookup and any backend that follows the RFC.
 #[tokio::test]
 async fn the_certificate_can_go_as_rfc_9440_says() {
-    let nodes = start_nodes(1).await;
-    let proxy = Harness::start_with(
-        &listener("client_cert_format = \"rfc9440\""),
-        &static_backends(&[nodes[0].addr]),
-        "",
-    )
-    .await;
+    let (_nodes, proxy) = start("client_cert_format = \"rfc9440\"").await;
     let carol = proxy.pki.client_identity("carol", true);
     let config = proxy.pki.client_config_with(&[b"http/1.1"], Some(&carol));
     let body = echo(&proxy, config, "client-cert: :Zm9yZ2Vk:\r\n")
@@ -181,13 +182,8 @@ async fn the_certificate_can_go_as_rfc_9440_says() {
 
 #[tokio::test]
 async fn a_required_certificate_turns_away_clients_without_one() {
-    let nodes = start_nodes(1).await;
-    let proxy = Harness::start_with(
-        &listener("client_auth = \"required\"\nclient_cert_header = \"x-client-cert\""),
-        &static_backends(&[nodes[0].addr]),
-        "",
-    )
-    .await;
+    let (_nodes, proxy) =
+        start("client_auth = \"required\"\nclient_cert_header = \"x-client-cert\"").await;
     let without = seen_cert(&proxy, proxy.pki.client_config_with(&[b"http/1.1"], None));
     assert!(without.await.is_none(), "no certificate, no connection");
     let bob = proxy.pki.client_identity("bob", true);
