@@ -16,8 +16,11 @@ pub fn init(format: LogFormat, level: &str) {
         format!("{level},{QUIET_DEPENDENCIES}")
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(directives));
+    // Colours only on a terminal: journald, `kubectl logs` and log shippers would otherwise
+    // keep the escape codes in every line.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     // A second init (tests, embedding) keeps the first subscriber; that is fine.
     let _ = match format {

@@ -1,5 +1,5 @@
 //! The `sessiongate` binary: parse the command line, load the config (exit 64 when invalid),
-//! start, wait for SIGTERM/SIGINT, drain, exit. Everything else lives in the library.
+//! start, reload on SIGHUP, drain on SIGTERM/SIGINT, exit. Everything else lives in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -144,6 +144,9 @@ fn runtime(threads: Option<u16>) -> tokio::runtime::Runtime {
 }
 
 async fn run(config: Config) -> ExitCode {
+    // Listened to before the start, which can take seconds (a DNS site's first lookup): a
+    // SIGHUP meanwhile would otherwise end the process, as it is the signal's default action.
+    let mut signals = Signals::new();
     tracing::info!(config = %config.source, "starting");
     let server = match Server::start(config).await {
         Ok(server) => server,
@@ -152,24 +155,14 @@ async fn run(config: Config) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
-    // SIGHUP reloads (the outcome is logged and counted by `reload`); SIGTERM/SIGINT drain.
-    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        .expect("SIGHUP handler");
-    let mut stop = StopSignals::new();
-    loop {
-        tokio::select! {
-            _ = hup.recv() => {
-                tracing::info!("SIGHUP: reloading the configuration");
-                // A SIGTERM meanwhile waits in `stop` and is acted on right after.
-                let _ = server.reload().await;
-            }
-            _ = stop.next() => break,
-        }
+    while let Signal::Reload = signals.next().await {
+        reload(&server).await;
     }
-    drain(server, &mut stop).await
+    drain(server, &mut signals).await
 }
 
 async fn run_demo(options: DemoOptions) -> ExitCode {
+    let mut signals = Signals::new();
     let mut demo = match demo::start(options).await {
         Ok(demo) => demo,
         Err(e) => {
@@ -178,19 +171,63 @@ async fn run_demo(options: DemoOptions) -> ExitCode {
         }
     };
     println!("{}", demo.banner());
-    let mut stop = StopSignals::new();
-    tokio::select! {
-        _ = stop.next() => {}
-        _ = demo.scale_from_stdin() => {}
+    // The demo's config is a file like any other: edited and sent SIGHUP (or just saved), it
+    // reloads. Lines typed meanwhile scale the cluster; when stdin closes (not a terminal),
+    // only the signals are left.
+    let mut lines = typed_lines();
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            signal = signals.next() => match signal {
+                Signal::Reload => reload(&demo.server).await,
+                Signal::Stop => break,
+            },
+            line = lines.recv(), if stdin_open => match line {
+                Some(line) => {
+                    if let Some(said) = demo.command(&line).await {
+                        println!("{said}");
+                    }
+                }
+                None => stdin_open = false,
+            },
+        }
     }
-    let code = drain(demo.server, &mut stop).await;
+    let code = drain(demo.server, &mut signals).await;
     let _ = std::fs::remove_dir_all(&demo.dir);
     code
 }
 
-async fn drain(server: Server, stop: &mut StopSignals) -> ExitCode {
+/// The lines typed into the demo's terminal, read on a thread of their own. Not Tokio's
+/// `stdin()`: it reads on the runtime's blocking pool, which the runtime waits for when it shuts
+/// down, so after "drained, exiting" the demo hung until a key was pressed or stdin closed.
+fn typed_lines() -> tokio::sync::mpsc::Receiver<String> {
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::stdin().lock().lines().map_while(Result::ok) {
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+async fn reload(server: &Server) {
+    tracing::info!("SIGHUP: reloading the configuration");
+    // The outcome is logged and counted by `reload`. A SIGTERM meanwhile waits in `Signals`
+    // and is acted on right after.
+    let _ = server.reload().await;
+}
+
+async fn drain(server: Server, signals: &mut Signals) -> ExitCode {
     tracing::info!("draining: no new connections, requests in flight finish");
     // A second signal during the drain means "now": operators expect Ctrl-C twice to work.
+    let second_stop = async {
+        while let Signal::Reload = signals.next().await {
+            tracing::info!("SIGHUP while draining: nothing to reload");
+        }
+    };
     tokio::select! {
         drained = server.shutdown() => {
             match drained {
@@ -198,34 +235,48 @@ async fn drain(server: Server, stop: &mut StopSignals) -> ExitCode {
                 Drained::DeadlinePassed => tracing::warn!("drain deadline passed, exiting with connections open"),
             }
         }
-        _ = stop.next() => tracing::warn!("second signal: exiting without waiting"),
+        _ = second_stop => tracing::warn!("second signal: exiting without waiting"),
     }
     ExitCode::SUCCESS
 }
 
-/// SIGTERM and SIGINT, listened to for the life of the process. A listener made afresh each
-/// time would miss a signal that arrives while none exists: a SIGTERM during a reload (the
+/// What a signal asks of the process.
+enum Signal {
+    /// SIGHUP.
+    Reload,
+    /// SIGTERM or SIGINT.
+    Stop,
+}
+
+/// SIGHUP, SIGTERM and SIGINT, listened to for the life of the process. A listener made afresh
+/// each time would miss a signal that arrives while none exists: a SIGTERM during a reload (the
 /// select that waited for it is not polled then) used to be lost, and the process went on
-/// serving until Kubernetes killed it outright.
-struct StopSignals {
+/// serving until Kubernetes killed it outright. And a process with no SIGHUP listener dies of
+/// one, as the demo did.
+struct Signals {
+    hup: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
 }
 
-impl StopSignals {
-    fn new() -> StopSignals {
+impl Signals {
+    fn new() -> Signals {
         use tokio::signal::unix::{signal, SignalKind};
-        StopSignals {
+        Signals {
+            hup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
             term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
             int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
         }
     }
 
-    /// The next SIGTERM or SIGINT, including one that arrived since the last call.
-    async fn next(&mut self) {
+    /// The next signal, including one that arrived since the last call. A stop is seen before
+    /// a reload that arrived with it.
+    async fn next(&mut self) -> Signal {
         tokio::select! {
-            _ = self.term.recv() => {}
-            _ = self.int.recv() => {}
+            biased;
+            _ = self.term.recv() => Signal::Stop,
+            _ = self.int.recv() => Signal::Stop,
+            _ = self.hup.recv() => Signal::Reload,
         }
     }
 }

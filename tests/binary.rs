@@ -163,6 +163,15 @@ impl Process {
     }
 
     fn start_with(dir: &Path, site: &str, extra: &str, args: &[&str]) -> Process {
+        let mut process = Process::spawn(dir, site, extra, args);
+        let listening =
+            process.wait_for_log(|v| v["message"] == "listening" && v["listener"] == "plain");
+        process.plain = listening["addr"].as_str().unwrap().parse().unwrap();
+        process
+    }
+
+    /// Started, without waiting for it to listen (`plain` is not known yet).
+    fn spawn(dir: &Path, site: &str, extra: &str, args: &[&str]) -> Process {
         let file = dir.join("proc.toml");
         std::fs::write(
             &file,
@@ -190,15 +199,11 @@ impl Process {
                 sink.lock().unwrap().push(v);
             }
         });
-        let mut process = Process {
+        Process {
             child,
             plain: localhost(),
             logs,
-        };
-        let listening =
-            process.wait_for_log(|v| v["message"] == "listening" && v["listener"] == "plain");
-        process.plain = listening["addr"].as_str().unwrap().parse().unwrap();
-        process
+        }
     }
 
     /// The first log line matching `pred`, waiting for it (bounded by PATIENCE).
@@ -230,24 +235,11 @@ impl Process {
             .unwrap()
     }
 
-    /// The exit code, waiting for it at most PATIENCE (a process that ignored a signal fails
-    /// the test instead of hanging it).
+    /// The exit code (see [`exit_code`]).
     async fn exit_code(mut self) -> Option<i32> {
-        tokio::task::spawn_blocking(move || {
-            let deadline = std::time::Instant::now() + PATIENCE;
-            loop {
-                if let Some(status) = self.child.try_wait().unwrap() {
-                    return status.code();
-                }
-                if std::time::Instant::now() > deadline {
-                    let _ = self.child.kill();
-                    panic!("the process did not exit");
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-        })
-        .await
-        .unwrap()
+        tokio::task::spawn_blocking(move || exit_code(&mut self.child))
+            .await
+            .unwrap()
     }
 
     /// Peak and current resident memory, in KiB, from the kernel's own accounting.
@@ -262,6 +254,22 @@ impl Process {
                 .unwrap()
         };
         (field("VmHWM:"), field("VmRSS:"))
+    }
+}
+
+/// A child's exit code, waiting for it at most PATIENCE (a process that ignored a signal, or
+/// hung on its way out, fails the test instead of hanging it).
+fn exit_code(child: &mut Child) -> Option<i32> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the process did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -428,6 +436,37 @@ async fn a_sigterm_during_a_reload_still_drains_and_exits() {
     drop(silent);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_while_starting_is_a_reload_not_the_end() {
+    // A start that takes a second: its DNS site's first lookup waits on a name server that
+    // never answers. SIGHUP's default action ends a process, and the handler used to be set
+    // only once the start was done.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = temp_dir("sighup-start");
+    let site = "name = \"main\"\nbackends = { dns = \"kc.example.test\", port = 8080 }";
+    let extra = format!(
+        "[reload]\nwatch = false\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
+        silent.local_addr().unwrap()
+    );
+    let proc_ = tokio::task::spawn_blocking(move || {
+        let proc_ = Process::spawn(&dir, site, &extra, &[]);
+        proc_.wait_for_log(|v| v["message"] == "starting");
+        assert!(Command::new("kill")
+            .args(["-HUP", &proc_.child.id().to_string()])
+            .status()
+            .unwrap()
+            .success());
+        proc_.wait_for_log(|v| v["message"] == "listening");
+        // The signal is not lost either: it reloads once the start is done.
+        proc_.wait_for_log(|v| v["message"] == "configuration reloaded");
+        proc_
+    })
+    .await
+    .unwrap();
+    assert_eq!(proc_.terminate().await, Some(0));
+    drop(silent);
+}
+
 #[tokio::test]
 async fn sighup_reloads_the_configuration() {
     let nodes = start_nodes(2).await;
@@ -457,4 +496,110 @@ async fn sighup_reloads_the_configuration() {
     assert_eq!(reloaded["kept"], "[\"plain\"]");
     assert_eq!(answering_nodes(proc_.plain, 2).await, vec!["node-2"; 2]);
     assert_eq!(proc_.terminate().await, Some(0));
+}
+
+/// Every line a child writes to one of its pipes, kept as it arrives.
+fn collect_lines(pipe: impl std::io::Read + Send + 'static) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    lines
+}
+
+/// The first line containing `needle`, waiting for it (bounded by PATIENCE).
+fn wait_for_line(lines: &Mutex<Vec<String>>, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(found) = lines.lock().unwrap().iter().find(|l| l.contains(needle)) {
+            return found.clone();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no line with {needle:?}; got {:?}",
+            lines.lock().unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_reloads_on_sighup_and_scales_from_stdin() {
+    // The demo used to have no SIGHUP listener, so the signal's default action ended it.
+    let any = "127.0.0.1:0";
+    let mut child = sessiongate()
+        .args(["demo", "--https", any, "--http", any, "--admin", any])
+        .args(["--nodes", "1"])
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (stdout, logs) = (
+        collect_lines(child.stdout.take().unwrap()),
+        collect_lines(child.stderr.take().unwrap()),
+    );
+    let mut stdin = child.stdin.take().unwrap();
+    let (out, logs2) = (stdout.clone(), logs.clone());
+    let (admin, config) = tokio::task::spawn_blocking(move || {
+        let admin = wait_for_line(&out, "admin:    http://");
+        let config = wait_for_line(&out, "config:   ");
+        wait_for_line(&logs2, "listening");
+        (admin, config)
+    })
+    .await
+    .unwrap();
+    let admin: SocketAddr = admin
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let config = std::path::PathBuf::from(config.split("config:").nth(1).unwrap().trim());
+    assert!(config.exists(), "{config:?}");
+
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let logs2 = logs.clone();
+    tokio::task::spawn_blocking(move || wait_for_line(&logs2, "configuration reloaded"))
+        .await
+        .unwrap();
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the demo died of SIGHUP"
+    );
+    // Logs into a pipe (journald, `kubectl logs`) carry no colour codes.
+    assert!(!logs.lock().unwrap().iter().any(|l| l.contains('\u{1b}')));
+    assert_eq!(get_plain(admin, "/live").await.0, 200);
+
+    // A typed command still reaches the demo after the reload.
+    use std::io::Write;
+    stdin.write_all(b"add\n").unwrap();
+    let out = stdout.clone();
+    let started = tokio::task::spawn_blocking(move || wait_for_line(&out, "started keycloak-1"))
+        .await
+        .unwrap();
+    assert!(started.contains("published it in DNS"), "{started}");
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    // It exits although its stdin is still open: the demo once hung there after draining.
+    let code = tokio::task::spawn_blocking(move || exit_code(&mut child))
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0));
+    assert!(!config.exists(), "the demo leaves its directory behind");
+    drop(stdin);
 }

@@ -267,44 +267,38 @@ impl Demo {
         self.dir.join("tls.crt")
     }
 
-    /// Scales the cluster from stdin until it closes: `add` starts a pod and publishes it,
-    /// `remove` takes the newest pod out of DNS (it keeps serving while it drains, as a pod in
-    /// its shutdown delay does).
-    pub async fn scale_from_stdin(&mut self) {
-        use tokio::io::AsyncBufReadExt;
-        let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
-        while let Ok(Some(line)) = lines.next_line().await {
-            match line.trim() {
-                "add" => match self.add_node().await {
-                    Ok(node) => println!(
-                        "started {} at {}; published it in DNS",
-                        node.name, node.addr
-                    ),
-                    Err(e) => println!("{e}"),
-                },
-                "fail" => {
-                    self.set_site_up(false);
-                    println!(
-                        "dc1's nodes now answer /lb-check with 503 DOWN: watch traffic move to dc2"
-                    );
-                }
-                "recover" => {
-                    self.set_site_up(true);
-                    println!("dc1 answers UP again; traffic stays on dc2 until you fail back (see the banner)");
-                }
-                "remove" => match self.remove_node() {
-                    Some(node) => println!(
-                        "{} left DNS; it drains (its sessions and requests in flight finish there)",
-                        node.name
-                    ),
-                    None => println!("keeping the last node"),
-                },
-                "" => {}
-                other => println!("unknown command `{other}`: type add, remove, fail or recover"),
+    /// Acts on one line typed into the demo's terminal and says what it did: `add` starts a
+    /// pod and publishes it, `remove` takes the newest pod out of DNS (it keeps serving while
+    /// it drains, as a pod in its shutdown delay does), `fail` and `recover` flip the first
+    /// site's `/lb-check`. Nothing for an empty line.
+    pub async fn command(&mut self, line: &str) -> Option<String> {
+        Some(match line.trim() {
+            "add" => match self.add_node().await {
+                Ok(node) => format!(
+                    "started {} at {}; published it in DNS",
+                    node.name, node.addr
+                ),
+                Err(e) => e.to_string(),
+            },
+            "remove" => match self.remove_node() {
+                Some(node) => format!(
+                    "{} left DNS; it drains (its sessions and requests in flight finish there)",
+                    node.name
+                ),
+                None => "keeping the last node".to_string(),
+            },
+            "fail" => {
+                self.set_site_up(false);
+                "dc1's nodes now answer /lb-check with 503 DOWN: watch traffic move to dc2".into()
             }
-        }
-        // stdin closed (not a terminal): keep running until the signal.
-        std::future::pending::<()>().await
+            "recover" => {
+                self.set_site_up(true);
+                "dc1 answers UP again; traffic stays on dc2 until you fail back (see the banner)"
+                    .into()
+            }
+            "" => return None,
+            other => format!("unknown command `{other}`: type add, remove, fail or recover"),
+        })
     }
 
     /// What to tell the person who started the demo.
