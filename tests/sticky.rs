@@ -497,55 +497,125 @@ async fn health_checks_move_sessions_off_a_failing_node_and_never_back() {
     }
 }
 
+/// A browser's view of the demo: HTTP/2 over TLS, trusting the demo's certificate.
+struct DemoBrowser {
+    https: SocketAddr,
+    config: std::sync::Arc<rustls::ClientConfig>,
+}
+
+impl DemoBrowser {
+    fn new(demo: &sessiongate::demo::Demo) -> DemoBrowser {
+        let mut roots = rustls::RootCertStore::empty();
+        let pem = std::fs::read(demo.certificate()).unwrap();
+        for cert in rustls_pemfile_certs(&pem) {
+            roots.add(cert).unwrap();
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        DemoBrowser {
+            https: demo.server.listener_addr("https").unwrap(),
+            config: std::sync::Arc::new(config),
+        }
+    }
+
+    /// `GET /` on a new connection, with the session cookie `jar` holds; a cookie set in the
+    /// answer replaces it. Returns the status, the answering node and the body.
+    async fn visit(&self, jar: &mut Option<String>) -> (u16, String, String) {
+        let stream = tls_connect(self.https, "localhost", self.config.clone()).await;
+        let mut send = h2(stream).await;
+        let mut req = http::Request::get(format!("https://localhost:{}/", self.https.port()));
+        if let Some(cookie) = jar.as_ref() {
+            req = req.header("cookie", cookie);
+        }
+        let resp = send.send_request(req.body(empty()).unwrap()).await.unwrap();
+        let (status, headers, body) = read(resp).await;
+        if let Some(set) = headers.get("set-cookie") {
+            *jar = Some(set.to_str().unwrap().split(';').next().unwrap().to_string());
+        }
+        let node = headers["x-node"].to_str().unwrap().to_string();
+        (status, node, body)
+    }
+}
+
 #[tokio::test]
 async fn the_demo_keeps_a_session_on_its_node_through_a_scale_up() {
     let mut demo = start_demo(2).await;
-    let https = demo.server.listener_addr("https").unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    let pem = std::fs::read(demo.certificate()).unwrap();
-    for cert in rustls_pemfile_certs(&pem) {
-        roots.add(cert).unwrap();
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    let config = std::sync::Arc::new(config);
-
-    // A browser over HTTP/2; its cookie jar holds the one session cookie.
-    let visit = |jar_value: Option<String>| {
-        let config = config.clone();
-        async move {
-            let mut send = h2(tls_connect(https, "localhost", config).await).await;
-            let mut req = http::Request::get(format!("https://localhost:{}/", https.port()));
-            if let Some(cookie) = jar_value {
-                req = req.header("cookie", cookie);
-            }
-            let resp = send.send_request(req.body(empty()).unwrap()).await.unwrap();
-            read(resp).await
-        }
-    };
-    let (status, headers, body) = visit(None).await;
+    let browser = DemoBrowser::new(&demo);
+    let mut jar = None;
+    let (status, home, body) = browser.visit(&mut jar).await;
     assert_eq!(status, 200, "{body}");
-    let home = headers["x-node"].to_str().unwrap().to_string();
-    let cookie = headers["set-cookie"].to_str().unwrap();
-    let jar = Some(cookie.split(';').next().unwrap().to_string());
 
     demo.add_node().await.unwrap();
     let newest = demo.nodes.last().unwrap().name.clone();
     eventually("new sessions reach the added node", || async {
-        let (_, headers, _) = visit(None).await;
-        headers["x-node"] == newest.as_str()
+        browser.visit(&mut None).await.1 == newest
     })
     .await;
     for _ in 0..10 {
-        let (status, headers, body) = visit(jar.clone()).await;
+        let (status, node, body) = browser.visit(&mut jar).await;
         assert_eq!(status, 200);
         assert!(body.contains("welcome back"), "{body}");
-        assert_eq!(headers["x-node"], home.as_str());
+        assert_eq!(node, home);
     }
+    demo.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_demos_kill_crashes_a_pod_and_only_its_sessions_move_once() {
+    let mut demo = start_demo(3).await;
+    let browser = DemoBrowser::new(&demo);
+    let doomed = demo.nodes.last().unwrap().name.clone();
+    // Sessions until at least two live on the pod that will crash (least requests spreads
+    // them; bounded).
+    let mut users = Vec::new();
+    for _ in 0..40 {
+        let mut jar = None;
+        let (status, home, body) = browser.visit(&mut jar).await;
+        assert_eq!(status, 200, "{body}");
+        users.push((jar, home));
+        if users.iter().filter(|(_, home)| *home == doomed).count() >= 2 && users.len() >= 9 {
+            break;
+        }
+    }
+    assert!(users.iter().filter(|(_, h)| *h == doomed).count() >= 2);
+
+    let said = demo.command("kill").await.unwrap();
+    assert!(said.starts_with(&format!("{doomed} crashed")), "{said}");
+    assert!(
+        tokio::net::TcpStream::connect(demo.nodes.last().unwrap().addr)
+            .await
+            .is_err()
+    );
+    // Every session of the crashed pod moves once and stays; the others never move.
+    let mut moved_to = BTreeSet::new();
+    for (jar, home) in &mut users {
+        let (status, node, body) = browser.visit(jar).await;
+        assert_eq!(status, 200, "{body}");
+        if *home == doomed {
+            assert_ne!(node, doomed);
+            assert!(body.contains("unknown here"), "{body}");
+            moved_to.insert(node.clone());
+            *home = node;
+        } else {
+            assert_eq!(&node, home, "a session of a live pod moved: {body}");
+        }
+        for _ in 0..3 {
+            let (_, node, body) = browser.visit(jar).await;
+            assert!(body.contains("welcome back"), "{body}");
+            assert_eq!(&node, home);
+        }
+    }
+    assert!(!moved_to.is_empty());
+
+    assert!(demo.command("kill").await.unwrap().contains("crashed"));
+    assert_eq!(
+        demo.command("kill").await.unwrap(),
+        "keeping the last running node"
+    );
     demo.server.shutdown().await;
 }
 

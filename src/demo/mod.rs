@@ -3,8 +3,8 @@
 //! records naming each pod), and the proxy in front, discovering them, on an embedded default
 //! config with a fresh self-signed certificate. The config and certificate are written to a
 //! temporary directory and loaded through the same path as any operator's file, so the demo
-//! shows (and exercises) the real thing. `add` and `remove` on stdin scale the first site;
-//! `fail` and `recover` flip its `/lb-check`, so failover to the second site can be watched and
+//! shows (and exercises) the real thing. `add` and `remove` on stdin scale the first site,
+//! `kill` crashes one of its pods; `fail` and `recover` flip its `/lb-check`, so failover to the second site can be watched and
 //! driven through the admin API.
 
 pub mod dns;
@@ -255,6 +255,17 @@ impl Demo {
         Some(node)
     }
 
+    /// Stops the newest running pod outright, as a crash or an OOM kill does: it refuses
+    /// connections but stays in DNS, where Kubernetes leaves it until it notices. Never the
+    /// last running one.
+    pub fn kill_node(&mut self) -> Option<&DemoNode> {
+        let mut running = self.nodes.iter().filter(|n| !n.is_stopped());
+        let newest = running.next_back()?;
+        running.next()?; // another one keeps running
+        newest.stop();
+        Some(newest)
+    }
+
     /// What every node of the first site answers on `/lb-check`: UP or DOWN (a broken site).
     pub fn set_site_up(&self, up: bool) {
         for node in &self.nodes {
@@ -269,8 +280,8 @@ impl Demo {
 
     /// Acts on one line typed into the demo's terminal and says what it did: `add` starts a
     /// pod and publishes it, `remove` takes the newest pod out of DNS (it keeps serving while
-    /// it drains, as a pod in its shutdown delay does), `fail` and `recover` flip the first
-    /// site's `/lb-check`. Nothing for an empty line.
+    /// it drains, as a pod in its shutdown delay does), `kill` crashes the newest running pod,
+    /// `fail` and `recover` flip the first site's `/lb-check`. Nothing for an empty line.
     pub async fn command(&mut self, line: &str) -> Option<String> {
         Some(match line.trim() {
             "add" => match self.add_node().await {
@@ -287,6 +298,14 @@ impl Demo {
                 ),
                 None => "keeping the last node".to_string(),
             },
+            "kill" => match self.kill_node() {
+                Some(node) => format!(
+                    "{} crashed (still in DNS): its sessions move once, each to the node every \
+                     replica of the proxy would pick, and stay there",
+                    node.name
+                ),
+                None => "keeping the last running node".to_string(),
+            },
             "fail" => {
                 self.set_site_up(false);
                 "dc1's nodes now answer /lb-check with 503 DOWN: watch traffic move to dc2".into()
@@ -297,7 +316,7 @@ impl Demo {
                     .into()
             }
             "" => return None,
-            other => format!("unknown command `{other}`: type add, remove, fail or recover"),
+            other => format!("unknown command `{other}`: type add, remove, kill, fail or recover"),
         })
     }
 
@@ -336,7 +355,10 @@ impl Demo {
              new sessions (drop the jar) reach the new node. Delete [balance.sticky] from the\n\
              config below to see \"SESSION LOST\", the problem this proxy exists to solve.\n\
              \x20 curl -sk --http2 https://localhost:{https_port}/echo   (headers as the node sees them)\n\n\
-             Type `add` or `remove` and Enter to scale dc1, and watch the proxy follow DNS.\n\n\
+             Type `add` or `remove` and Enter to scale dc1, and watch the proxy follow DNS.\n\
+             Type `kill` to crash a pod: its sessions move once, to the node every replica\n\
+             of the proxy would pick (\"unknown here\", as Keycloak without shared caches),\n\
+             then stay.\n\n\
              Multi-site: type `fail` and dc1's /lb-check answers DOWN; two probes later traffic\n\
              moves to dc2 (sessions re-pinned there). Type `recover`: dc1 is UP again, but traffic\n\
              stays on dc2 until an operator fails back:\n\

@@ -108,6 +108,11 @@ impl DemoNode {
     pub fn stop(&self) {
         self.stop.cancel();
     }
+
+    /// Whether [`DemoNode::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stop.is_cancelled()
+    }
 }
 
 struct NodeState {
