@@ -19,7 +19,7 @@
 //! - `/stats`: `connections: N`, the TCP connections this node has accepted (pooling shows).
 //! - an `Upgrade` request: 101, then echoes every byte back (a WebSocket-style tunnel).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,6 +39,10 @@ use tokio_util::sync::CancellationToken;
 pub const WORKERS: usize = 4;
 
 type NodeBody = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
+
+/// Request targets a node remembers: every one a test sends, while a demo left running under
+/// load for hours keeps a bounded memory.
+const SEEN_KEPT: usize = 10_000;
 
 /// A running demo node; dropping the handle leaves it running, `stop` ends it.
 pub struct DemoNode {
@@ -67,7 +71,7 @@ impl DemoNode {
             lb_check_up: AtomicBool::new(true),
             busy: AtomicBool::new(false),
             workers: tokio::sync::Semaphore::new(WORKERS),
-            seen: Mutex::new(Vec::new()),
+            seen: Mutex::new(VecDeque::new()),
         });
         tokio::spawn(serve(listener, state.clone(), stop.clone()));
         Ok(DemoNode {
@@ -78,9 +82,15 @@ impl DemoNode {
         })
     }
 
-    /// Every request target (path and query) this node has received.
+    /// The request targets (path and query) this node has received, the last [`SEEN_KEPT`].
     pub fn seen(&self) -> Vec<String> {
-        self.state.seen.lock().expect("seen lock").clone()
+        self.state
+            .seen
+            .lock()
+            .expect("seen lock")
+            .iter()
+            .cloned()
+            .collect()
     }
 
     /// What `/health/ready` answers: `{"status": "UP"}` (200) or `{"status": "DOWN"}` (503).
@@ -126,8 +136,9 @@ struct NodeState {
     busy: AtomicBool,
     /// `/work` runs on this many workers at once; the others queue (without bound).
     workers: tokio::sync::Semaphore,
-    /// Every request target received, in order (what a filter in front must keep out).
-    seen: Mutex<Vec<String>>,
+    /// The last [`SEEN_KEPT`] request targets received, in order (what a filter in front must
+    /// keep out).
+    seen: Mutex<VecDeque<String>>,
 }
 
 async fn serve(listener: TcpListener, state: Arc<NodeState>, stop: CancellationToken) {
@@ -179,7 +190,13 @@ async fn handle(state: &NodeState, mut req: Request<Incoming>) -> Response<NodeB
         .path_and_query()
         .map_or("/", |pq| pq.as_str())
         .to_string();
-    state.seen.lock().expect("seen lock").push(target);
+    {
+        let mut seen = state.seen.lock().expect("seen lock");
+        if seen.len() == SEEN_KEPT {
+            seen.pop_front();
+        }
+        seen.push_back(target);
+    }
     let probe = matches!(req.uri().path(), "/lb-check" | "/health/ready");
     let mut resp = if state.busy.load(Ordering::Relaxed) && !probe {
         text(StatusCode::SERVICE_UNAVAILABLE, "busy\n".into())
