@@ -49,7 +49,8 @@ pub struct ListenerContext {
 
 impl ListenerContext {
     /// `previous`: the listener's context before a reload, whose unchanged rate limits (and
-    /// the clients they count) carry over.
+    /// the clients they count) carry over, and whose changed ones over the same paths hand
+    /// their clients' counts on.
     pub fn new(
         config: &ListenerConfig,
         port: u16,
@@ -62,20 +63,24 @@ impl ListenerContext {
             .rate_limits
             .iter()
             .map(|rule| {
-                let kept = previous
-                    .into_iter()
-                    .flat_map(|p| &p.rate_limits)
-                    .find(|r| r.config == *rule);
-                match kept {
-                    Some(r) => r.clone(),
-                    None => Arc::new(RateLimiter::new(
-                        rule.clone(),
-                        metrics.rate_limited.with_label_values(&[&config.name]),
-                        metrics
-                            .rate_limit_untracked
-                            .with_label_values(&[&config.name]),
-                    )),
+                let mut before = previous.into_iter().flat_map(|p| &p.rate_limits);
+                if let Some(same) = before.clone().find(|r| r.config == *rule) {
+                    return same.clone();
                 }
+                let limited = metrics.rate_limited.with_label_values(&[&config.name]);
+                let untracked = metrics
+                    .rate_limit_untracked
+                    .with_label_values(&[&config.name]);
+                Arc::new(match before.find(|r| r.config.paths == rule.paths) {
+                    Some(old) => RateLimiter::carried_from(
+                        rule.clone(),
+                        old,
+                        limited,
+                        untracked,
+                        std::time::Instant::now(),
+                    ),
+                    None => RateLimiter::new(rule.clone(), limited, untracked),
+                })
             })
             .collect();
         ListenerContext {

@@ -109,7 +109,8 @@ pub struct Limited {
 }
 
 /// One rule and its clients. Shared by the generations of a listener whose rule did not change,
-/// so a reload does not hand every client a fresh allowance.
+/// and carried into a changed rule over the same paths ([`RateLimiter::carried_from`]), so a
+/// reload does not hand every client a fresh allowance.
 pub struct RateLimiter {
     pub config: RateLimitConfig,
     interval_ns: u64,
@@ -139,6 +140,48 @@ impl RateLimiter {
         }
     }
 
+    /// The rule `config` replacing `old` over the same paths with another rate, burst or size
+    /// (a reload): each busy client keeps what it has used of its allowance, counted in
+    /// requests, up to the new burst. Starting every client afresh instead would hand a client
+    /// being held back, a password guesser say, a new burst at each tuning of the rule.
+    pub fn carried_from(
+        config: RateLimitConfig,
+        old: &RateLimiter,
+        limited: IntCounter,
+        untracked: IntCounter,
+        now: Instant,
+    ) -> Self {
+        let new = RateLimiter::new(config, limited, untracked);
+        let old_now = old.nanos_at(now);
+        let new_now = new.nanos_at(now);
+        for shard in old.shards.iter() {
+            let table = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for (&key, &tat) in table.iter().filter(|(_, &tat)| tat > old_now) {
+                let used = (tat - old_now).div_ceil(old.interval_ns);
+                let ahead = used.saturating_mul(new.interval_ns).min(new.tolerance_ns);
+                let mut into = new.shard_of(key);
+                // A table made smaller than its busy clients keeps those that fit; the rest
+                // are unknown to it, as when it is full.
+                if into.len() < new.per_shard {
+                    into.insert(key, new_now + ahead);
+                }
+            }
+        }
+        new
+    }
+
+    fn nanos_at(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    fn shard_of(&self, key: u128) -> std::sync::MutexGuard<'_, HashMap<u128, u64>> {
+        let shard = (self.hasher.hash_one(key) as usize) % SHARDS;
+        self.shards[shard]
+            .lock()
+            // Every step is one insert or one retain: a panic leaves a consistent table.
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn covers(&self, canonical_path: &str) -> bool {
         self.config.paths.iter().any(|p| p.matches(canonical_path))
     }
@@ -146,12 +189,8 @@ impl RateLimiter {
     /// Counts a request from `client` at `now`: `Err` when it is over its allowance.
     pub fn check(&self, client: IpAddr, now: Instant) -> Result<(), Limited> {
         let key = client_key(client);
-        let now_ns = now.saturating_duration_since(self.epoch).as_nanos() as u64;
-        let shard = (self.hasher.hash_one(key) as usize) % SHARDS;
-        let mut table = self.shards[shard]
-            .lock()
-            // Every step is one insert or one retain: a panic leaves a consistent table.
-            .unwrap_or_else(PoisonError::into_inner);
+        let now_ns = self.nanos_at(now);
+        let mut table = self.shard_of(key);
         let verdict = match table.get_mut(&key) {
             Some(tat) => self.arrive(tat, now_ns),
             None => {
@@ -233,16 +272,72 @@ pub fn retry_after_secs(limited: Limited) -> u64 {
 mod tests {
     use super::*;
 
-    fn limiter(rate: &str, burst: u32, max_clients: usize) -> RateLimiter {
-        let config = RateLimitConfig {
+    fn rule(rate: &str, burst: u32, max_clients: usize) -> RateLimitConfig {
+        RateLimitConfig {
             paths: vec![Prefix::parse("/").unwrap()],
             paths_text: vec!["/".into()],
             rate: Rate::parse(rate).unwrap(),
             burst,
             max_clients,
-        };
-        let counter = || IntCounter::new("c", "c").unwrap();
-        RateLimiter::new(config, counter(), counter())
+        }
+    }
+
+    fn counter() -> IntCounter {
+        IntCounter::new("c", "c").unwrap()
+    }
+
+    fn limiter(rate: &str, burst: u32, max_clients: usize) -> RateLimiter {
+        RateLimiter::new(rule(rate, burst, max_clients), counter(), counter())
+    }
+
+    /// `old` changed to `rate`, `burst` and `max_clients` at `now`.
+    fn changed(
+        old: &RateLimiter,
+        (rate, burst, max_clients): (&str, u32, usize),
+        now: Instant,
+    ) -> RateLimiter {
+        let config = rule(rate, burst, max_clients);
+        RateLimiter::carried_from(config, old, counter(), counter(), now)
+    }
+
+    /// How many requests `client` gets through at `now` before its first 429, and that 429.
+    fn passes(rl: &RateLimiter, client: IpAddr, now: Instant) -> (usize, Limited) {
+        for passed in 0..1000 {
+            if let Err(limited) = rl.check(client, now) {
+                return (passed, limited);
+            }
+        }
+        panic!("never limited");
+    }
+
+    #[test]
+    fn a_changed_rule_keeps_what_each_client_used_of_its_allowance() {
+        let old = limiter("1/h", 5, 100);
+        let now = Instant::now() + Duration::from_secs(10);
+        let (used, other) = (ip("192.0.2.1"), ip("192.0.2.2"));
+        for _ in 0..3 {
+            assert!(old.check(used, now).is_ok());
+        }
+        let hour = Duration::from_secs(3600);
+
+        // Burst 4: one request of it left; a client unknown before has all four.
+        let rl = changed(&old, ("1/h", 4, 100), now);
+        assert_eq!(passes(&rl, used, now).0, 1);
+        assert_eq!(passes(&rl, other, now).0, 4);
+        // Burst 2, below what it used: nothing left, and the wait is one new interval, not
+        // the rest of the old debt.
+        let rl = changed(&old, ("1/h", 2, 100), now);
+        assert_eq!(passes(&rl, used, now), (0, Limited { retry_after: hour }));
+        // A faster rate: three requests used are paid back at the new one.
+        let rl = changed(&old, ("60/m", 5, 100), now);
+        assert_eq!(passes(&rl, used, now).0, 2);
+        assert_eq!(passes(&rl, used, now + Duration::from_secs(3)).0, 3);
+        // A table made smaller than its busy clients keeps only what fits.
+        for n in 0..64 {
+            assert!(old.check(ip(&format!("198.51.100.{n}")), now).is_ok());
+        }
+        let rl = changed(&old, ("1/h", 5, 16), now);
+        assert!(rl.tracked() <= 16, "{}", rl.tracked());
     }
 
     fn ip(text: &str) -> IpAddr {

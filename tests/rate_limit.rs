@@ -153,22 +153,35 @@ async fn behind_a_trusted_proxy_each_forwarded_client_counts_on_its_own() {
 }
 
 #[tokio::test]
-async fn a_reload_keeps_each_clients_count_unless_the_rule_changes() {
+async fn a_reload_keeps_each_clients_count_and_a_new_burst_counts_what_was_used() {
     let grace = "[timeouts]\nclose_grace = \"1s\"\n";
-    let (_nodes, proxy) = start("", "rate = \"1/h\"\nburst = 2", grace).await;
+    let (_nodes, proxy) = start("", "paths = [\"/x\"]\nrate = \"1/h\"\nburst = 2", grace).await;
     let plain = proxy.plain_addr();
-    for expected in [200, 200, 429] {
-        assert_eq!(get_from(plain, "127.0.0.1", "/x", "").await.0, expected);
-    }
+    let statuses = |n: usize| async move {
+        let mut got = Vec::new();
+        for _ in 0..n {
+            got.push(get_from(plain, "127.0.0.1", "/x", "").await.0);
+        }
+        got
+    };
+    assert_eq!(statuses(3).await, [200, 200, 429]);
     proxy
         .reload_edited(|t| t.replace("close_grace = \"1s\"", "close_grace = \"2s\""))
         .await;
-    assert_eq!(get_from(plain, "127.0.0.1", "/x", "").await.0, 429);
-    // A changed rule counts afresh.
+    assert_eq!(statuses(1).await, [429]);
+    // A larger burst over the same paths: what the client used still counts.
     proxy
-        .reload_edited(|t| t.replace("burst = 2", "burst = 1"))
+        .reload_edited(|t| t.replace("burst = 2", "burst = 3"))
         .await;
-    for expected in [200, 429] {
-        assert_eq!(get_from(plain, "127.0.0.1", "/x", "").await.0, expected);
-    }
+    assert_eq!(statuses(2).await, [200, 429]);
+    // A smaller one: nothing left.
+    proxy
+        .reload_edited(|t| t.replace("burst = 3", "burst = 1"))
+        .await;
+    assert_eq!(statuses(1).await, [429]);
+    // Other paths make another rule, which counts afresh.
+    proxy
+        .reload_edited(|t| t.replace("paths = [\"/x\"]", "paths = [\"/x\", \"/y\"]"))
+        .await;
+    assert_eq!(statuses(2).await, [200, 429]);
 }
