@@ -786,6 +786,7 @@ pub(crate) fn test_site() -> Site {
                 upstream_response: t,
                 shutdown_drain: t,
                 close_grace: t,
+                tunnel: t,
             },
             &UpstreamPool {
                 idle_timeout: t,

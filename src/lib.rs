@@ -40,6 +40,7 @@ pub mod select;
 pub mod stale_series;
 pub mod sticky;
 pub mod tls;
+pub mod tunnel;
 pub mod upstream;
 
 use std::io;

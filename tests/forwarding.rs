@@ -472,9 +472,9 @@ https_port = 8443
 }
 
 #[tokio::test]
-async fn websocket_upgrade_passes_through() {
+async fn websocket_upgrade_passes_through_until_quiet_for_the_tunnel_timeout() {
     let nodes = start_nodes(1).await;
-    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let proxy = Harness::start(&[nodes[0].addr], "[timeouts]\ntunnel = \"1s\"\n").await;
     let mut tcp = tokio::net::TcpStream::connect(proxy.plain_addr())
         .await
         .unwrap();
@@ -506,6 +506,9 @@ async fn websocket_upgrade_passes_through() {
             .unwrap();
         assert_eq!(echoed, message);
     }
+    // Then nothing either way: the proxy closes the tunnel (a client gone without a FIN would
+    // otherwise hold it for good).
+    assert!(wait_closed(&mut tcp).await.is_empty());
 }
 
 #[tokio::test]

@@ -58,6 +58,7 @@ pub(super) fn render(c: &Config) -> String {
             upstream_response: dur(t.upstream_response),
             shutdown_drain: dur(t.shutdown_drain),
             close_grace: dur(t.close_grace),
+            tunnel: dur(t.tunnel),
         },
         upstream: RawUpstream {
             pool_idle_timeout: dur(c.upstream.idle_timeout),

@@ -103,6 +103,8 @@ pub struct Timeouts {
     /// How long an idle connection asked to close (reload, shutdown) waits for one more
     /// request, answered with `Connection: close`, before it closes.
     pub close_grace: Duration,
+    /// An upgraded connection (WebSocket) with no bytes either way for this long is closed.
+    pub tunnel: Duration,
 }
 
 #[derive(Debug, Clone, Copy)]

@@ -23,6 +23,9 @@ pub const DEFAULT_SHUTDOWN_DRAIN: &str = "25s";
 /// Long enough for a request sent as a reload or shutdown began to arrive (Envoy's HTTP/2
 /// drain grace is 5s), short enough not to hold up a reload's old connections.
 pub const DEFAULT_CLOSE_GRACE: &str = "1s";
+/// HAProxy's documentation suggests `timeout tunnel 1h` for WebSocket; nginx's
+/// `proxy_read_timeout` (60 s) cuts quiet ones far sooner.
+pub const DEFAULT_TUNNEL_TIMEOUT: &str = "1h";
 /// About 3 MiB of table per rule at most.
 pub const DEFAULT_RATE_LIMIT_MAX_CLIENTS: usize = 100_000;
 /// Shorter than the idle timeouts of common backends (Quarkus/Vert.x: 30 min, Tomcat: 60s), so
@@ -172,6 +175,7 @@ pub struct RawTimeouts {
     pub upstream_response: Option<String>,
     pub shutdown_drain: Option<String>,
     pub close_grace: Option<String>,
+    pub tunnel: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

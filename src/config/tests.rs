@@ -25,6 +25,7 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.timeouts.upstream_connect, Duration::from_secs(5));
     assert_eq!(c.timeouts.shutdown_drain, Duration::from_secs(25));
     assert_eq!(c.timeouts.close_grace, Duration::from_secs(1));
+    assert_eq!(c.timeouts.tunnel, Duration::from_secs(3600));
     assert_eq!(
         c.upstream.max_idle_per_backend,
         raw::DEFAULT_POOL_MAX_IDLE_PER_BACKEND
@@ -85,6 +86,7 @@ format = "xml"
 idle = "0s"
 upstream_response = "soon"
 close_grace = "0s"
+tunnel = "forever"
 [[listener]]
 name = "bad name"
 listen = "localhost:80"
@@ -105,6 +107,7 @@ backends = { static = ["a:1"] }
         "timeouts.idle",
         "timeouts.upstream_response",
         "timeouts.close_grace",
+        "timeouts.tunnel",
         "listener[0].name",
         "listener[0].listen",
         "listener[0].https_port",

@@ -233,6 +233,11 @@ pub(super) fn validate(
             t.close_grace.as_deref(),
             raw::DEFAULT_CLOSE_GRACE,
         ),
+        tunnel: c.duration(
+            "timeouts.tunnel",
+            t.tunnel.as_deref(),
+            raw::DEFAULT_TUNNEL_TIMEOUT,
+        ),
     };
 
     let max_idle = raw

@@ -500,13 +500,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         let mut upstream = Prefixed::new(upstream_rest.freeze(), upstream);
         let client = &mut self.client.io;
         let mut client = Prefixed::new(client_rest, client);
-        match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            Ok(_) => Ok(()),
-            Err(e) => {
-                tracing::debug!(error = %e, "upgraded connection ended with an error");
-                Ok(())
+        let idle = self.conn.listener.timeouts.tunnel;
+        match crate::tunnel::relay(&mut client, &mut upstream, idle).await {
+            Ok(crate::tunnel::Ended::Closed { .. }) => {}
+            Ok(crate::tunnel::Ended::Idle) => {
+                tracing::debug!(idle = ?idle, "upgraded connection closed: nothing sent either way");
             }
+            Err(e) => tracing::debug!(error = %e, "upgraded connection ended with an error"),
         }
+        Ok(())
     }
 }
 
