@@ -41,6 +41,8 @@ pub struct ListenerContext {
     pub proxy_protocol: Option<Vec<ipnet::IpNet>>,
     /// Where a verified client certificate goes to the backend (`tls.client_ca` set).
     pub client_cert_header: Option<(http::HeaderName, crate::tls::ClientCertFormat)>,
+    /// Where the intermediates of a client's chain go (RFC 9440's format only).
+    pub client_cert_chain_header: Option<http::HeaderName>,
     /// Per-client rate limits, in order; the first covering a path applies.
     pub rate_limits: Vec<Arc<RateLimiter>>,
     pub metrics: ListenerMetrics,
@@ -98,6 +100,10 @@ impl ListenerContext {
             proxy_protocol: config.proxy_protocol.clone(),
             rate_limits,
             client_cert_header: config.client_cert_header.clone(),
+            client_cert_chain_header: config
+                .client_cert_header
+                .as_ref()
+                .and_then(|(leaf, format)| format.chain_header(leaf)),
             metrics: metrics.listener(&config.name),
             all_metrics: metrics,
         }
@@ -138,10 +144,10 @@ pub struct ConnContext {
     pub activity: Activity,
     /// The forwarded headers' per-connection part.
     pub hop: Hop,
-    /// The client's verified certificate as the backend gets it, once the handshake is done
-    /// (on listeners that pass certificates on). Boxed: 16 bytes in every connection's
-    /// context instead of 48.
-    pub client_cert: OnceLock<Box<http::HeaderValue>>,
+    /// The client's verified certificate as the backend gets it, and the intermediates it sent
+    /// when the format carries them, once the handshake is done (on listeners that pass
+    /// certificates on). Boxed: 16 bytes in every connection's context instead of 88.
+    pub client_cert: OnceLock<Box<(http::HeaderValue, Option<http::HeaderValue>)>>,
 }
 
 /// Requests in flight on a connection and when the last one ended, for the idle timeout.

@@ -306,12 +306,9 @@ where
             Ok(Ok(tls)) => {
                 if let Some((_, format)) = ctx.client_cert_header {
                     // Verified by rustls against the listener's client CA, or absent.
-                    let leaf = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
-                    if let Some(leaf) = leaf {
-                        let value = format.value(leaf);
-                        if let Ok(value) = http::HeaderValue::from_str(&value) {
-                            let _ = conn.client_cert.set(Box::new(value));
-                        }
+                    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+                    if let Some(values) = format.values(chain) {
+                        let _ = conn.client_cert.set(Box::new(values));
                     }
                 }
                 Some(Box::new(tls))

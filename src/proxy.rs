@@ -223,8 +223,15 @@ impl Proxy {
         // under the name goes, with or without a certificate of its own.
         if let Some((name, _)) = &listener.client_cert_header {
             parts.headers.remove(name);
-            if let Some(cert) = conn.client_cert.get() {
-                parts.headers.insert(name.clone(), HeaderValue::clone(cert));
+            let chain_name = listener.client_cert_chain_header.as_ref();
+            if let Some(chain_name) = chain_name {
+                parts.headers.remove(chain_name);
+            }
+            if let Some((cert, chain)) = conn.client_cert.get().map(|b| &**b) {
+                parts.headers.insert(name.clone(), cert.clone());
+                if let (Some(chain_name), Some(chain)) = (chain_name, chain) {
+                    parts.headers.insert(chain_name.clone(), chain.clone());
+                }
             }
         }
         // After the hop-by-hop strip: a `Connection` naming the header must not remove the

@@ -268,6 +268,40 @@ impl ClientCertFormat {
         }
     }
 
+    /// Where the intermediates the client sent go, next to the certificate's header `leaf`:
+    /// RFC 9440's `Client-Cert-Chain` (`<leaf>-chain`). nginx passes no chain, and Keycloak's
+    /// `nginx` lookup completes it from its truststore.
+    pub fn chain_header(self, leaf: &http::HeaderName) -> Option<http::HeaderName> {
+        match self {
+            ClientCertFormat::Nginx => None,
+            ClientCertFormat::Rfc9440 => {
+                http::HeaderName::from_bytes(format!("{leaf}-chain").as_bytes()).ok()
+            }
+        }
+    }
+
+    /// The headers' values for a client's verified `chain` (its certificate first): the
+    /// certificate's, and the intermediates' as an RFC 9440 list when the format carries them
+    /// and the client sent any. `None` when the client sent no certificate.
+    pub fn values(
+        self,
+        chain: &[impl AsRef<[u8]>],
+    ) -> Option<(http::HeaderValue, Option<http::HeaderValue>)> {
+        let (leaf, intermediates) = chain.split_first()?;
+        let leaf = http::HeaderValue::from_str(&self.value(leaf.as_ref())).ok()?;
+        let intermediates = match self {
+            ClientCertFormat::Rfc9440 if !intermediates.is_empty() => {
+                let list: Vec<String> = intermediates
+                    .iter()
+                    .map(|der| self.value(der.as_ref()))
+                    .collect();
+                http::HeaderValue::from_str(&list.join(", ")).ok()
+            }
+            _ => None,
+        };
+        Some((leaf, intermediates))
+    }
+
     /// The header's value for the certificate `der`.
     pub fn value(self, der: &[u8]) -> String {
         match self {

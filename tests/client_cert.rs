@@ -163,21 +163,45 @@ async fn a_verified_certificate_reaches_the_node_and_a_forged_header_never_does(
 /// RFC 9440's `Client-Cert`: the DER as a structured-field byte sequence, for Keycloak's
 /// `rfc9440` lookup and any backend that follows the RFC.
 #[tokio::test]
-async fn the_certificate_can_go_as_rfc_9440_says() {
+async fn the_certificate_and_its_chain_can_go_as_rfc_9440_says() {
     let (_nodes, proxy) = start("client_cert_format = \"rfc9440\"").await;
+    let forged = "client-cert: :Zm9yZ2Vk:\r\nclient-cert-chain: :Zm9yZ2Vk:\r\n";
     let carol = proxy.pki.client_identity("carol", true);
     let config = proxy.pki.client_config_with(&[b"http/1.1"], Some(&carol));
-    let body = echo(&proxy, config, "client-cert: :Zm9yZ2Vk:\r\n")
-        .await
-        .expect("served");
-    let seen = echoed_header(&body, "client-cert");
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    let encoded = seen[0].strip_prefix(':').and_then(|v| v.strip_suffix(':'));
+    let body = echo(&proxy, config, forged).await.expect("served");
+    assert_eq!(byte_sequences(&body, "client-cert"), [carol.cert.to_vec()]);
+    // No intermediates sent, so no chain; the forged one never arrives.
+    assert!(
+        echoed_header(&body, "client-cert-chain").is_empty(),
+        "{body}"
+    );
+
+    // Issued through an intermediate the client sends: RFC 9440's Client-Cert-Chain.
+    let dave = proxy.pki.client_identity_via("dave", true, true);
+    let config = proxy.pki.client_config_with(&[b"http/1.1"], Some(&dave));
+    let body = echo(&proxy, config, forged).await.expect("served");
+    assert_eq!(byte_sequences(&body, "client-cert"), [dave.cert.to_vec()]);
+    assert_eq!(
+        byte_sequences(&body, "client-cert-chain"),
+        [dave.chain[0].to_vec()]
+    );
+}
+
+/// The values of `name` the node echoed, each read as an RFC 9440 list of byte sequences
+/// (`:<base64>:, ...`) and flattened.
+fn byte_sequences(body: &str, name: &str) -> Vec<Vec<u8>> {
     use base64::Engine;
-    let der = base64::engine::general_purpose::STANDARD
-        .decode(encoded.expect("a byte sequence: `:<base64>:`"))
-        .unwrap();
-    assert_eq!(der, carol.cert.as_ref());
+    let seen = echoed_header(body, name);
+    assert_eq!(seen.len(), 1, "{name}: {seen:?}");
+    seen[0]
+        .split(", ")
+        .map(|item| {
+            let encoded = item.strip_prefix(':').and_then(|v| v.strip_suffix(':'));
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.expect("a byte sequence: `:<base64>:`"))
+                .unwrap()
+        })
+        .collect()
 }
 
 #[tokio::test]

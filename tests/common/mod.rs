@@ -44,6 +44,8 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 /// A client's certificate and key, for listeners that ask for one.
 pub struct ClientIdentity {
     pub cert: CertificateDer<'static>,
+    /// The intermediates the client sends after its certificate, issuer first.
+    pub chain: Vec<CertificateDer<'static>>,
     pub key: rustls::pki_types::PrivateKeyDer<'static>,
 }
 
@@ -107,9 +109,12 @@ impl Pki {
             .with_root_certificates(roots);
         let mut config = match identity {
             None => builder.with_no_client_auth(),
-            Some(id) => builder
-                .with_client_auth_cert(vec![id.cert.clone()], id.key.clone_key())
-                .unwrap(),
+            Some(id) => {
+                let chain = std::iter::once(&id.cert).chain(&id.chain).cloned();
+                builder
+                    .with_client_auth_cert(chain.collect(), id.key.clone_key())
+                    .unwrap()
+            }
         };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         config
@@ -118,6 +123,17 @@ impl Pki {
     /// A client certificate for `name`, issued by this test CA (`trusted`) or by a CA of its
     /// own that nobody trusts.
     pub fn client_identity(&self, name: &str, trusted: bool) -> ClientIdentity {
+        self.client_identity_via(name, trusted, false)
+    }
+
+    /// As `client_identity`, issued through an intermediate CA (`via_intermediate`) that the
+    /// client sends after its certificate.
+    pub fn client_identity_via(
+        &self,
+        name: &str,
+        trusted: bool,
+        via_intermediate: bool,
+    ) -> ClientIdentity {
         use rcgen::{
             BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
             IsCa, KeyPair,
@@ -138,9 +154,24 @@ impl Pki {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.distinguished_name.push(DnType::CommonName, name);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &ca).unwrap();
+        let (cert, chain) = if via_intermediate {
+            let mut mid_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+            mid_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            mid_params
+                .distinguished_name
+                .push(DnType::CommonName, "sessiongate test intermediate");
+            let mid =
+                CertifiedIssuer::signed_by(mid_params, KeyPair::generate().unwrap(), &ca).unwrap();
+            (
+                params.signed_by(&key, &mid).unwrap(),
+                vec![mid.der().clone()],
+            )
+        } else {
+            (params.signed_by(&key, &ca).unwrap(), Vec::new())
+        };
         ClientIdentity {
             cert: cert.der().clone(),
+            chain,
             key: rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der()).unwrap(),
         }
     }
