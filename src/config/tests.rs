@@ -87,6 +87,7 @@ idle = "0s"
 upstream_response = "soon"
 close_grace = "0s"
 tunnel = "forever"
+shutdown_drain = "11y"
 [[listener]]
 name = "bad name"
 listen = "localhost:80"
@@ -108,6 +109,7 @@ backends = { static = ["a:1"] }
         "timeouts.upstream_response",
         "timeouts.close_grace",
         "timeouts.tunnel",
+        "timeouts.shutdown_drain",
         "listener[0].name",
         "listener[0].listen",
         "listener[0].https_port",

@@ -16,6 +16,9 @@ use super::{
 use crate::paths::{PathPolicy, Prefix};
 use crate::tls::UpstreamTls;
 
+/// The longest duration any setting takes.
+const MAX_DURATION: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
 pub(super) struct Checker<'a> {
     pub(super) base: &'a Path,
     pub(super) issues: Vec<ConfigIssue>,
@@ -34,6 +37,12 @@ impl Checker<'_> {
         match humantime::parse_duration(text) {
             Ok(d) if d.is_zero() => {
                 self.issue(key, "must be greater than zero");
+                Duration::from_secs(1)
+            }
+            // Every duration is added to a clock reading somewhere, which must not overflow;
+            // no timeout needs longer.
+            Ok(d) if d > MAX_DURATION => {
+                self.issue(key, format!("`{text}` is longer than ten years"));
                 Duration::from_secs(1)
             }
             Ok(d) => d,
