@@ -4,8 +4,8 @@
 //! config with a fresh self-signed certificate. The config and certificate are written to a
 //! temporary directory and loaded through the same path as any operator's file, so the demo
 //! shows (and exercises) the real thing. `add` and `remove` on stdin scale the first site,
-//! `kill` crashes one of its pods; `fail` and `recover` flip its `/lb-check`, so failover to the second site can be watched and
-//! driven through the admin API.
+//! `kill` crashes one of its pods; `fail` and `recover` flip its `/lb-check`, so failover to
+//! the second site can be watched and driven through the admin API.
 
 pub mod dns;
 pub mod node;
