@@ -22,6 +22,7 @@ use crate::headers::Hop;
 use crate::metrics::{ListenerMetrics, Metrics};
 use crate::paths::PathPolicy;
 use crate::rate_limit::RateLimiter;
+use crate::tls::ClientCerts;
 
 /// What every connection of one listener shares.
 pub struct ListenerContext {
@@ -43,6 +44,8 @@ pub struct ListenerContext {
     pub client_cert_header: Option<(http::HeaderName, crate::tls::ClientCertFormat)>,
     /// Where the intermediates of a client's chain go (RFC 9440's format only).
     pub client_cert_chain_header: Option<http::HeaderName>,
+    /// Whom client certificates are verified against (`tls.client_ca`).
+    pub client_ca: Option<ClientCerts>,
     /// Per-client rate limits, in order; the first covering a path applies.
     pub rate_limits: Vec<Arc<RateLimiter>>,
     pub metrics: ListenerMetrics,
@@ -104,9 +107,65 @@ impl ListenerContext {
                 .client_cert_header
                 .as_ref()
                 .and_then(|(leaf, format)| format.chain_header(leaf)),
+            client_ca: config
+                .tls
+                .as_ref()
+                .and_then(|set| set.client_certs())
+                .cloned(),
             metrics: metrics.listener(&config.name),
             all_metrics: metrics,
         }
+    }
+
+    /// Whether a connection accepted under `self` is served under `next` just as it would be
+    /// if accepted there, so that a reload may leave it open. The server certificates are not
+    /// asked about: they matter only to handshakes still to come. Every field is named, so a
+    /// field added later has to be judged here.
+    pub fn serves_connections_like(&self, next: &ListenerContext) -> bool {
+        let ListenerContext {
+            name,
+            tls,
+            port,
+            redirect,
+            timeouts,
+            limits,
+            paths,
+            deny_status,
+            trusted_proxies,
+            hsts,
+            request_id,
+            proxy_protocol,
+            client_cert_header,
+            client_cert_chain_header,
+            client_ca,
+            rate_limits,
+            // Named after the listener: the same for the same name.
+            metrics: _,
+            all_metrics: _,
+        } = self;
+        *name == next.name
+            && *tls == next.tls
+            && *port == next.port
+            && *redirect == next.redirect
+            && same_per_connection_timeouts(timeouts, &next.timeouts)
+            && same_per_connection_limits(limits, &next.limits)
+            && *paths == next.paths
+            && *deny_status == next.deny_status
+            && *trusted_proxies == next.trusted_proxies
+            && *hsts == next.hsts
+            && *request_id == next.request_id
+            && *proxy_protocol == next.proxy_protocol
+            && *client_cert_header == next.client_cert_header
+            && *client_cert_chain_header == next.client_cert_chain_header
+            // A connection verified against a bundle the operator has since changed (a CA
+            // withdrawn, say) must not outlive that decision.
+            && *client_ca == next.client_ca
+            // An unchanged rule is carried over as the same limiter (`new`).
+            && rate_limits.len() == next.rate_limits.len()
+            && rate_limits
+                .iter()
+                .zip(&next.rate_limits)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
     }
 
     pub fn body_limits(&self) -> crate::body::BodyLimits {
@@ -135,6 +194,27 @@ impl ListenerContext {
             .with_label_values(&[backend, kind])
             .inc();
     }
+}
+
+fn same_per_connection_timeouts(a: &Timeouts, b: &Timeouts) -> bool {
+    // The proxy's (each request reads the current proxy's) and the process's.
+    let b = Timeouts {
+        upstream_connect: a.upstream_connect,
+        upstream_response: a.upstream_response,
+        shutdown_drain: a.shutdown_drain,
+        ..*b
+    };
+    *a == b
+}
+
+fn same_per_connection_limits(a: &Limits, b: &Limits) -> bool {
+    // Counted by the listener's caps, which a reload changes in place.
+    let b = Limits {
+        max_connections: a.max_connections,
+        max_connections_per_ip: a.max_connections_per_ip,
+        ..*b
+    };
+    *a == b
 }
 
 /// What one connection's requests share.
@@ -303,5 +383,57 @@ where
 impl Default for Activity {
     fn default() -> Self {
         Activity::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    const BASE: &str = "[[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:0\"\n\
+                        [[site]]\nbackends = { static = [\"127.0.0.1:1\"] }\n";
+
+    /// The context of the listener in `text`, built after `previous` as a reload builds it.
+    fn context(text: &str, previous: Option<&ListenerContext>) -> ListenerContext {
+        let config = Config::from_toml(text, "test", std::path::Path::new(".")).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let l = &config.listeners[0];
+        ListenerContext::new(l, 1, config.timeouts, config.limits, metrics, previous)
+    }
+
+    fn keeps(before: &str, after: &str) -> bool {
+        let old = context(&format!("{BASE}{before}"), None);
+        let new = context(&format!("{BASE}{after}"), Some(&old));
+        old.serves_connections_like(&new)
+    }
+
+    #[test]
+    fn only_what_a_connection_is_served_with_decides_whether_a_reload_closes_it() {
+        let limit = "[[listener.rate_limit]]\npaths = [\"/token\"]\nrate = \"5/s\"\n";
+        let with_limit = |rule: &str| BASE.replace("[[site]]", &format!("{rule}[[site]]"));
+        // Kept: the proxy's settings and the listener's caps.
+        assert!(keeps("", ""));
+        assert!(keeps("", "[timeouts]\nupstream_response = \"7s\"\n"));
+        assert!(keeps("", "[limits]\nmax_connections = 7\n"));
+        assert!(keeps("", "[balance]\nalgorithm = \"random\"\n"));
+        let old = context(&with_limit(limit), None);
+        let new = context(&with_limit(limit), Some(&old));
+        assert!(old.serves_connections_like(&new), "the same rate limit");
+        // Closed: what each connection or request on it is held to.
+        assert!(!keeps("", "[timeouts]\nidle = \"7s\"\n"));
+        assert!(!keeps("", "[limits]\nmax_headers = 7\n"));
+        assert!(!keeps("", "[limits]\nh2_max_concurrent_streams = 7\n"));
+        let new = context(&with_limit(&limit.replace("5/s", "6/s")), Some(&old));
+        assert!(!old.serves_connections_like(&new), "a changed rate limit");
+        let changed_listener = |key: &str| {
+            let old = context(BASE, None);
+            let new = context(&BASE.replace("[[site]]", &format!("{key}\n[[site]]")), None);
+            old.serves_connections_like(&new)
+        };
+        assert!(!changed_listener("deny_status = 403"));
+        assert!(!changed_listener("deny_paths = [\"/admin\"]"));
+        assert!(!changed_listener("trusted_proxies = [\"10.0.0.0/8\"]"));
+        assert!(!changed_listener("request_id_header = \"x-id\""));
     }
 }

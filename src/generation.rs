@@ -1,8 +1,8 @@
 //! One configuration generation: the routing snapshot, the proxy, the failover controller and
 //! the background tasks that keep them current (discovery, health checks, site probes), all
 //! built from one validated [`Config`]. A reload builds the next generation beside the running
-//! one and switches listeners to it; the old one's connections close gracefully and its tasks
-//! stop.
+//! one and switches listeners to it (`current_proxy.rs`); the old one's tasks stop, and its
+//! proxy is dropped when the last request routed by it ends.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,19 +26,15 @@ pub struct Generation {
     pub failover: Arc<Failover>,
     /// Stops this generation's background tasks.
     pub background: CancellationToken,
-    /// Closes the connections served with this generation, gracefully.
-    pub retire: CancellationToken,
 }
 
 impl Generation {
     /// Builds a generation and starts its tasks. `control` is the parent of the background
-    /// tasks' token (the process's control shutdown), `public` the parent of the connections'
-    /// (the public shutdown).
+    /// tasks' token (the process's control shutdown).
     pub async fn start(
         config: &Config,
         metrics: &Arc<Metrics>,
         control: (&CancellationToken, &TaskTracker),
-        public: &CancellationToken,
         previous: Option<&Generation>,
     ) -> Result<Generation, StartError> {
         let (control_shutdown, control_tasks) = control;
@@ -95,14 +91,11 @@ impl Generation {
             proxy,
             failover,
             background,
-            retire: public.child_token(),
         })
     }
 
-    /// Retires this generation: its connections close after their requests in flight, its
-    /// background tasks stop.
+    /// Retires this generation: its background tasks stop. Requests it routed finish on it.
     pub fn end(&self) {
-        self.retire.cancel();
         self.background.cancel();
     }
 }

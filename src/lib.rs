@@ -16,6 +16,7 @@ pub mod body;
 pub mod config;
 pub mod connection;
 pub mod cookies;
+pub mod current_proxy;
 pub mod demo;
 pub mod discovery;
 pub mod error;
@@ -57,6 +58,7 @@ pub use config::Config;
 pub use metrics::Metrics;
 
 use config::{ConfigError, ListenerConfig};
+use current_proxy::CurrentProxy;
 use generation::Generation;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +92,8 @@ pub(crate) struct Inner {
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     admin: Arc<admin::Admin>,
+    /// What the next request on any listener is served with; a reload stores its proxy here.
+    proxy: Arc<CurrentProxy>,
     /// Public listeners and their connections (and upgraded tunnels).
     public_shutdown: CancellationToken,
     public_tasks: TaskTracker,
@@ -134,7 +138,11 @@ pub enum ReloadError {
 /// What a successful reload changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Reloaded {
+    /// Listeners that keep their socket.
     pub kept: Vec<String>,
+    /// Kept listeners whose open connections close gracefully: a setting they were served
+    /// with changed. The others' connections stay open and serve on the new configuration.
+    pub cycled: Vec<String>,
     pub added: Vec<String>,
     pub removed: Vec<String>,
 }
@@ -156,14 +164,9 @@ impl Server {
         let control_shutdown = CancellationToken::new();
         let control_tasks = TaskTracker::new();
 
-        let generation = Generation::start(
-            &config,
-            &metrics,
-            (&control_shutdown, &control_tasks),
-            &public_shutdown,
-            None,
-        )
-        .await?;
+        let generation =
+            Generation::start(&config, &metrics, (&control_shutdown, &control_tasks), None).await?;
+        let proxy = Arc::new(CurrentProxy::new(generation.proxy.clone()));
 
         let admin_addr = local_addr(&admin_listener, config.admin.listen);
         let admin = Arc::new(admin::Admin {
@@ -184,6 +187,7 @@ impl Server {
             metrics: metrics.clone(),
             ready: ready.clone(),
             admin,
+            proxy,
             public_shutdown,
             public_tasks,
             control_shutdown,
@@ -199,7 +203,7 @@ impl Server {
         {
             let mut running = inner.running.lock().await;
             for (l, tcp) in bound {
-                let handle = inner.spawn_listener(&config, &running.generation, &l, tcp);
+                let handle = inner.spawn_listener(&config, &l, tcp);
                 running.listeners.push(handle);
             }
             inner.publish_bound(&running.listeners);
@@ -221,9 +225,11 @@ impl Server {
 
     /// Reads the configuration file again and switches to it: everything is validated and
     /// every new port bound before anything changes; on any error the running configuration
-    /// keeps serving. Listeners whose name and address are unchanged keep their socket; each
-    /// connection finishes its requests in flight on the configuration it was accepted with,
-    /// then closes gracefully, and its client reconnects to the new one.
+    /// keeps serving. Listeners whose name and address are unchanged keep their socket. Requests
+    /// in flight finish on the configuration they were routed by, and the next request on an
+    /// open connection is routed by the new one. A kept listener whose per-connection settings
+    /// changed (limits, timeouts, path rules, headers, client CA: `serves_connections_like`)
+    /// closes its open connections gracefully instead, and their clients reconnect to it.
     pub async fn reload(&self) -> Result<Reloaded, ReloadError> {
         self.inner.reload().await
     }
@@ -298,6 +304,7 @@ impl Inner {
                 tracing::info!(
                     config = %running.config.source,
                     kept = ?changes.kept,
+                    connections_closed_on = ?changes.cycled,
                     added = ?changes.added,
                     removed = ?changes.removed,
                     "configuration reloaded"
@@ -339,12 +346,12 @@ impl Inner {
             &config,
             &self.metrics,
             (&self.control_shutdown, &self.control_tasks),
-            &self.public_shutdown,
             Some(&running.generation),
         )
         .await?;
 
         // Commit: nothing below can fail.
+        self.proxy.store(generation.proxy.clone());
         let mut changes = Reloaded::default();
         let mut listeners = Vec::new();
         for handle in running.listeners.drain(..) {
@@ -355,28 +362,27 @@ impl Inner {
             {
                 Some(l) => {
                     let previous = handle.serving.state.load_full();
-                    let state = serving_state(
-                        &config,
-                        &generation,
-                        l,
-                        handle.addr,
-                        &self.metrics,
-                        Some(&previous),
-                    );
+                    let state = self.serving_state(&config, l, handle.addr, Some(&previous));
+                    let cycled = !Arc::ptr_eq(&state.context, &previous.context);
                     handle.serving.state.store(Arc::new(state));
+                    if cycled {
+                        previous.retire.cancel();
+                        changes.cycled.push(handle.name.clone());
+                    }
                     changes.kept.push(handle.name.clone());
                     listeners.push(handle);
                 }
                 None => {
-                    // Stop accepting; its connections close with the old generation.
+                    // Stop accepting, and close its connections gracefully.
                     handle.serving.shutdown.cancel();
+                    handle.serving.state.load().retire.cancel();
                     changes.removed.push(handle.name.clone());
                 }
             }
         }
         for (l, tcp) in fresh {
             changes.added.push(l.name.clone());
-            listeners.push(self.spawn_listener(&config, &generation, &l, tcp));
+            listeners.push(self.spawn_listener(&config, &l, tcp));
         }
         self.publish_bound(&listeners);
         report_certificates(&self.metrics, &config);
@@ -393,20 +399,12 @@ impl Inner {
     fn spawn_listener(
         &self,
         config: &Config,
-        generation: &Generation,
         l: &ListenerConfig,
         tcp: tokio::net::TcpListener,
     ) -> ListenerHandle {
         let addr = local_addr(&tcp, l.listen);
         let serving = Arc::new(listener::Serving {
-            state: ArcSwap::from_pointee(serving_state(
-                config,
-                generation,
-                l,
-                addr,
-                &self.metrics,
-                None,
-            )),
+            state: ArcSwap::from_pointee(self.serving_state(config, l, addr, None)),
             shutdown: self.public_shutdown.child_token(),
             tasks: self.public_tasks.clone(),
         });
@@ -428,53 +426,59 @@ impl Inner {
         }
     }
 
+    /// What a listener serves new connections with. A listener a reload kept (`previous`)
+    /// keeps counting the connections it has open: they stay open (or finish), and counted
+    /// afresh, the caps would add up meanwhile. It keeps its context too, and with it its open
+    /// connections, when the new one would serve them alike.
+    fn serving_state(
+        &self,
+        config: &Config,
+        l: &ListenerConfig,
+        addr: SocketAddr,
+        previous: Option<&listener::ServingState>,
+    ) -> listener::ServingState {
+        let context = connection::ListenerContext::new(
+            l,
+            addr.port(),
+            config.timeouts,
+            config.limits,
+            self.metrics.clone(),
+            previous.map(|p| &*p.context),
+        );
+        let (context, retire) = match previous {
+            Some(p) if p.context.serves_connections_like(&context) => {
+                (p.context.clone(), p.retire.clone())
+            }
+            _ => (Arc::new(context), self.public_shutdown.child_token()),
+        };
+        listener::ServingState {
+            context,
+            tls: l
+                .tls
+                .as_ref()
+                .map(|set| tokio_rustls::TlsAcceptor::from(set.server_config())),
+            proxy: self.proxy.clone(),
+            retire,
+            connections: match previous {
+                Some(p) => {
+                    p.connections.set_cap(config.limits.max_connections);
+                    p.connections.clone()
+                }
+                None => Arc::new(listener::ConnectionCap::new(config.limits.max_connections)),
+            },
+            per_ip: match previous {
+                Some(p) => {
+                    p.per_ip.set_limit(config.limits.max_connections_per_ip);
+                    p.per_ip.clone()
+                }
+                None => Arc::new(listener::PerIp::new(config.limits.max_connections_per_ip)),
+            },
+        }
+    }
+
     fn publish_bound(&self, listeners: &[ListenerHandle]) {
         *self.bound.lock().unwrap_or_else(|e| e.into_inner()) =
             listeners.iter().map(|h| (h.name.clone(), h.addr)).collect();
-    }
-}
-
-/// What a listener serves new connections with under `generation`. A listener a reload kept
-/// (`previous`) keeps counting the connections it has open: the old generation's connections
-/// stay open while they finish, and counted afresh, the caps would add up meanwhile.
-fn serving_state(
-    config: &Config,
-    generation: &Generation,
-    l: &ListenerConfig,
-    addr: SocketAddr,
-    metrics: &Arc<Metrics>,
-    previous: Option<&listener::ServingState>,
-) -> listener::ServingState {
-    let context = Arc::new(connection::ListenerContext::new(
-        l,
-        addr.port(),
-        config.timeouts,
-        config.limits,
-        metrics.clone(),
-        previous.map(|p| &*p.context),
-    ));
-    listener::ServingState {
-        context,
-        tls: l
-            .tls
-            .as_ref()
-            .map(|set| tokio_rustls::TlsAcceptor::from(set.server_config())),
-        proxy: generation.proxy.clone(),
-        retire: generation.retire.clone(),
-        connections: match previous {
-            Some(p) => {
-                p.connections.set_cap(config.limits.max_connections);
-                p.connections.clone()
-            }
-            None => Arc::new(listener::ConnectionCap::new(config.limits.max_connections)),
-        },
-        per_ip: match previous {
-            Some(p) => {
-                p.per_ip.set_limit(config.limits.max_connections_per_ip);
-                p.per_ip.clone()
-            }
-            None => Arc::new(listener::PerIp::new(config.limits.max_connections_per_ip)),
-        },
     }
 }
 

@@ -18,8 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, ConnContext, ListenerContext};
+use crate::current_proxy::CurrentProxy;
 use crate::http1;
-use crate::proxy::Proxy;
 use crate::proxy_protocol;
 
 /// Accept queue length: enough for a burst of reconnects after a rolling restart.
@@ -52,8 +52,10 @@ pub struct Serving {
 pub struct ServingState {
     pub context: Arc<ListenerContext>,
     pub tls: Option<TlsAcceptor>,
-    pub proxy: Arc<Proxy>,
-    /// Closes this generation's connections gracefully (after a reload, or at shutdown).
+    /// The proxy every listener's next request is served with (a reload stores a new one).
+    pub proxy: Arc<CurrentProxy>,
+    /// Closes the connections accepted with `context` gracefully: at shutdown, when the
+    /// listener is removed, or when a reload changes a setting they were served with.
     pub retire: CancellationToken,
     pub connections: Arc<ConnectionCap>,
     pub per_ip: Arc<PerIp>,
@@ -362,7 +364,7 @@ where
         conn.listener.timeouts.close_grace,
         &serving.retire,
         move |req| {
-            let proxy = proxy.clone();
+            let proxy = proxy.load_full();
             let conn = handler_conn.clone();
             // Boxed: hyper keeps a slot the size of the service's future per stream, and
             // moves the future into it. Inline, that is kilobytes per stream; boxed, 8 bytes.

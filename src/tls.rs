@@ -195,7 +195,16 @@ pub struct ClientCerts {
     /// Without a certificate the handshake fails; else a client may send none (and log in
     /// another way), but one it sends must verify.
     pub required: bool,
+    /// The bundle's certificates, to tell whether a reload changed whom the listener trusts.
+    bundle: Vec<CertificateDer<'static>>,
     verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+}
+
+/// The same trust: the same certificates, required or not alike (wherever the file lives).
+impl PartialEq for ClientCerts {
+    fn eq(&self, other: &ClientCerts) -> bool {
+        self.required == other.required && self.bundle == other.bundle
+    }
 }
 
 impl fmt::Debug for ClientCerts {
@@ -217,7 +226,8 @@ impl ClientCerts {
     /// Reads the CA bundle at `ca_path` and builds the verifier from it.
     pub fn load(ca_path: PathBuf, required: bool) -> Result<ClientCerts, TlsError> {
         let mut roots = RootCertStore::empty();
-        let (added, _) = roots.add_parsable_certificates(read_certificates(&ca_path)?);
+        let bundle = read_certificates(&ca_path)?;
+        let (added, _) = roots.add_parsable_certificates(bundle.iter().cloned());
         if added == 0 {
             return Err(TlsError::EmptyCaBundle { path: ca_path });
         }
@@ -237,6 +247,7 @@ impl ClientCerts {
         Ok(ClientCerts {
             ca_path,
             required,
+            bundle,
             verifier,
         })
     }

@@ -232,3 +232,47 @@ async fn a_required_certificate_turns_away_clients_without_one() {
         Some(1.0)
     );
 }
+
+/// A reload that changes whom the listener trusts closes the connections verified against the
+/// old bundle (a CA withdrawn must not live on in kept-alive connections); one that names the
+/// same bundle under another path, and changes only the backends, keeps them open.
+#[tokio::test]
+async fn a_reload_that_changes_the_client_ca_closes_the_connections_it_verified() {
+    let nodes = start_nodes(2).await;
+    let extra = "[timeouts]\nclose_grace = \"50ms\"\n";
+    let proxy = Harness::start_with(&listener(""), &static_backends(&[nodes[0].addr]), extra).await;
+    let alice = proxy.pki.client_identity("alice", true);
+    let config = proxy.pki.client_config_with(&[b"http/1.1"], Some(&alice));
+    let mut tls = tls_connect(proxy.tls_addr(), "default.test", Arc::new(config)).await;
+    let request = b"GET /echo HTTP/1.1\r\nHost: default.test\r\n\r\n";
+    let ask = async |tls: &mut tokio_rustls::client::TlsStream<TcpStream>| {
+        tokio::io::AsyncWriteExt::write_all(tls, request)
+            .await
+            .unwrap();
+        read_response(tls).await.0
+    };
+    assert!(ask(&mut tls).await.contains("x-node: node-1"));
+
+    let bundle = proxy.dir.join("trusted.crt");
+    std::fs::copy(proxy.dir.join("ca.crt"), &bundle).unwrap();
+    let (one, two) = (nodes[0].addr.to_string(), nodes[1].addr.to_string());
+    proxy
+        .reload_edited(|t| {
+            t.replace("client_ca = \"ca.crt\"", "client_ca = \"trusted.crt\"")
+                .replace(&one, &two)
+        })
+        .await;
+    // Ten times close_grace: a retired connection would be closed by now.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let head = ask(&mut tls).await;
+    assert!(head.contains("x-node: node-2"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("connection: close"));
+
+    // One more CA in the bundle: alice still verifies, but the trust has changed.
+    let mut text = std::fs::read_to_string(&bundle).unwrap();
+    text.push_str(&std::fs::read_to_string(proxy.dir.join("a.crt")).unwrap());
+    std::fs::write(&bundle, text).unwrap();
+    let changes = proxy.server.reload().await.unwrap();
+    assert_eq!(changes.cycled, vec!["tls"]);
+    assert!(wait_closed(&mut tls).await.is_empty());
+}

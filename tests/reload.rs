@@ -1,4 +1,5 @@
-//! Hot reload: a reload under continuous load loses no request; a bad config or a bad
+//! Hot reload: a reload under continuous load loses no request; open connections stay open
+//! unless their listener's per-connection settings changed; a bad config or a bad
 //! certificate is refused and the running configuration keeps serving; a certificate rotated
 //! the way Kubernetes updates a Secret (a `..data` symlink swap) is picked up by the watcher.
 
@@ -105,9 +106,26 @@ async fn reloads_under_continuous_load_lose_no_request() {
     );
 }
 
-/// A kept-alive connection idle at a reload waits `close_grace` for one more request, answers
-/// it on the configuration it was accepted with and closes: a client that sent it as the reload
-/// happened (wrk under load met dozens of resets per hundred reloads) gets its answer.
+/// The head of the answer to `GET /echo` on a kept-alive plain connection.
+async fn echo_head(tcp: &mut TcpStream) -> String {
+    let request = b"GET /echo HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    tcp.write_all(request).await.unwrap();
+    read_response(tcp).await.0
+}
+
+/// A kept-alive connection to the plain listener, answered once, by node-1.
+async fn answered_by_node_1(server: &Server) -> TcpStream {
+    let mut tcp = TcpStream::connect(server.listener_addr("plain").unwrap())
+        .await
+        .unwrap();
+    let head = echo_head(&mut tcp).await;
+    assert!(head.contains("x-node: node-1"), "{head}");
+    tcp
+}
+
+/// A kept-alive connection idle at a reload that changes its listener's settings waits
+/// `close_grace` for one more request, answers it and closes: a client that sent it as the
+/// reload happened (wrk under load met dozens of resets per hundred reloads) gets its answer.
 #[tokio::test]
 async fn a_request_on_a_connection_idle_at_a_reload_is_answered_then_it_closes() {
     let dir = temp_dir("reload-idle");
@@ -116,25 +134,21 @@ async fn a_request_on_a_connection_idle_at_a_reload_is_answered_then_it_closes()
     let extra = "[reload]\nwatch = false\n[timeouts]\nclose_grace = \"20s\"\n";
     write_config(&dir, nodes[0].addr, "default.crt", extra);
     let server = start(&dir).await;
-    let mut tcp = TcpStream::connect(server.listener_addr("plain").unwrap())
-        .await
-        .unwrap();
-    let request = b"GET /echo HTTP/1.1\r\nHost: app.test\r\n\r\n";
-    tcp.write_all(request).await.unwrap();
-    let (head, _) = read_response(&mut tcp).await;
-    assert!(head.contains("x-node: node-1"), "{head}");
+    let mut tcp = answered_by_node_1(&server).await;
 
-    write_config(&dir, nodes[1].addr, "default.crt", extra);
-    server.reload().await.unwrap();
+    // A per-connection setting changes (the header cap), and the backend with it.
+    let changed = format!("{extra}[limits]\nmax_headers = 50\n");
+    write_config(&dir, nodes[1].addr, "default.crt", &changed);
+    let changes = server.reload().await.unwrap();
+    assert_eq!(changes.cycled, vec!["plain", "tls"]);
     // Long enough for the idle connection to see the reload: it used to close at once, and
     // this request then met a closed socket.
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    tcp.write_all(request).await.unwrap();
-    let (head, _) = read_response(&mut tcp).await;
+    let head = echo_head(&mut tcp).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(
-        head.contains("x-node: node-1"),
-        "the old configuration answers: {head}"
+        head.contains("x-node: node-2"),
+        "routed by the new configuration: {head}"
     );
     assert!(
         head.to_ascii_lowercase().contains("connection: close"),
@@ -142,6 +156,62 @@ async fn a_request_on_a_connection_idle_at_a_reload_is_answered_then_it_closes()
     );
     assert!(wait_closed(&mut tcp).await.is_empty());
     assert_eq!(answering(&server).await, (200, "node-2".to_string()));
+}
+
+/// A reload that changes what requests are routed to (the backends) and the certificate served,
+/// and nothing a connection is served with, closes no connection: an idle kept-alive HTTP/1.1
+/// connection and an HTTP/2 one over TLS each send their next request to the new backend, with
+/// no `Connection: close` and no GOAWAY. New handshakes get the new certificate. nginx and
+/// HAProxy close every such connection on a reload, and each client pays a new handshake.
+#[tokio::test]
+async fn a_reload_that_changes_routing_or_certificates_keeps_connections_open() {
+    let dir = temp_dir("reload-keep");
+    let pki = Pki::new(&dir);
+    let nodes = start_nodes(2).await;
+    // A short close_grace: a connection the reload retired would be gone by the next request.
+    let extra = "[reload]\nwatch = false\n[timeouts]\nclose_grace = \"50ms\"\n";
+    write_config(&dir, nodes[0].addr, "default.crt", extra);
+    let server = start(&dir).await;
+    let tls = server.listener_addr("tls").unwrap();
+    let mut tcp = answered_by_node_1(&server).await;
+
+    let stream = tls_connect(tls, "default.test", pki.client_config(&[b"h2"])).await;
+    let (mut h2, h2_driver) = h2_watched(stream).await;
+    let get = || {
+        http::Request::get("https://default.test/echo")
+            .body(empty())
+            .unwrap()
+    };
+    let (status, headers, _) = read(h2.send_request(get()).await.unwrap()).await;
+    assert_eq!(
+        (status, headers["x-node"].to_str().unwrap()),
+        (200, "node-1")
+    );
+
+    write_config(&dir, nodes[1].addr, "a.crt", extra);
+    let changes = server.reload().await.unwrap();
+    assert_eq!(changes.kept, vec!["plain", "tls"]);
+    assert!(changes.cycled.is_empty(), "{changes:?}");
+    // Ten times close_grace: long enough for a retired connection to have closed.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    let head = echo_head(&mut tcp).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("x-node: node-2"), "{head}");
+    assert!(
+        !head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+
+    assert!(!h2_driver.is_finished(), "no GOAWAY");
+    let (status, headers, _) = read(h2.send_request(get()).await.unwrap()).await;
+    assert_eq!(
+        (status, headers["x-node"].to_str().unwrap()),
+        (200, "node-2")
+    );
+    assert!(!h2_driver.is_finished());
+
+    assert_eq!(served_certificate(tls).await, pki.leaf_der["a"].to_vec());
 }
 
 #[tokio::test]
@@ -356,7 +426,7 @@ async fn a_certificate_rotated_by_a_symlink_swap_is_picked_up() {
 }
 
 /// An edit reloaded by SIGHUP (here `Server::reload`) is not reloaded a second time by the
-/// watcher: a reload cycles every kept-alive connection, so once is enough.
+/// watcher: a reload rebuilds every site and re-resolves every name, so once is enough.
 #[tokio::test]
 async fn the_watcher_does_not_reload_an_edit_a_sighup_already_loaded() {
     let dir = temp_dir("reload-once");

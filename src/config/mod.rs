@@ -92,7 +92,7 @@ pub struct LogConfig {
     pub access_log: bool,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub tls_handshake: Duration,
     pub request_header: Duration,
@@ -241,7 +241,7 @@ pub struct Outlier {
     pub max_ejection: Duration,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_uri_length: usize,
     pub max_header_size: usize,
@@ -255,7 +255,7 @@ pub struct Limits {
 }
 
 /// A plain listener that answers 308 to the https URL of every request.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpsRedirect {
     pub port: u16,
 }

@@ -33,9 +33,9 @@ use super::head::{self, HeadError, HeadLimits, RequestBody, RequestHead};
 use super::{Inbound, Outgoing, PARK_AFTER};
 use crate::body::{BodyError, BodyLength, ClientBody, Limited, ProxyBody, RawBody};
 use crate::connection::ConnContext;
+use crate::current_proxy::{ConnProxy, CurrentProxy};
 use crate::error::local_response;
 use crate::prefixed::Prefixed;
-use crate::proxy::Proxy;
 use crate::reply::{Fields, Reply};
 
 /// The HTTP/2 connection preface: a client speaking HTTP/2 with prior knowledge.
@@ -81,7 +81,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Client<I> {
 struct Connection<'a, I> {
     client: Client<I>,
     conn: &'a Arc<ConnContext>,
-    proxy: &'a Proxy,
+    proxy: ConnProxy<'a>,
     limits: HeadLimits,
     /// One timer for the connection's deadlines, pushed along as it goes.
     timer: Pin<Box<Sleep>>,
@@ -96,7 +96,7 @@ struct Connection<'a, I> {
 pub async fn serve<I>(
     io: I,
     conn: &Arc<ConnContext>,
-    proxy: &Proxy,
+    proxy: &CurrentProxy,
     retire: &CancellationToken,
 ) -> Ended<I>
 where
@@ -109,7 +109,7 @@ where
             inbound: Inbound::default(),
         },
         conn,
-        proxy,
+        proxy: ConnProxy::new(proxy),
         limits: HeadLimits {
             max_size: limits.max_header_size,
             max_headers: limits.max_headers,
@@ -227,6 +227,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
                     None if !parked && !self.retiring => {
                         self.client.inbound.release();
                         self.out.release();
+                        self.proxy.release();
                         parked = true;
                     }
                     None => return Ok(Next::Close),
@@ -302,6 +303,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             // which made every request's boxed exchange 2.1 KB larger.
             let handling = std::pin::pin!(self
                 .proxy
+                .get()
                 .handle(&mut parts, &mut none, self.conn, upgrade, arrived));
             match watch_client(handling, &mut self.client, &self.limits).await {
                 Some(resp) => (resp, true),
@@ -325,6 +327,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             let mut body = Limited::new(raw, self.conn.listener.body_limits());
             let resp = self
                 .proxy
+                .get()
                 .handle(&mut parts, &mut body, self.conn, upgrade, arrived)
                 .await;
             let finished = body.get_mut().decoder.is_done();
