@@ -126,15 +126,24 @@ async fn answered_by_node_1(server: &Server) -> TcpStream {
 /// A kept-alive connection idle at a reload that changes its listener's settings waits
 /// `close_grace` for one more request, answers it and closes: a client that sent it as the
 /// reload happened (wrk under load met dozens of resets per hundred reloads) gets its answer.
+/// An idle HTTP/2 connection gets GOAWAY.
 #[tokio::test]
 async fn a_request_on_a_connection_idle_at_a_reload_is_answered_then_it_closes() {
     let dir = temp_dir("reload-idle");
-    Pki::new(&dir);
+    let pki = Pki::new(&dir);
     let nodes = start_nodes(2).await;
     let extra = "[reload]\nwatch = false\n[timeouts]\nclose_grace = \"20s\"\n";
     write_config(&dir, nodes[0].addr, "default.crt", extra);
     let server = start(&dir).await;
     let mut tcp = answered_by_node_1(&server).await;
+    let tls = server.listener_addr("tls").unwrap();
+    let stream = tls_connect(tls, "default.test", pki.client_config(&[b"h2"])).await;
+    let (mut h2, h2_driver) = h2_watched(stream).await;
+    let get = http::Request::get("https://default.test/").body(empty());
+    assert_eq!(
+        read(h2.send_request(get.unwrap()).await.unwrap()).await.0,
+        200
+    );
 
     // A per-connection setting changes (the header cap), and the backend with it.
     let changed = format!("{extra}[limits]\nmax_headers = 50\n");
@@ -155,6 +164,8 @@ async fn a_request_on_a_connection_idle_at_a_reload_is_answered_then_it_closes()
         "{head}"
     );
     assert!(wait_closed(&mut tcp).await.is_empty());
+    let h2_end = tokio::time::timeout(PATIENCE, h2_driver).await;
+    assert!(h2_end.expect("GOAWAY closes it").unwrap().is_ok());
     assert_eq!(answering(&server).await, (200, "node-2".to_string()));
 }
 
