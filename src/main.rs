@@ -101,16 +101,27 @@ fn main() -> ExitCode {
                 nodes,
             }))
         }
-        (None, Some(path)) => match Config::load(&path) {
-            Ok(config) => {
-                logging::init(config.log.format, &config.log.level);
-                runtime(threads).block_on(run(config))
+        (None, Some(path)) => runtime(threads).block_on(async {
+            // Listened to before the config is read (it and the files it names may sit on a
+            // slow volume), and then through the start, which can take seconds (a DNS site's
+            // first lookup): SIGHUP's default action ends a process, and `systemctl reload`
+            // right after a start must not. A SIGHUP meanwhile reloads once the start is done.
+            let mut signals = Signals::new();
+            match read_config(path, &mut signals).await {
+                Some(Ok(config)) => {
+                    logging::init(config.log.format, &config.log.level);
+                    run(config, signals).await
+                }
+                Some(Err(e)) => {
+                    eprintln!("{e}");
+                    ExitCode::from(EXIT_CONFIG)
+                }
+                None => {
+                    eprintln!("sessiongate: stopped while reading the configuration");
+                    ExitCode::SUCCESS
+                }
             }
-            Err(e) => {
-                eprintln!("{e}");
-                ExitCode::from(EXIT_CONFIG)
-            }
-        },
+        }),
         (None, None) => {
             eprintln!("sessiongate: give --config FILE, or try `sessiongate demo` (see --help)");
             ExitCode::from(EXIT_CONFIG)
@@ -143,10 +154,7 @@ fn runtime(threads: Option<u16>) -> tokio::runtime::Runtime {
         .expect("cannot start the Tokio runtime")
 }
 
-async fn run(config: Config) -> ExitCode {
-    // Listened to before the start, which can take seconds (a DNS site's first lookup): a
-    // SIGHUP meanwhile would otherwise end the process, as it is the signal's default action.
-    let mut signals = Signals::new();
+async fn run(config: Config, mut signals: Signals) -> ExitCode {
     tracing::info!(config = %config.source, "starting");
     let server = match Server::start(config).await {
         Ok(server) => server,
@@ -195,6 +203,23 @@ async fn run_demo(options: DemoOptions) -> ExitCode {
     let code = drain(demo.server, &mut signals).await;
     let _ = std::fs::remove_dir_all(&demo.dir);
     code
+}
+
+/// The configuration, read on a thread of its own so that SIGTERM or SIGINT still end a read
+/// that hangs (`None`). Not on Tokio's blocking pool, which the runtime waits for when it shuts
+/// down.
+async fn read_config(
+    path: PathBuf,
+    signals: &mut Signals,
+) -> Option<Result<Config, sessiongate::config::ConfigError>> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Config::load(&path));
+    });
+    tokio::select! {
+        read = rx => Some(read.expect("the reading thread sends before it ends")),
+        () = signals.stop() => None,
+    }
 }
 
 /// The lines typed into the demo's terminal, read on a thread of their own. Not Tokio's
@@ -266,6 +291,14 @@ impl Signals {
             hup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
             term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
             int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+        }
+    }
+
+    /// SIGTERM or SIGINT, leaving a SIGHUP for `next`.
+    async fn stop(&mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
         }
     }
 

@@ -156,6 +156,16 @@ struct Process {
     logs: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
+/// A config with one plain listener and JSON logs; `site` is the body of the one `[[site]]`,
+/// `extra` follows it.
+fn config_text(site: &str, extra: &str) -> String {
+    format!(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\naccess_log = false\n\
+         [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\n\
+         [[site]]\n{site}\n{extra}"
+    )
+}
+
 impl Process {
     /// `site` is the body of the one `[[site]]`; `extra` follows it.
     fn start(dir: &Path, site: &str, extra: &str) -> Process {
@@ -173,15 +183,12 @@ impl Process {
     /// Started, without waiting for it to listen (`plain` is not known yet).
     fn spawn(dir: &Path, site: &str, extra: &str, args: &[&str]) -> Process {
         let file = dir.join("proc.toml");
-        std::fs::write(
-            &file,
-            format!(
-                "[admin]\nlisten = \"127.0.0.1:0\"\n[log]\nformat = \"json\"\naccess_log = false\n\
-                 [[listener]]\nname = \"plain\"\nlisten = \"127.0.0.1:0\"\n\
-                 [[site]]\n{site}\n{extra}"
-            ),
-        )
-        .unwrap();
+        std::fs::write(&file, config_text(site, extra)).unwrap();
+        Process::spawn_on(&file, args)
+    }
+
+    /// Started on the config file `file`, as it is.
+    fn spawn_on(file: &Path, args: &[&str]) -> Process {
         let mut child = sessiongate()
             .args(args)
             .args(["--config", file.to_str().unwrap()])
@@ -465,6 +472,82 @@ async fn a_sighup_while_starting_is_a_reload_not_the_end() {
     .unwrap();
     assert_eq!(proc_.terminate().await, Some(0));
     drop(silent);
+}
+
+/// Whether process `pid` catches `signal` (its handler is set), from the kernel's own record.
+fn catches(pid: u32, signal: u32) -> bool {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .map(|hex| u64::from_str_radix(hex.trim(), 16).unwrap())
+        .unwrap();
+    mask & (1 << (signal - 1)) != 0
+}
+
+/// A process started on a config file that is a named pipe nobody writes to yet: its read
+/// hangs, as a read from a stuck network volume would. The handlers are set before it.
+fn start_reading_a_pipe(tag: &str) -> (Process, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    let pipe = dir.join("pipe.toml");
+    assert!(Command::new("mkfifo")
+        .arg(&pipe)
+        .status()
+        .unwrap()
+        .success());
+    let proc_ = Process::spawn_on(&pipe, &[]);
+    const SIGHUP: u32 = 1;
+    const SIGTERM: u32 = 15;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !(catches(proc_.child.id(), SIGHUP) && catches(proc_.child.id(), SIGTERM)) {
+        assert!(std::time::Instant::now() < deadline, "no handlers set");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    (proc_, pipe)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_while_the_config_is_read_is_a_reload_and_a_sigterm_stops_the_read() {
+    let (proc_, pipe) = tokio::task::spawn_blocking(|| {
+        let (proc_, pipe) = start_reading_a_pipe("sighup-read");
+        let pid = proc_.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+        (proc_, pipe)
+    })
+    .await
+    .unwrap();
+    // The process has the pipe open and waits for bytes: it gets the config once, and the
+    // reads after it (the file's fingerprint, the reload the signal asked for) find a file
+    // with the same text in the pipe's place.
+    let text = config_text(
+        "backends = { static = [\"127.0.0.1:9\"] }",
+        "[reload]\nwatch = false\n",
+    );
+    std::thread::spawn(move || {
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&pipe).unwrap();
+        let file = pipe.with_extension("file");
+        std::fs::write(&file, &text).unwrap();
+        std::fs::rename(&file, &pipe).unwrap();
+        std::io::Write::write_all(&mut writer, text.as_bytes()).unwrap();
+    });
+    let proc_ = tokio::task::spawn_blocking(move || {
+        proc_.wait_for_log(|v| v["message"] == "listening");
+        proc_.wait_for_log(|v| v["message"] == "configuration reloaded");
+        proc_
+    })
+    .await
+    .unwrap();
+    assert_eq!(proc_.terminate().await, Some(0));
+
+    // SIGTERM while the read hangs: the process ends, without waiting for the read.
+    let proc_ = tokio::task::spawn_blocking(|| start_reading_a_pipe("sigterm-read").0)
+        .await
+        .unwrap();
+    assert_eq!(proc_.terminate().await, Some(0));
 }
 
 #[tokio::test]
