@@ -1,10 +1,10 @@
 //! The admin listener, separate from the public ones and on loopback by default:
 //! `GET /metrics` (Prometheus text), `GET /live` (the process answers), `GET /ready` (the
 //! proxy accepts traffic and has a backend to send it to; 503 while starting or draining, so
-//! Kubernetes stops sending traffic before the listeners close), and the site operations:
+//! Kubernetes stops sending traffic before the listeners close), and, behind a bearer token
+//! when one is configured, the running configuration (`GET /config`) and the site operations:
 //! `GET /sites`, `POST /sites/<name>/switchover`, `POST /sites/failback`,
-//! `POST /sites/<name>/down`, `POST /sites/<name>/release`, behind a bearer token when one is
-//! configured.
+//! `POST /sites/<name>/down`, `POST /sites/<name>/release`.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -55,6 +55,9 @@ pub struct AdminState {
     pub drain: Duration,
     /// `[balance] slow_start`, to show the share of warming backends.
     pub slow_start: Option<Duration>,
+    /// The running configuration as `check-config` prints it (secrets not shown), after a
+    /// comment saying where and when it was loaded.
+    pub config_text: String,
 }
 
 impl Admin {
@@ -105,6 +108,7 @@ impl Admin {
                 resp
             }
             "/live" => local_response(StatusCode::OK, "live"),
+            "/config" => self.config(req),
             "/ready" => {
                 let has_backend = self
                     .current
@@ -127,13 +131,25 @@ impl Admin {
 }
 
 impl Admin {
+    /// What this replica runs, to check that a reload took (or which replica missed one). It
+    /// names every backend and file, so it takes the token, as the site operations do.
+    fn config(&self, req: &Request<Incoming>) -> Response<ProxyBody> {
+        let current = self.current.load();
+        if !authorized(current.token.as_deref(), req) {
+            return unauthorized();
+        }
+        let mut resp = Response::new(ProxyBody::local(current.config_text.clone()));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        resp
+    }
+
     fn sites(&self, req: &Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
         let current = self.current.load();
         if !authorized(current.token.as_deref(), req) {
-            let mut resp = local_response(StatusCode::UNAUTHORIZED, "bearer token required");
-            resp.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-            return resp;
+            return unauthorized();
         }
         let path = req.uri().path().trim_end_matches('/');
         let segments: Vec<&str> = path.split('/').skip(2).collect();
@@ -273,6 +289,13 @@ impl Admin {
             ),
         }
     }
+}
+
+fn unauthorized() -> Response<ProxyBody> {
+    let mut resp = local_response(StatusCode::UNAUTHORIZED, "bearer token required");
+    resp.headers_mut()
+        .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    resp
 }
 
 fn authorized(token: Option<&str>, req: &Request<Incoming>) -> bool {

@@ -507,6 +507,12 @@ fn admin_state(config: &Config, generation: &Generation) -> admin::AdminState {
         listeners: config.listeners.iter().map(|l| l.name.clone()).collect(),
         drain: config.upstream.drain_timeout,
         slow_start: config.balance.slow_start,
+        config_text: format!(
+            "# {}, loaded {}\n{}",
+            config.source,
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()),
+            config.to_effective_toml()
+        ),
     }
 }
 

@@ -1,4 +1,5 @@
-//! The admin listener: metrics in Prometheus text, liveness, readiness, nothing else.
+//! The admin listener: metrics in Prometheus text, liveness, readiness, the running
+//! configuration, nothing else.
 
 mod common;
 
@@ -123,4 +124,47 @@ async fn series_of_backends_sites_and_listeners_that_are_gone_leave_after_metric
         let tls_connections = "sessiongate_connections_total{listener=\"tls\"}";
         assert_eq!(metric(&text, tls_connections), Some(1.0), "{text}");
     }
+}
+
+/// `GET /config` shows what this replica runs, every default written out as `check-config`
+/// prints it, with no secret in it; it takes the admin token when one is set, and shows the new
+/// configuration after a reload.
+#[tokio::test]
+async fn the_running_configuration_is_shown_behind_the_token_and_without_secrets() {
+    let nodes = start_nodes(2).await;
+    let token = "an-admin-token-of-32-characters!";
+    let secret = "a-sticky-secret-nobody-may-read";
+    let proxy = Harness::start_full(
+        &format!("token = \"{token}\""),
+        &format!("{TLS_LISTENER}{PLAIN_LISTENER}"),
+        &static_backends(&[nodes[0].addr]),
+        &format!("[balance.sticky]\nmode = \"cookie\"\nsecret = \"{secret}\"\n"),
+    )
+    .await;
+    assert_eq!(proxy.admin("GET", "/config", None).await.0, 401);
+    let (status, text) = proxy.admin("GET", "/config", Some(token)).await;
+    assert_eq!(status, 200);
+    let source = proxy.dir.join("sessiongate.toml").display().to_string();
+    assert!(
+        text.starts_with(&format!("# {source}, loaded 20")),
+        "{text}"
+    );
+    for shown in [
+        "name = \"tls\"".to_string(),
+        format!("\"{}\"", nodes[0].addr),
+        "max_header_size = ".into(),
+        "mode = \"cookie\"".into(),
+    ] {
+        assert!(text.contains(&shown), "{shown} not in\n{text}");
+    }
+    assert!(!text.contains(token) && !text.contains(secret), "{text}");
+    // What is shown is a config sessiongate reads back (the secret aside, as check-config).
+    let shown = text.replace("(set in the config file; not shown)", secret);
+    let shown = shown.replace("set-in-the-config-file-not-shown", token);
+    sessiongate::Config::from_toml(&shown, "shown", &proxy.dir).expect("a valid config");
+
+    let (one, two) = (nodes[0].addr.to_string(), nodes[1].addr.to_string());
+    proxy.reload_edited(|t| t.replace(&one, &two)).await;
+    let (_, text) = proxy.admin("GET", "/config", Some(token)).await;
+    assert!(text.contains(&two) && !text.contains(&one), "{text}");
 }

@@ -345,8 +345,9 @@ impl Demo {
              \x20 dns:      {dns}  (the pods as a headless service: dig @{dns_ip} -p {dns_port} _http._tcp.{SERVICE} SRV)\n\
              \x20 proxy:    https://localhost:{https_port}/  (self-signed certificate)\n\
              \x20 redirect: http://localhost:{http_port}/  -> 308 to https\n\
-             \x20 admin:    http://{admin}/metrics  /live  /ready  /sites\n\
-             \x20 config:   {config}\n\n\
+             \x20 admin:    http://{admin}/metrics  /live  /ready  /sites  /config\n\
+             \x20 config:   {config}\n\
+             \x20           (edit and save it: the proxy reloads, and open connections stay open)\n\n\
              Try (a session cookie jar, three requests):\n\
              \x20 for i in 1 2 3; do curl -sk -c /tmp/sg.jar -b /tmp/sg.jar https://localhost:{https_port}/; done\n\
              Each node keeps its sessions in memory, like a Keycloak pod, and names itself in the\n\
