@@ -158,6 +158,8 @@ impl Server {
             bound.push((l.clone(), bind(format!("listener {}", l.name), l.listen)?));
         }
 
+        let loaded = reload::fingerprint(&reload::watched_files(&config));
+        metrics.config_loaded(loaded);
         let ready = Arc::new(AtomicBool::new(false));
         let public_shutdown = CancellationToken::new();
         let public_tasks = TaskTracker::new();
@@ -193,7 +195,7 @@ impl Server {
             control_shutdown,
             control_tasks,
             running: tokio::sync::Mutex::new(Running {
-                loaded: reload::fingerprint(&reload::watched_files(&config)),
+                loaded,
                 config: config.clone(),
                 generation,
                 listeners: Vec::new(),
@@ -301,6 +303,7 @@ impl Inner {
             Ok(changes) => {
                 self.metrics.config_reloads.with_label_values(&["ok"]).inc();
                 self.metrics.config_last_reload_successful.set(1);
+                self.metrics.config_loaded(running.loaded);
                 tracing::info!(
                     config = %running.config.source,
                     kept = ?changes.kept,

@@ -48,6 +48,8 @@ pub struct Metrics {
     pub site_switches: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub config_last_reload_successful: IntGauge,
+    config_hash: IntGauge,
+    config_last_reload_success: IntGauge,
 }
 
 /// Handles for one listener, resolved once so the request path does not hash label sets.
@@ -293,6 +295,22 @@ impl Metrics {
         registry
             .register(Box::new(config_last_reload_successful.clone()))
             .expect("unique metric");
+        let config_hash = IntGauge::new(
+            "sessiongate_config_hash",
+            "A hash (48 bits of SHA-256) of the running configuration's files: the config and every file it names. Replicas reading the same files report the same value.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(config_hash.clone()))
+            .expect("unique metric");
+        let config_last_reload_success = IntGauge::new(
+            "sessiongate_config_last_reload_success_timestamp_seconds",
+            "When the running configuration was loaded (the start, or the last successful reload), in Unix seconds.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(config_last_reload_success.clone()))
+            .expect("unique metric");
         let ready = IntGauge::new(
             "sessiongate_ready",
             "1 while the proxy accepts traffic, 0 while starting or draining.",
@@ -333,7 +351,19 @@ impl Metrics {
             site_switches,
             config_reloads,
             config_last_reload_successful,
+            config_hash,
+            config_last_reload_success,
         }
+    }
+
+    /// A configuration was loaded and runs now (the start, or a successful reload); `hash` is
+    /// `reload::fingerprint` of its files.
+    pub fn config_loaded(&self, hash: u64) {
+        self.config_hash.set(hash as i64);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.config_last_reload_success.set(now as i64);
     }
 
     pub fn listener(&self, name: &str) -> ListenerMetrics {

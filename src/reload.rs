@@ -5,8 +5,6 @@
 //! keys, CA bundles, the sticky secret, the admin token). A reload that fails is logged and counted, and not
 //! retried until the files change again.
 
-use std::collections::hash_map::DefaultHasher;
-use std::hash::{Hash, Hasher};
 use std::path::PathBuf;
 use std::sync::Weak;
 use std::time::Duration;
@@ -44,18 +42,28 @@ pub fn watched_files(config: &Config) -> Vec<PathBuf> {
     files
 }
 
-/// A hash of the files' current contents (an unreadable file hashes as such, so a file that
-/// disappears or comes back is a change too).
+/// A hash of the files' paths and current contents (an unreadable file hashes as such, so a
+/// file that disappears or comes back is a change too). SHA-256, not std's hasher, whose output
+/// may change between Rust releases: replicas compare it (`sessiongate_config_hash`) even while
+/// a rolling upgrade runs two builds. 48 bits, which a Prometheus sample holds exactly.
 pub fn fingerprint(files: &[PathBuf]) -> u64 {
-    let mut h = DefaultHasher::new();
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
     for file in files {
-        file.hash(&mut h);
+        let path = file.as_os_str().as_encoded_bytes();
+        h.update(&(path.len() as u64).to_be_bytes());
+        h.update(path);
         match std::fs::read(file) {
-            Ok(bytes) => bytes.hash(&mut h),
-            Err(e) => e.kind().hash(&mut h),
+            Ok(bytes) => {
+                h.update(&(bytes.len() as u64).to_be_bytes());
+                h.update(&bytes);
+            }
+            Err(e) => h.update(format!("unreadable: {:?}", e.kind()).as_bytes()),
         }
     }
-    h.finish()
+    let digest = h.finish();
+    let mut first = [0u8; 8];
+    first[2..].copy_from_slice(&digest.as_ref()[..6]);
+    u64::from_be_bytes(first)
 }
 
 pub(crate) async fn watch(inner: Weak<Inner>, interval: Duration, shutdown: CancellationToken) {

@@ -657,3 +657,45 @@ async fn a_drain_that_ends_leaves_the_backend_count() {
     let active = "sessiongate_backends{site=\"main\",state=\"active\"}";
     assert_eq!(metric(&proxy.metrics().await, active), Some(1.0));
 }
+
+/// Replicas that read the same files report the same `sessiongate_config_hash`, and one that
+/// has not reloaded an edit yet reports another: the fleet-wide check the alert
+/// `SessiongateConfigDiffers` makes. The load time moves with each successful reload.
+#[tokio::test]
+async fn replicas_on_the_same_files_report_the_same_config_hash() {
+    let dir = temp_dir("reload-hash");
+    Pki::new(&dir);
+    let nodes = start_nodes(2).await;
+    write_config(
+        &dir,
+        nodes[0].addr,
+        "default.crt",
+        "[reload]\nwatch = false\n",
+    );
+    // Two replicas on one config file (every port 0).
+    let (one, two) = (start(&dir).await, start(&dir).await);
+    let read = |server: &Server, name: &str| {
+        let text = String::from_utf8(server.metrics().render()).unwrap();
+        metric(&text, name).unwrap()
+    };
+    let hash = "sessiongate_config_hash";
+    let loaded = "sessiongate_config_last_reload_success_timestamp_seconds";
+    assert_eq!(read(&one, hash), read(&two, hash));
+    let started = read(&one, loaded);
+    assert!(started > 1.7e9, "{started}");
+
+    // A certificate the config names changes, and one replica reloads it.
+    std::fs::copy(dir.join("a.crt"), dir.join("default.crt")).unwrap();
+    std::fs::copy(dir.join("a.key"), dir.join("default.key")).unwrap();
+    one.reload().await.unwrap();
+    assert_ne!(read(&one, hash), read(&two, hash));
+    assert!(read(&one, loaded) >= started);
+    two.reload().await.unwrap();
+    assert_eq!(read(&one, hash), read(&two, hash));
+
+    // A refused reload leaves the running configuration's hash.
+    let before = read(&one, hash);
+    std::fs::write(dir.join("sessiongate.toml"), "not = [valid").unwrap();
+    assert!(one.reload().await.is_err());
+    assert_eq!(read(&one, hash), before);
+}
