@@ -138,7 +138,13 @@ impl Admin {
         if !authorized(current.token.as_deref(), req) {
             return unauthorized();
         }
-        let mut resp = Response::new(ProxyBody::local(current.config_text.clone()));
+        // The hash the metrics report, to match a replica's /config with its series.
+        let text = format!(
+            "# sessiongate_config_hash {}\n{}",
+            self.metrics.config_hash(),
+            current.config_text
+        );
+        let mut resp = Response::new(ProxyBody::local(text));
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),

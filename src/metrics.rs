@@ -356,6 +356,11 @@ impl Metrics {
         }
     }
 
+    /// `reload::fingerprint` of the running configuration's files.
+    pub fn config_hash(&self) -> u64 {
+        self.config_hash.get() as u64
+    }
+
     /// A configuration was loaded and runs now (the start, or a successful reload); `hash` is
     /// `reload::fingerprint` of its files.
     pub fn config_loaded(&self, hash: u64) {

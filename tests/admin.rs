@@ -145,10 +145,9 @@ async fn the_running_configuration_is_shown_behind_the_token_and_without_secrets
     let (status, text) = proxy.admin("GET", "/config", Some(token)).await;
     assert_eq!(status, 200);
     let source = proxy.dir.join("sessiongate.toml").display().to_string();
-    assert!(
-        text.starts_with(&format!("# {source}, loaded 20")),
-        "{text}"
-    );
+    let hash = metric(&proxy.metrics().await, "sessiongate_config_hash").unwrap();
+    let head = format!("# sessiongate_config_hash {hash}\n# {source}, loaded 20");
+    assert!(text.starts_with(&head), "{text}");
     for shown in [
         "name = \"tls\"".to_string(),
         format!("\"{}\"", nodes[0].addr),
