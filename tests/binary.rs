@@ -229,6 +229,13 @@ impl Process {
         }
     }
 
+    /// Waits for the start to end, then for the reload that a SIGHUP sent during it asked
+    /// for: the signal is not lost.
+    fn wait_listening_then_reloaded(&self) {
+        self.wait_for_log(|v| v["message"] == "listening");
+        self.wait_for_log(|v| v["message"] == "configuration reloaded");
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     async fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
@@ -463,9 +470,7 @@ async fn a_sighup_while_starting_is_a_reload_not_the_end() {
             .status()
             .unwrap()
             .success());
-        proc_.wait_for_log(|v| v["message"] == "listening");
-        // The signal is not lost either: it reloads once the start is done.
-        proc_.wait_for_log(|v| v["message"] == "configuration reloaded");
+        proc_.wait_listening_then_reloaded();
         proc_
     })
     .await
@@ -535,8 +540,7 @@ async fn a_sighup_while_the_config_is_read_is_a_reload_and_a_sigterm_stops_the_r
         std::io::Write::write_all(&mut writer, text.as_bytes()).unwrap();
     });
     let proc_ = tokio::task::spawn_blocking(move || {
-        proc_.wait_for_log(|v| v["message"] == "listening");
-        proc_.wait_for_log(|v| v["message"] == "configuration reloaded");
+        proc_.wait_listening_then_reloaded();
         proc_
     })
     .await

@@ -123,6 +123,26 @@ async fn answered_by_node_1(server: &Server) -> TcpStream {
     tcp
 }
 
+/// The node that answers `GET /echo` on an HTTP/2 connection.
+async fn h2_node(h2: &mut H2) -> String {
+    let get = http::Request::get("https://default.test/echo").body(empty());
+    let (status, headers, _) = read(h2.send_request(get.unwrap()).await.unwrap()).await;
+    assert_eq!(status, 200);
+    headers["x-node"].to_str().unwrap().to_string()
+}
+
+/// An HTTP/2 connection to the TLS listener, answered once, by node-1, and the task driving it.
+async fn h2_answered_by_node_1(
+    server: &Server,
+    pki: &Pki,
+) -> (H2, tokio::task::JoinHandle<Result<(), hyper::Error>>) {
+    let tls = server.listener_addr("tls").unwrap();
+    let stream = tls_connect(tls, "default.test", pki.client_config(&[b"h2"])).await;
+    let (mut h2, driver) = h2_watched(stream).await;
+    assert_eq!(h2_node(&mut h2).await, "node-1");
+    (h2, driver)
+}
+
 /// A kept-alive connection idle at a reload that changes its listener's settings waits
 /// `close_grace` for one more request, answers it and closes: a client that sent it as the
 /// reload happened (wrk under load met dozens of resets per hundred reloads) gets its answer.
@@ -136,14 +156,8 @@ async fn a_request_on_a_connection_idle_at_a_reload_is_answered_then_it_closes()
     write_config(&dir, nodes[0].addr, "default.crt", extra);
     let server = start(&dir).await;
     let mut tcp = answered_by_node_1(&server).await;
-    let tls = server.listener_addr("tls").unwrap();
-    let stream = tls_connect(tls, "default.test", pki.client_config(&[b"h2"])).await;
-    let (mut h2, h2_driver) = h2_watched(stream).await;
-    let get = http::Request::get("https://default.test/").body(empty());
-    assert_eq!(
-        read(h2.send_request(get.unwrap()).await.unwrap()).await.0,
-        200
-    );
+    // Held: a client that drops its last handle closes the connection itself.
+    let (_h2, h2_driver) = h2_answered_by_node_1(&server, &pki).await;
 
     // A per-connection setting changes (the header cap), and the backend with it.
     let changed = format!("{extra}[limits]\nmax_headers = 50\n");
@@ -185,19 +199,7 @@ async fn a_reload_that_changes_routing_or_certificates_keeps_connections_open() 
     let server = start(&dir).await;
     let tls = server.listener_addr("tls").unwrap();
     let mut tcp = answered_by_node_1(&server).await;
-
-    let stream = tls_connect(tls, "default.test", pki.client_config(&[b"h2"])).await;
-    let (mut h2, h2_driver) = h2_watched(stream).await;
-    let get = || {
-        http::Request::get("https://default.test/echo")
-            .body(empty())
-            .unwrap()
-    };
-    let (status, headers, _) = read(h2.send_request(get()).await.unwrap()).await;
-    assert_eq!(
-        (status, headers["x-node"].to_str().unwrap()),
-        (200, "node-1")
-    );
+    let (mut h2, h2_driver) = h2_answered_by_node_1(&server, &pki).await;
 
     write_config(&dir, nodes[1].addr, "a.crt", extra);
     let changes = server.reload().await.unwrap();
@@ -215,11 +217,7 @@ async fn a_reload_that_changes_routing_or_certificates_keeps_connections_open() 
     );
 
     assert!(!h2_driver.is_finished(), "no GOAWAY");
-    let (status, headers, _) = read(h2.send_request(get()).await.unwrap()).await;
-    assert_eq!(
-        (status, headers["x-node"].to_str().unwrap()),
-        (200, "node-2")
-    );
+    assert_eq!(h2_node(&mut h2).await, "node-2");
     assert!(!h2_driver.is_finished());
 
     assert_eq!(served_certificate(tls).await, pki.leaf_der["a"].to_vec());
