@@ -697,3 +697,42 @@ async fn replicas_on_the_same_files_report_the_same_config_hash() {
     assert!(one.reload().await.is_err());
     assert_eq!(read(&one, hash), before);
 }
+
+/// A listener a reload removes stops accepting and closes its open connections gracefully (an
+/// HTTP/2 one gets GOAWAY); the listener kept beside it keeps its own.
+#[tokio::test]
+async fn a_removed_listener_closes_its_connections_and_a_kept_one_keeps_its_own() {
+    let dir = temp_dir("reload-remove");
+    let pki = Pki::new(&dir);
+    let nodes = start_nodes(1).await;
+    let extra = "[reload]\nwatch = false\n[timeouts]\nclose_grace = \"50ms\"\n";
+    write_config(&dir, nodes[0].addr, "default.crt", extra);
+    let server = start(&dir).await;
+    let tls = server.listener_addr("tls").unwrap();
+    let mut tcp = answered_by_node_1(&server).await;
+    let (_h2, h2_driver) = h2_answered_by_node_1(&server, &pki).await;
+
+    let path = dir.join("sessiongate.toml");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    let (from, to) = (
+        text.find("[[listener]]\nname = \"tls\"").unwrap(),
+        text.find("[[site]]").unwrap(),
+    );
+    text.replace_range(from..to, "");
+    std::fs::write(&path, text).unwrap();
+    let changes = server.reload().await.unwrap();
+    assert_eq!(
+        (changes.kept, changes.removed, changes.cycled),
+        (vec!["plain".to_string()], vec!["tls".to_string()], vec![])
+    );
+
+    let h2_end = tokio::time::timeout(PATIENCE, h2_driver).await;
+    assert!(h2_end.expect("GOAWAY closes it").unwrap().is_ok());
+    eventually("the removed listener refuses connections", || async {
+        TcpStream::connect(tls).await.is_err()
+    })
+    .await;
+    let head = echo_head(&mut tcp).await;
+    assert!(head.contains("x-node: node-1"), "{head}");
+    assert!(!head.to_ascii_lowercase().contains("connection: close"));
+}
