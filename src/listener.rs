@@ -271,7 +271,7 @@ where
         None => serve_http(stream, &conn, serving).await,
         // Boxed: the handshake's state (the TLS session, over a kilobyte) is needed only until
         // it is done; inline it would size the connection's task for its whole life.
-        Some(acceptor) => match Box::pin(handshake(acceptor, stream, &conn, serving)).await {
+        Some(acceptor) => match Box::pin(handshake(acceptor, stream, &conn)).await {
             Some(tls) if tls.get_ref().1.alpn_protocol() == Some(b"h2") => {
                 Box::pin(serve_h2(tls, &conn, serving)).await
             }
@@ -294,37 +294,35 @@ async fn handshake<I>(
     acceptor: &TlsAcceptor,
     stream: I,
     conn: &ConnContext,
-    serving: &ServingState,
 ) -> Option<Box<tokio_rustls::server::TlsStream<I>>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let ctx = &conn.listener;
     let peer = conn.peer;
-    let handshake = tokio::time::timeout(ctx.timeouts.tls_handshake, acceptor.accept(stream));
-    tokio::select! {
-        _ = serving.retire.cancelled() => None,
-        done = handshake => match done {
-            Ok(Ok(tls)) => {
-                if let Some((_, format)) = ctx.client_cert_header {
-                    // Verified by rustls against the listener's client CA, or absent.
-                    let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
-                    if let Some(values) = format.values(chain) {
-                        let _ = conn.client_cert.set(Box::new(values));
-                    }
+    // Not cut short by a reload or a shutdown: the client may be about to send its first
+    // request, which the connection then answers (with `Connection: close`, or GOAWAY) within
+    // `close_grace`, as it would on a plain listener. `tls_handshake` bounds the wait.
+    match tokio::time::timeout(ctx.timeouts.tls_handshake, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            if let Some((_, format)) = ctx.client_cert_header {
+                // Verified by rustls against the listener's client CA, or absent.
+                let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+                if let Some(values) = format.values(chain) {
+                    let _ = conn.client_cert.set(Box::new(values));
                 }
-                Some(Box::new(tls))
             }
-            Ok(Err(e)) => {
-                ctx.metrics.connection_error("tls_handshake");
-                tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed");
-                None
-            }
-            Err(_) => {
-                ctx.metrics.connection_error("tls_handshake_timeout");
-                tracing::debug!(listener = %ctx.name, %peer, "TLS handshake timed out");
-                None
-            }
+            Some(Box::new(tls))
+        }
+        Ok(Err(e)) => {
+            ctx.metrics.connection_error("tls_handshake");
+            tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            ctx.metrics.connection_error("tls_handshake_timeout");
+            tracing::debug!(listener = %ctx.name, %peer, "TLS handshake timed out");
+            None
         }
     }
 }

@@ -736,3 +736,50 @@ async fn a_removed_listener_closes_its_connections_and_a_kept_one_keeps_its_own(
     assert!(head.contains("x-node: node-1"), "{head}");
     assert!(!head.to_ascii_lowercase().contains("connection: close"));
 }
+
+/// A TLS handshake under way when a reload closes its listener's connections is not cut: the
+/// connection's first request is answered, with `Connection: close`, as on a plain listener.
+#[tokio::test]
+async fn a_tls_handshake_under_way_at_a_reload_completes_and_its_request_is_answered() {
+    let dir = temp_dir("reload-handshake");
+    let pki = Pki::new(&dir);
+    let nodes = start_nodes(1).await;
+    let extra = "[reload]\nwatch = false\n[timeouts]\nclose_grace = \"20s\"\n";
+    write_config(&dir, nodes[0].addr, "default.crt", extra);
+    let server = start(&dir).await;
+    // Accepted (counted), and no ClientHello sent yet.
+    let tcp = TcpStream::connect(server.listener_addr("tls").unwrap())
+        .await
+        .unwrap();
+    let accepted = "sessiongate_connections_total{listener=\"tls\"}";
+    eventually("the proxy accepts the connection", || async {
+        let text = String::from_utf8(server.metrics().render()).unwrap();
+        metric(&text, accepted) == Some(1.0)
+    })
+    .await;
+
+    write_config(
+        &dir,
+        nodes[0].addr,
+        "default.crt",
+        &format!("{extra}[limits]\nmax_headers = 50\n"),
+    );
+    assert_eq!(server.reload().await.unwrap().cycled, vec!["plain", "tls"]);
+    // Long enough for a cut connection to be gone.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+
+    let name = rustls::pki_types::ServerName::try_from("default.test").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(pki.client_config(&[b"http/1.1"]))
+        .connect(name, tcp)
+        .await
+        .expect("the handshake completes");
+    tls.write_all(b"GET /echo HTTP/1.1\r\nHost: default.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut tls).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("connection: close"),
+        "{head}"
+    );
+}
