@@ -156,6 +156,15 @@ struct Process {
     logs: Arc<Mutex<Vec<serde_json::Value>>>,
 }
 
+/// Sends `signal` (`-HUP`, `-TERM`...) to process `pid`.
+fn kill(signal: &str, pid: &str) {
+    assert!(Command::new("kill")
+        .args([signal, pid])
+        .status()
+        .unwrap()
+        .success());
+}
+
 /// A config with one plain listener and JSON logs; `site` is the body of the one `[[site]]`,
 /// `extra` follows it.
 fn config_text(site: &str, extra: &str) -> String {
@@ -239,11 +248,7 @@ impl Process {
     /// Sends SIGTERM and waits for the exit code.
     async fn terminate(mut self) -> Option<i32> {
         let pid = self.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success());
+        kill("-TERM", &pid);
         tokio::task::spawn_blocking(move || self.child.wait().unwrap().code())
             .await
             .unwrap()
@@ -440,11 +445,7 @@ async fn a_sigterm_during_a_reload_still_drains_and_exits() {
     let pid = proc_.child.id().to_string();
     // Back to back: the SIGTERM arrives while the reload waits for DNS.
     for signal in ["-HUP", "-TERM"] {
-        assert!(Command::new("kill")
-            .args([signal, &pid])
-            .status()
-            .unwrap()
-            .success());
+        kill(signal, &pid);
     }
     assert_eq!(proc_.exit_code().await, Some(0));
     drop(silent);
@@ -465,11 +466,7 @@ async fn a_sighup_while_starting_is_a_reload_not_the_end() {
     let proc_ = tokio::task::spawn_blocking(move || {
         let proc_ = Process::spawn(&dir, site, &extra, &[]);
         proc_.wait_for_log(|v| v["message"] == "starting");
-        assert!(Command::new("kill")
-            .args(["-HUP", &proc_.child.id().to_string()])
-            .status()
-            .unwrap()
-            .success());
+        kill("-HUP", &proc_.child.id().to_string());
         proc_.wait_listening_then_reloaded();
         proc_
     })
@@ -516,11 +513,7 @@ async fn a_sighup_while_the_config_is_read_is_a_reload_and_a_sigterm_stops_the_r
     let (proc_, pipe) = tokio::task::spawn_blocking(|| {
         let (proc_, pipe) = start_reading_a_pipe("sighup-read");
         let pid = proc_.child.id().to_string();
-        assert!(Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success());
+        kill("-HUP", &pid);
         (proc_, pipe)
     })
     .await
@@ -574,11 +567,7 @@ async fn sighup_reloads_the_configuration() {
     let text = text.replace(&nodes[0].addr.to_string(), &nodes[1].addr.to_string());
     std::fs::write(dir.join("proc.toml"), text).unwrap();
     let pid = proc_.child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    kill("-HUP", &pid);
     let reloaded = proc_.wait_for_log(|v| v["message"] == "configuration reloaded");
     assert_eq!(reloaded["kept"], "[\"plain\"]");
     assert_eq!(answering_nodes(proc_.plain, 2).await, vec!["node-2"; 2]);
@@ -651,11 +640,7 @@ async fn the_demo_reloads_on_sighup_and_scales_from_stdin() {
     assert!(config.exists(), "{config:?}");
 
     let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-HUP", &pid])
-        .status()
-        .unwrap()
-        .success());
+    kill("-HUP", &pid);
     let logs2 = logs.clone();
     tokio::task::spawn_blocking(move || wait_for_line(&logs2, "configuration reloaded"))
         .await
@@ -677,11 +662,7 @@ async fn the_demo_reloads_on_sighup_and_scales_from_stdin() {
         .unwrap();
     assert!(started.contains("published it in DNS"), "{started}");
 
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
+    kill("-TERM", &pid);
     // It exits although its stdin is still open: the demo once hung there after draining.
     let code = tokio::task::spawn_blocking(move || exit_code(&mut child))
         .await

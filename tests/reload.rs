@@ -143,21 +143,52 @@ async fn h2_answered_by_node_1(
     (h2, driver)
 }
 
+/// A proxy on `write_config`'s two listeners in front of `node` (node-1), with an idle
+/// kept-alive HTTP/1.1 connection and an HTTP/2 one over TLS open, each answered once.
+struct Open {
+    dir: std::path::PathBuf,
+    pki: Pki,
+    server: Server,
+    tcp: TcpStream,
+    /// Held: a client that drops its last handle closes the connection itself.
+    h2: H2,
+    h2_driver: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+}
+
+async fn open(tag: &str, node: std::net::SocketAddr, extra: &str) -> Open {
+    let dir = temp_dir(tag);
+    let pki = Pki::new(&dir);
+    write_config(&dir, node, "default.crt", extra);
+    let server = start(&dir).await;
+    let tcp = answered_by_node_1(&server).await;
+    let (h2, h2_driver) = h2_answered_by_node_1(&server, &pki).await;
+    Open {
+        dir,
+        pki,
+        server,
+        tcp,
+        h2,
+        h2_driver,
+    }
+}
+
 /// A kept-alive connection idle at a reload that changes its listener's settings waits
 /// `close_grace` for one more request, answers it and closes: a client that sent it as the
 /// reload happened (wrk under load met dozens of resets per hundred reloads) gets its answer.
 /// An idle HTTP/2 connection gets GOAWAY.
 #[tokio::test]
 async fn a_request_on_a_connection_idle_at_a_reload_is_answered_then_it_closes() {
-    let dir = temp_dir("reload-idle");
-    let pki = Pki::new(&dir);
     let nodes = start_nodes(2).await;
     let extra = "[reload]\nwatch = false\n[timeouts]\nclose_grace = \"20s\"\n";
-    write_config(&dir, nodes[0].addr, "default.crt", extra);
-    let server = start(&dir).await;
-    let mut tcp = answered_by_node_1(&server).await;
-    // Held: a client that drops its last handle closes the connection itself.
-    let (_h2, h2_driver) = h2_answered_by_node_1(&server, &pki).await;
+    let Open {
+        dir,
+        server,
+        mut tcp,
+        // Held (see `Open`): dropped, it would close the connection from the client's side.
+        h2: _h2,
+        h2_driver,
+        ..
+    } = open("reload-idle", nodes[0].addr, extra).await;
 
     // A per-connection setting changes (the header cap), and the backend with it.
     let changed = format!("{extra}[limits]\nmax_headers = 50\n");
@@ -190,16 +221,18 @@ async fn a_request_on_a_connection_idle_at_a_reload_is_answered_then_it_closes()
 /// HAProxy close every such connection on a reload, and each client pays a new handshake.
 #[tokio::test]
 async fn a_reload_that_changes_routing_or_certificates_keeps_connections_open() {
-    let dir = temp_dir("reload-keep");
-    let pki = Pki::new(&dir);
     let nodes = start_nodes(2).await;
     // A short close_grace: a connection the reload retired would be gone by the next request.
     let extra = "[reload]\nwatch = false\n[timeouts]\nclose_grace = \"50ms\"\n";
-    write_config(&dir, nodes[0].addr, "default.crt", extra);
-    let server = start(&dir).await;
+    let Open {
+        dir,
+        pki,
+        server,
+        mut tcp,
+        mut h2,
+        h2_driver,
+    } = open("reload-keep", nodes[0].addr, extra).await;
     let tls = server.listener_addr("tls").unwrap();
-    let mut tcp = answered_by_node_1(&server).await;
-    let (mut h2, h2_driver) = h2_answered_by_node_1(&server, &pki).await;
 
     write_config(&dir, nodes[1].addr, "a.crt", extra);
     let changes = server.reload().await.unwrap();
@@ -702,15 +735,18 @@ async fn replicas_on_the_same_files_report_the_same_config_hash() {
 /// HTTP/2 one gets GOAWAY); the listener kept beside it keeps its own.
 #[tokio::test]
 async fn a_removed_listener_closes_its_connections_and_a_kept_one_keeps_its_own() {
-    let dir = temp_dir("reload-remove");
-    let pki = Pki::new(&dir);
     let nodes = start_nodes(1).await;
     let extra = "[reload]\nwatch = false\n[timeouts]\nclose_grace = \"50ms\"\n";
-    write_config(&dir, nodes[0].addr, "default.crt", extra);
-    let server = start(&dir).await;
+    let Open {
+        dir,
+        server,
+        mut tcp,
+        // Held (see `Open`): dropped, it would close the connection from the client's side.
+        h2: _h2,
+        h2_driver,
+        ..
+    } = open("reload-remove", nodes[0].addr, extra).await;
     let tls = server.listener_addr("tls").unwrap();
-    let mut tcp = answered_by_node_1(&server).await;
-    let (_h2, h2_driver) = h2_answered_by_node_1(&server, &pki).await;
 
     let path = dir.join("sessiongate.toml");
     let mut text = std::fs::read_to_string(&path).unwrap();
