@@ -96,6 +96,15 @@ fn counter(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntC
     c
 }
 
+/// A gauge without labels.
+fn single_gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).expect("valid metric");
+    registry
+        .register(Box::new(g.clone()))
+        .expect("unique metric");
+    g
+}
+
 fn gauge(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
     registry
@@ -287,38 +296,26 @@ impl Metrics {
             "Configuration reloads (SIGHUP or a changed file) by result (ok, error).",
             &["result"],
         );
-        let config_last_reload_successful = IntGauge::new(
+        let config_last_reload_successful = single_gauge(
+            &registry,
             "sessiongate_config_last_reload_successful",
             "1 if the last reload succeeded (or none was tried), 0 if it was refused.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(config_last_reload_successful.clone()))
-            .expect("unique metric");
-        let config_hash = IntGauge::new(
+        );
+        let config_hash = single_gauge(
+            &registry,
             "sessiongate_config_hash",
             "A hash (48 bits of SHA-256) of the running configuration's files: the config and every file it names. Replicas reading the same files report the same value.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(config_hash.clone()))
-            .expect("unique metric");
-        let config_last_reload_success = IntGauge::new(
+        );
+        let config_last_reload_success = single_gauge(
+            &registry,
             "sessiongate_config_last_reload_success_timestamp_seconds",
             "When the running configuration was loaded (the start, or the last successful reload), in Unix seconds.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(config_last_reload_success.clone()))
-            .expect("unique metric");
-        let ready = IntGauge::new(
+        );
+        let ready = single_gauge(
+            &registry,
             "sessiongate_ready",
             "1 while the proxy accepts traffic, 0 while starting or draining.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(ready.clone()))
-            .expect("unique metric");
+        );
         Metrics {
             registry,
             requests,

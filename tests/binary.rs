@@ -428,17 +428,24 @@ async fn a_single_threaded_runtime_serves_and_drains() {
     assert_eq!(proc_.terminate().await, Some(0));
 }
 
+/// A site found by DNS at a name server that never answers (`silent`), and the tables after
+/// it: each lookup, the first included, takes a second and fails.
+fn site_on_silent_dns(silent: &std::net::UdpSocket) -> (&'static str, String) {
+    let site = "name = \"main\"\nbackends = { dns = \"kc.example.test\", port = 8080 }";
+    let extra = format!(
+        "[reload]\nwatch = false\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
+        silent.local_addr().unwrap()
+    );
+    (site, extra)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigterm_during_a_reload_still_drains_and_exits() {
     // A reload that takes a second: its DNS site's first lookup waits on a name server that
     // never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = temp_dir("sighup-term");
-    let site = "name = \"main\"\nbackends = { dns = \"kc.example.test\", port = 8080 }";
-    let extra = format!(
-        "[reload]\nwatch = false\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
-        silent.local_addr().unwrap()
-    );
+    let (site, extra) = site_on_silent_dns(&silent);
     let proc_ = tokio::task::spawn_blocking(move || Process::start(&dir, site, &extra))
         .await
         .unwrap();
@@ -458,11 +465,7 @@ async fn a_sighup_while_starting_is_a_reload_not_the_end() {
     // only once the start was done.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = temp_dir("sighup-start");
-    let site = "name = \"main\"\nbackends = { dns = \"kc.example.test\", port = 8080 }";
-    let extra = format!(
-        "[reload]\nwatch = false\n[dns]\nnameservers = [\"{}\"]\ntimeout = \"1s\"\nattempts = 1\n",
-        silent.local_addr().unwrap()
-    );
+    let (site, extra) = site_on_silent_dns(&silent);
     let proc_ = tokio::task::spawn_blocking(move || {
         let proc_ = Process::spawn(&dir, site, &extra, &[]);
         proc_.wait_for_log(|v| v["message"] == "starting");
