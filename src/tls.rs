@@ -57,6 +57,12 @@ pub enum TlsError {
 /// covers SHA-256 only): with the transcript hash and HKDF of every handshake it was ~10% of the
 /// CPU of a new TLS connection (BENCHMARKS.md). AES-128-GCM is the first choice of Mozilla's
 /// "modern" and "intermediate" profiles; nothing weaker is added.
+///
+/// rustls 0.23.48 deprecates ring's provider because ring has no post-quantum key exchange
+/// (X25519MLKEM768, which aws-lc-rs offers). Moving to aws-lc-rs is a decision of its own (a
+/// second crypto library beside ring, C in every cold build, memory and handshake CPU to
+/// measure again: BENCHMARKS.md), so ring stays for now, from this one place.
+#[allow(deprecated)]
 pub fn provider() -> Arc<CryptoProvider> {
     use rustls::crypto::ring::cipher_suite::*;
     Arc::new(CryptoProvider {

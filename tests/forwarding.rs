@@ -62,7 +62,7 @@ async fn the_server_chooses_aes_128_and_still_accepts_clients_without_it() {
     let client = |suites: Vec<rustls::SupportedCipherSuite>| {
         let provider = rustls::crypto::CryptoProvider {
             cipher_suites: suites,
-            ..rustls::crypto::ring::default_provider()
+            ..(*sessiongate::tls::provider()).clone()
         };
         let mut roots = rustls::RootCertStore::empty();
         roots.add(proxy.pki.ca_der.clone()).unwrap();
