@@ -38,6 +38,7 @@ pub mod reload;
 pub mod reply;
 pub mod request_id;
 pub mod select;
+pub mod service_manager;
 pub mod stale_series;
 pub mod sticky;
 pub mod tls;

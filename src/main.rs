@@ -1,13 +1,16 @@
 //! The `sessiongate` binary: parse the command line, load the config (exit 64 when invalid),
-//! start, reload on SIGHUP, drain on SIGTERM/SIGINT, exit. Everything else lives in the library.
+//! start, reload on SIGHUP, drain on SIGTERM/SIGINT, exit, and tell systemd about each step
+//! when it runs the process. Everything else lives in the library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use sessiongate::config::{Config, LogFormat};
 use sessiongate::demo::{self, DemoOptions};
-use sessiongate::{logging, Drained, Server};
+use sessiongate::service_manager::ServiceManager;
+use sessiongate::{logging, Drained, ReloadError, Reloaded, Server};
 
 mod allocator;
 
@@ -39,6 +42,9 @@ enum Command {
     CheckConfig {
         #[arg(value_name = "FILE")]
         file: PathBuf,
+        /// Only say whether it is valid (for scripts and systemd's ExecReload=).
+        #[arg(short, long)]
+        quiet: bool,
     },
     /// Start a demo cluster of session-keeping nodes on loopback and the proxy in front of it.
     Demo {
@@ -73,9 +79,11 @@ fn main() -> ExitCode {
     };
     let threads = cli.threads;
     match (cli.command, cli.config) {
-        (Some(Command::CheckConfig { file }), _) => match Config::load(&file) {
+        (Some(Command::CheckConfig { file, quiet }), _) => match Config::load(&file) {
             Ok(config) => {
-                print!("{}", config.to_effective_toml());
+                if !quiet {
+                    print!("{}", config.to_effective_toml());
+                }
                 eprintln!("{}: valid", file.display());
                 ExitCode::SUCCESS
             }
@@ -156,6 +164,7 @@ fn runtime(threads: Option<u16>) -> tokio::runtime::Runtime {
 
 async fn run(config: Config, mut signals: Signals) -> ExitCode {
     tracing::info!(config = %config.source, "starting");
+    let systemd = Arc::new(ServiceManager::from_env());
     let server = match Server::start(config).await {
         Ok(server) => server,
         Err(e) => {
@@ -163,10 +172,36 @@ async fn run(config: Config, mut signals: Signals) -> ExitCode {
             return ExitCode::from(EXIT_RUNTIME);
         }
     };
+    systemd.ready(&serving(&server));
+    let watchdog = tokio::spawn({
+        let systemd = systemd.clone();
+        async move { systemd.feed_watchdog().await }
+    });
     while let Signal::Reload = signals.next().await {
-        reload(&server).await;
+        systemd.reloading();
+        match reload(&server).await {
+            Ok(_) => systemd.ready(&serving(&server)),
+            Err(e) => systemd.ready(&format!("{}; reload refused: {e}", serving(&server))),
+        }
     }
-    drain(server, &mut signals).await
+    systemd.stopping();
+    let code = drain(server, &mut signals).await;
+    watchdog.abort();
+    code
+}
+
+/// What systemd shows as the unit's status (`systemctl status`) while it serves.
+fn serving(server: &Server) -> String {
+    let listeners: Vec<String> = server
+        .listener_addrs()
+        .iter()
+        .map(|(name, addr)| format!("{name} on {addr}"))
+        .collect();
+    format!(
+        "serving {}; admin on {}",
+        listeners.join(", "),
+        server.admin_addr()
+    )
 }
 
 async fn run_demo(options: DemoOptions) -> ExitCode {
@@ -187,7 +222,9 @@ async fn run_demo(options: DemoOptions) -> ExitCode {
     loop {
         tokio::select! {
             signal = signals.next() => match signal {
-                Signal::Reload => reload(&demo.server).await,
+                Signal::Reload => {
+                    let _ = reload(&demo.server).await;
+                }
                 Signal::Stop => break,
             },
             line = lines.recv(), if stdin_open => match line {
@@ -238,11 +275,11 @@ fn typed_lines() -> tokio::sync::mpsc::Receiver<String> {
     rx
 }
 
-async fn reload(server: &Server) {
+async fn reload(server: &Server) -> Result<Reloaded, ReloadError> {
     tracing::info!("SIGHUP: reloading the configuration");
     // The outcome is logged and counted by `reload`. A SIGTERM meanwhile waits in `Signals`
     // and is acted on right after.
-    let _ = server.reload().await;
+    server.reload().await
 }
 
 async fn drain(server: Server, signals: &mut Signals) -> ExitCode {

@@ -43,6 +43,7 @@ backends = { static = ["10.0.0.1", "ok.internal:8080"] }
     .unwrap();
     for args in [
         vec!["check-config", file.to_str().unwrap()],
+        vec!["check-config", "--quiet", file.to_str().unwrap()],
         vec!["--config", file.to_str().unwrap()],
     ] {
         let out = sessiongate().args(&args).output().unwrap();
@@ -146,6 +147,15 @@ backends = { static = ["10.0.0.1:8080", "10.0.0.2:8080"] }
         "{}",
         String::from_utf8_lossy(&again.stderr)
     );
+
+    // --quiet (systemd's ExecReload=): the verdict alone.
+    let quiet = sessiongate()
+        .args(["check-config", "--quiet", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(quiet.status.code(), Some(0));
+    assert!(quiet.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&quiet.stderr).ends_with(": valid\n"));
 }
 
 /// A proxy process with JSON logs; every stderr line is kept, and the bound addresses are read
@@ -198,10 +208,16 @@ impl Process {
 
     /// Started on the config file `file`, as it is.
     fn spawn_on(file: &Path, args: &[&str]) -> Process {
+        Process::spawn_with_env(file, args, &[])
+    }
+
+    /// Started on the config file `file`, with `env` added to its environment.
+    fn spawn_with_env(file: &Path, args: &[&str], env: &[(&str, &str)]) -> Process {
         let mut child = sessiongate()
             .args(args)
             .args(["--config", file.to_str().unwrap()])
             .env_remove("RUST_LOG")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
@@ -575,6 +591,158 @@ async fn sighup_reloads_the_configuration() {
     assert_eq!(reloaded["kept"], "[\"plain\"]");
     assert_eq!(answering_nodes(proc_.plain, 2).await, vec!["node-2"; 2]);
     assert_eq!(proc_.terminate().await, Some(0));
+}
+
+/// systemd's end of sd_notify(3): the socket a process named in `NOTIFY_SOCKET` writes its
+/// notifications to, one datagram each.
+struct Systemd {
+    socket: std::os::unix::net::UnixDatagram,
+    path: std::path::PathBuf,
+    /// Notifications read while looking for watchdog pings, not yet taken by `next`.
+    unread: std::collections::VecDeque<String>,
+    pings: usize,
+}
+
+impl Systemd {
+    fn listen(dir: &Path) -> Systemd {
+        let path = dir.join("notify.sock");
+        let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        socket.set_read_timeout(Some(PATIENCE)).unwrap();
+        Systemd {
+            socket,
+            path,
+            unread: Default::default(),
+            pings: 0,
+        }
+    }
+
+    /// The next datagram, watchdog pings counted and skipped.
+    fn next(&mut self) -> String {
+        if let Some(unread) = self.unread.pop_front() {
+            return unread;
+        }
+        loop {
+            let message = self.receive();
+            if message != "WATCHDOG=1\n" {
+                return message;
+            }
+            self.pings += 1;
+        }
+    }
+
+    /// Waits for `n` watchdog pings in all.
+    fn wait_for_pings(&mut self, n: usize) {
+        while self.pings < n {
+            let message = self.receive();
+            if message == "WATCHDOG=1\n" {
+                self.pings += 1;
+            } else {
+                self.unread.push_back(message);
+            }
+        }
+    }
+
+    fn receive(&self) -> String {
+        let mut buf = [0u8; 4096];
+        let n = self
+            .socket
+            .recv(&mut buf)
+            .expect("a notification within PATIENCE");
+        String::from_utf8(buf[..n].to_vec()).unwrap()
+    }
+}
+
+/// A notification's `KEY=value` lines.
+fn fields(message: &str) -> std::collections::HashMap<&str, &str> {
+    message.lines().filter_map(|l| l.split_once('=')).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_hears_ready_reloading_and_stopping_and_its_watchdog_is_fed() {
+    let nodes = start_nodes(1).await;
+    let dir = temp_dir("systemd");
+    let file = dir.join("proc.toml");
+    let good = config_text(
+        &format!("backends = {{ static = [\"{}\"] }}", nodes[0].addr),
+        "[reload]\nwatch = false\n",
+    );
+    std::fs::write(&file, &good).unwrap();
+    let started = file.clone();
+    let (proc_, systemd, ready) = tokio::task::spawn_blocking(move || {
+        let mut systemd = Systemd::listen(&dir);
+        let socket = systemd.path.to_str().unwrap().to_string();
+        // Pings every 250 ms.
+        let env = [
+            ("NOTIFY_SOCKET", socket.as_str()),
+            ("WATCHDOG_USEC", "500000"),
+        ];
+        let proc_ = Process::spawn_with_env(&started, &[], &env);
+        let ready = systemd.next();
+        (proc_, systemd, ready)
+    })
+    .await
+    .unwrap();
+
+    // READY=1 comes once the listener serves: a request sent the moment it arrives is answered.
+    let ready = fields(&ready);
+    assert_eq!(ready["READY"], "1");
+    let plain: SocketAddr = ready["STATUS"]
+        .strip_prefix("serving plain on ")
+        .and_then(|rest| rest.split(';').next())
+        .unwrap_or_else(|| panic!("status {:?}", ready["STATUS"]))
+        .parse()
+        .unwrap();
+    assert!(ready["STATUS"].contains("; admin on 127.0.0.1:"));
+    assert_eq!(answering_nodes(plain, 1).await, vec!["node-1"]);
+
+    let pid = proc_.child.id().to_string();
+    let (mut systemd, proc_) = tokio::task::spawn_blocking(move || {
+        let mut systemd = systemd;
+        // A SIGHUP: RELOADING=1 with the monotonic time `Type=notify-reload` matches against
+        // its own signal, then READY=1 once the reload is done.
+        kill("-HUP", &pid);
+        let reloading = systemd.next();
+        let reloading = fields(&reloading);
+        assert_eq!(reloading["RELOADING"], "1");
+        let first: u64 = reloading["MONOTONIC_USEC"].parse().unwrap();
+        let done = systemd.next();
+        assert_eq!(fields(&done)["READY"], "1");
+        assert!(!fields(&done)["STATUS"].contains("refused"), "{done}");
+
+        // A reload refused: still READY=1 (the running configuration serves), and the status
+        // says why, on one line.
+        std::fs::write(&file, good.replace("[reload]", "bogus = 1\n[reload]")).unwrap();
+        kill("-HUP", &pid);
+        let reloading = systemd.next();
+        let second: u64 = fields(&reloading)["MONOTONIC_USEC"].parse().unwrap();
+        assert!(second > first, "{second} after {first}");
+        let done = systemd.next();
+        let done = fields(&done);
+        assert_eq!(done["READY"], "1");
+        assert!(
+            done["STATUS"].starts_with("serving plain on ")
+                && done["STATUS"].contains("reload refused: invalid config")
+                && done["STATUS"].contains("site[0].bogus: unknown key"),
+            "{:?}",
+            done["STATUS"]
+        );
+
+        // The watchdog is fed all along.
+        systemd.wait_for_pings(2);
+        (systemd, proc_)
+    })
+    .await
+    .unwrap();
+    assert_eq!(answering_nodes(plain, 1).await, vec!["node-1"]);
+
+    // SIGTERM: STOPPING=1 as the drain begins, then the exit.
+    let pid = proc_.child.id().to_string();
+    kill("-TERM", &pid);
+    let stopping = tokio::task::spawn_blocking(move || systemd.next())
+        .await
+        .unwrap();
+    assert_eq!(fields(&stopping)["STOPPING"], "1");
+    assert_eq!(proc_.exit_code().await, Some(0));
 }
 
 /// Every line a child writes to one of its pipes, kept as it arrives.
