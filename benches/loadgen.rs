@@ -22,6 +22,9 @@
 //! cache, so from its second connection on a handshake resumes with a ticket the previous one
 //! got, as a returning browser does.
 //!
+//! `LOADGEN_PQ=1` makes the TLS client offer X25519MLKEM768 first, as browsers do; by default
+//! it offers X25519 first, as wrk and h2load do.
+//!
 //! Traffic goes only where the URL says; the harness gives 127.0.0.1. All stop by themselves
 //! (`latency`, `newtls` and `resume` after their time, `hold` when the harness kills it).
 //!
@@ -234,13 +237,22 @@ fn tls_client(verifier: &Arc<CheckOnce>, resume: bool) -> tokio_rustls::TlsConne
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
-/// ring's defaults, as every earlier run had: not sessiongate's provider, whose AES-128-first
-/// order could change what nginx and HAProxy negotiate where they follow the client's order.
-/// rustls 0.23.48 deprecates it for want of post-quantum key exchange; none of the three
-/// proxies is offered one here.
-#[allow(deprecated)]
+/// The groups and suites ring's provider offered, as in every run before sessiongate moved to
+/// aws-lc-rs, and what wrk and h2load (OpenSSL 3.0) offer: X25519 first, no post-quantum group,
+/// which none of the three proxies would be offered by them either. Not sessiongate's own
+/// provider, whose AES-128-first order could change what nginx and HAProxy negotiate where they
+/// follow the client's order. With `LOADGEN_PQ=1` the client offers X25519MLKEM768 first, as
+/// browsers do, to measure what a post-quantum handshake costs (sessiongate alone has one).
 fn client_provider() -> Arc<rustls::crypto::CryptoProvider> {
-    Arc::new(rustls::crypto::ring::default_provider())
+    use rustls::crypto::aws_lc_rs::kx_group::{SECP256R1, SECP384R1, X25519, X25519MLKEM768};
+    let mut kx_groups = vec![X25519, SECP256R1, SECP384R1];
+    if std::env::var_os("LOADGEN_PQ").is_some_and(|v| v == "1") {
+        kx_groups.insert(0, X25519MLKEM768);
+    }
+    Arc::new(rustls::crypto::CryptoProvider {
+        kx_groups,
+        ..rustls::crypto::aws_lc_rs::default_provider()
+    })
 }
 
 /// Verifies the server fully (its chain to the CA and its handshake signature) until that has

@@ -47,7 +47,7 @@ pub fn watched_files(config: &Config) -> Vec<PathBuf> {
 /// may change between Rust releases: replicas compare it (`sessiongate_config_hash`) even while
 /// a rolling upgrade runs two builds. 48 bits, which a Prometheus sample holds exactly.
 pub fn fingerprint(files: &[PathBuf]) -> u64 {
-    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut h = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     for file in files {
         let path = file.as_os_str().as_encoded_bytes();
         h.update(&(path.len() as u64).to_be_bytes());

@@ -19,8 +19,8 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use aws_lc_rs::hmac;
 use http::header::{HeaderMap, HeaderValue};
-use ring::hmac;
 
 use crate::balance::stable_hash;
 use crate::config::StickyMode;
@@ -64,7 +64,9 @@ pub struct Sticky {
 enum Mode {
     Cookie {
         name: String,
-        key: hmac::Key,
+        /// Boxed: aws-lc's key holds its HMAC state (hundreds of bytes), and the other modes
+        /// are a few words.
+        key: Box<hmac::Key>,
     },
     Route {
         cookie: String,
@@ -85,7 +87,7 @@ impl Sticky {
                 (
                     Mode::Cookie {
                         name: name.clone(),
-                        key,
+                        key: Box::new(key),
                     },
                     seed,
                 )

@@ -51,20 +51,27 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// The one crypto provider used everywhere, so server and client agree on algorithms: ring's,
-/// with AES-128-GCM ahead of AES-256-GCM (and the server's order winning, below). OpenSSL
-/// clients ask for AES-256-GCM-SHA384 first, and its SHA-384 has no hardware path on x86 (SHA-NI
-/// covers SHA-256 only): with the transcript hash and HKDF of every handshake it was ~10% of the
-/// CPU of a new TLS connection (BENCHMARKS.md). AES-128-GCM is the first choice of Mozilla's
-/// "modern" and "intermediate" profiles; nothing weaker is added.
+/// The one crypto provider used everywhere (listeners, backends, health checks), so server and
+/// client agree on algorithms: aws-lc-rs', for its post-quantum key exchange.
 ///
-/// rustls 0.23.48 deprecates ring's provider because ring has no post-quantum key exchange
-/// (X25519MLKEM768, which aws-lc-rs offers). Moving to aws-lc-rs is a decision of its own (a
-/// second crypto library beside ring, C in every cold build, memory and handshake CPU to
-/// measure again: BENCHMARKS.md), so ring stays for now, from this one place.
-#[allow(deprecated)]
+/// Key exchange: X25519MLKEM768 (X25519 with ML-KEM-768, the hybrid browsers offer first since
+/// 2024), then the classical groups. A server takes the first group in the *client's* list that
+/// it supports, so this order matters where sessiongate is the client (backends over TLS): the
+/// hybrid, then X25519, then P-256, then P-384 (rustls' default puts P-384 before X25519, which
+/// would cost a backend that follows the client's order the slower curve).
+///
+/// Cipher suites: AES-128-GCM ahead of AES-256-GCM (and the server's order winning, below).
+/// OpenSSL clients ask for AES-256-GCM-SHA384 first, and its SHA-384 has no hardware path on
+/// x86 (SHA-NI covers SHA-256 only): with the transcript hash and HKDF of every handshake it was
+/// ~10% of the CPU of a new TLS connection (BENCHMARKS.md). AES-128-GCM is the first choice of
+/// Mozilla's "modern" and "intermediate" profiles; nothing weaker is added.
+///
+/// Not ring, which rustls 0.23.48 deprecates because it has no post-quantum key exchange: a
+/// session recorded today must not be readable by whoever builds a quantum computer later, and
+/// Keycloak's traffic carries passwords and tokens.
 pub fn provider() -> Arc<CryptoProvider> {
-    use rustls::crypto::ring::cipher_suite::*;
+    use rustls::crypto::aws_lc_rs::cipher_suite::*;
+    use rustls::crypto::aws_lc_rs::kx_group::{SECP256R1, SECP384R1, X25519, X25519MLKEM768};
     Arc::new(CryptoProvider {
         cipher_suites: vec![
             TLS13_AES_128_GCM_SHA256,
@@ -77,7 +84,8 @@ pub fn provider() -> Arc<CryptoProvider> {
             TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
             TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
         ],
-        ..rustls::crypto::ring::default_provider()
+        kx_groups: vec![X25519MLKEM768, X25519, SECP256R1, SECP384R1],
+        ..rustls::crypto::aws_lc_rs::default_provider()
     })
 }
 
@@ -368,7 +376,7 @@ fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error>
     if let Some(ticketer) = TICKETER.get() {
         return Ok(ticketer.clone());
     }
-    let ticketer = rustls::crypto::ring::Ticketer::new()?;
+    let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
     Ok(TICKETER.get_or_init(|| ticketer).clone())
 }
 

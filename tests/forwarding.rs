@@ -56,7 +56,9 @@ async fn http1_and_http2_over_tls_reach_every_backend_in_turn() {
 /// client that offers only AES-256 still gets it.
 #[tokio::test]
 async fn the_server_chooses_aes_128_and_still_accepts_clients_without_it() {
-    use rustls::crypto::ring::cipher_suite::{TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384};
+    use rustls::crypto::aws_lc_rs::cipher_suite::{
+        TLS13_AES_128_GCM_SHA256, TLS13_AES_256_GCM_SHA384,
+    };
     let nodes = start_nodes(1).await;
     let proxy = Harness::start(&[nodes[0].addr], "").await;
     let client = |suites: Vec<rustls::SupportedCipherSuite>| {
@@ -82,6 +84,59 @@ async fn the_server_chooses_aes_128_and_still_accepts_clients_without_it() {
     ] {
         let (handshake, status) = tls_get(proxy.tls_addr(), "default.test", client(offered)).await;
         assert_eq!(handshake.suite.unwrap().suite(), expected.suite());
+        assert_eq!(status, 200);
+    }
+}
+
+/// A client that offers X25519MLKEM768 (as browsers do) gets the post-quantum hybrid; one that
+/// offers only classical groups gets the first of them it listed, without a HelloRetryRequest.
+#[tokio::test]
+async fn browsers_get_post_quantum_key_exchange_and_classical_clients_still_connect() {
+    use rustls::crypto::aws_lc_rs::kx_group::{SECP256R1, SECP384R1, X25519, X25519MLKEM768};
+    use rustls::NamedGroup;
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let client = |kx_groups: Vec<&'static dyn rustls::crypto::SupportedKxGroup>,
+                  version: &'static rustls::SupportedProtocolVersion| {
+        let provider = rustls::crypto::CryptoProvider {
+            kx_groups,
+            ..rustls::crypto::aws_lc_rs::default_provider()
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(proxy.pki.ca_der.clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        std::sync::Arc::new(config)
+    };
+    let tls13 = &rustls::version::TLS13;
+    for (offered, version, expected) in [
+        // The hybrid first, with an X25519 share beside it: a browser since 2024.
+        (
+            vec![X25519MLKEM768, X25519],
+            tls13,
+            NamedGroup::X25519MLKEM768,
+        ),
+        // OpenSSL 3.0 (wrk, curl on Debian 12): classical groups only.
+        (
+            vec![X25519, SECP256R1, SECP384R1],
+            tls13,
+            NamedGroup::X25519,
+        ),
+        (vec![SECP256R1], tls13, NamedGroup::secp256r1),
+        // TLS 1.2 has no post-quantum group; the classical one is chosen.
+        (
+            vec![X25519MLKEM768, X25519],
+            &rustls::version::TLS12,
+            NamedGroup::X25519,
+        ),
+    ] {
+        let (handshake, status) =
+            tls_get(proxy.tls_addr(), "default.test", client(offered, version)).await;
+        assert_eq!(handshake.group, Some(expected));
+        assert_eq!(handshake.kind, Some(rustls::HandshakeKind::Full));
         assert_eq!(status, 200);
     }
 }

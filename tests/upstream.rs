@@ -105,6 +105,50 @@ async fn idle_backend_connections_are_closed_after_the_idle_timeout() {
     );
 }
 
+/// What sessiongate offers a TLS backend, read from its ClientHello: the post-quantum hybrid,
+/// then X25519. rustls 0.23.48's default order puts P-384 ahead of X25519, which a backend that
+/// follows the client's order (as rustls and OpenSSL servers do) would choose: the slowest of
+/// the curves, for every new backend connection.
+#[tokio::test]
+async fn tls_to_backends_offers_the_post_quantum_hybrid_then_x25519() {
+    use rustls::NamedGroup;
+    let listener = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    let hello = tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut acceptor = rustls::server::Acceptor::default();
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            let n = tcp.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed before a whole ClientHello");
+            acceptor.read_tls(&mut &buf[..n]).unwrap();
+            if let Some(accepted) = acceptor.accept().map_err(|(e, _)| e).unwrap() {
+                return accepted.client_hello().named_groups().unwrap().to_vec();
+            }
+        }
+    });
+    let proxy = Harness::start(
+        &[backend],
+        "tls = { server_name = \"a.test\", ca = \"ca.crt\" }\n",
+    )
+    .await;
+    let (status, _, _) = get_plain(proxy.plain_addr(), "/").await;
+    assert_eq!(status, 502);
+    let groups = tokio::time::timeout(PATIENCE, hello)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        groups,
+        vec![
+            NamedGroup::X25519MLKEM768,
+            NamedGroup::X25519,
+            NamedGroup::secp256r1,
+            NamedGroup::secp384r1
+        ]
+    );
+}
+
 #[tokio::test]
 async fn tls_to_backends_verifies_the_configured_name() {
     // The TLS backend is a second sessiongate terminating TLS in front of a demo node.

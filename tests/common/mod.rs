@@ -316,6 +316,7 @@ pub async fn tls_connect(
 pub struct Handshake {
     pub kind: Option<rustls::HandshakeKind>,
     pub suite: Option<rustls::SupportedCipherSuite>,
+    pub group: Option<rustls::NamedGroup>,
 }
 
 /// `GET /` (Host `default.test`) over a new TLS connection, read to the end of the answer: a
@@ -330,6 +331,11 @@ pub async fn tls_get(
     let handshake = Handshake {
         kind: tls.get_ref().1.handshake_kind(),
         suite: tls.get_ref().1.negotiated_cipher_suite(),
+        group: tls
+            .get_ref()
+            .1
+            .negotiated_key_exchange_group()
+            .map(|g| g.name()),
     };
     let mut send = h1(tls).await;
     let req = http::Request::get("/")
