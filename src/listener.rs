@@ -305,6 +305,18 @@ where
     // `close_grace`, as it would on a plain listener. `tls_handshake` bounds the wait.
     match tokio::time::timeout(ctx.timeouts.tls_handshake, acceptor.accept(stream)).await {
         Ok(Ok(tls)) => {
+            let session = tls.get_ref().1;
+            ctx.metrics.tls_handshake(
+                session
+                    .protocol_version()
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("unknown"),
+                session
+                    .negotiated_key_exchange_group()
+                    .and_then(|g| g.name().as_str())
+                    .unwrap_or("none"),
+                session.handshake_kind() == Some(rustls::HandshakeKind::Resumed),
+            );
             if let Some((_, format)) = ctx.client_cert_header {
                 // Verified by rustls against the listener's client CA, or absent.
                 let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();

@@ -23,6 +23,7 @@ pub struct Metrics {
     pub open_connections: IntGaugeVec,
     pub connections: IntCounterVec,
     pub connection_errors: IntCounterVec,
+    pub tls_handshakes: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub rate_limit_untracked: IntCounterVec,
     pub upstream_errors: IntCounterVec,
@@ -61,6 +62,7 @@ pub struct ListenerMetrics {
     pub request_duration: Histogram,
     requests: IntCounterVec,
     connection_errors: IntCounterVec,
+    tls_handshakes: IntCounterVec,
 }
 
 impl ListenerMetrics {
@@ -74,6 +76,15 @@ impl ListenerMetrics {
     pub fn connection_error(&self, kind: &str) {
         self.connection_errors
             .with_label_values(&[self.name.as_str(), kind])
+            .inc();
+    }
+
+    /// A TLS handshake that succeeded: which version and key exchange, and whether it resumed.
+    /// Once per connection, so the label lookup is not on the request path.
+    pub fn tls_handshake(&self, version: &str, key_exchange: &str, resumed: bool) {
+        let resumed = if resumed { "true" } else { "false" };
+        self.tls_handshakes
+            .with_label_values(&[self.name.as_str(), version, key_exchange, resumed])
             .inc();
     }
 }
@@ -151,6 +162,12 @@ impl Metrics {
             "sessiongate_connection_errors_total",
             "Client connections that ended in error or were refused, by listener and kind (tls_handshake, tls_handshake_timeout, http, accept, per_ip_limit).",
             &["listener", "kind"],
+        );
+        let tls_handshakes = counter(
+            &registry,
+            "sessiongate_tls_handshakes_total",
+            "Client TLS handshakes that succeeded, by listener, protocol version (TLSv1_2, TLSv1_3), key exchange group (X25519MLKEM768 is post-quantum) and whether the session resumed.",
+            &["listener", "version", "key_exchange", "resumed"],
         );
         let rate_limited = counter(
             &registry,
@@ -323,6 +340,7 @@ impl Metrics {
             open_connections,
             connections,
             connection_errors,
+            tls_handshakes,
             rate_limited,
             rate_limit_untracked,
             upstream_errors,
@@ -376,6 +394,7 @@ impl Metrics {
             request_duration: self.request_duration.with_label_values(&[name]),
             requests: self.requests.clone(),
             connection_errors: self.connection_errors.clone(),
+            tls_handshakes: self.tls_handshakes.clone(),
         }
     }
 
@@ -397,13 +416,14 @@ impl Metrics {
 
     /// Every labelled metric (those with a `site` or `backend` label are swept of the series
     /// of what is gone, see `stale_series`). A new `*Vec` field belongs here too.
-    pub fn labelled(&self) -> [&dyn SeriesVec; 28] {
+    pub fn labelled(&self) -> [&dyn SeriesVec; 29] {
         [
             &self.requests,
             &self.request_duration,
             &self.open_connections,
             &self.connections,
             &self.connection_errors,
+            &self.tls_handshakes,
             &self.rate_limited,
             &self.rate_limit_untracked,
             &self.upstream_errors,

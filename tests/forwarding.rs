@@ -139,6 +139,23 @@ async fn browsers_get_post_quantum_key_exchange_and_classical_clients_still_conn
         assert_eq!(handshake.kind, Some(rustls::HandshakeKind::Full));
         assert_eq!(status, 200);
     }
+    // Counted by what was negotiated, so an operator sees how much traffic is post-quantum.
+    let metrics = proxy.metrics().await;
+    for (version, group) in [
+        ("TLSv1_3", "X25519MLKEM768"),
+        ("TLSv1_3", "X25519"),
+        ("TLSv1_3", "secp256r1"),
+        ("TLSv1_2", "X25519"),
+    ] {
+        let series = format!(
+            "sessiongate_tls_handshakes_total{{key_exchange=\"{group}\",listener=\"tls\",resumed=\"false\",version=\"{version}\"}}"
+        );
+        assert_eq!(
+            metric(&metrics, &series),
+            Some(1.0),
+            "{series} in {metrics}"
+        );
+    }
 }
 
 /// A returning client skips the certificate and its signature: the second connection of each
@@ -172,6 +189,24 @@ async fn returning_clients_resume_their_tls_session() {
             "{version:?}"
         );
     }
+    // One resumed handshake per version is counted as such.
+    let metrics = proxy.metrics().await;
+    let resumed = |version: &str| {
+        metrics
+            .lines()
+            .filter(|l| {
+                l.starts_with("sessiongate_tls_handshakes_total{")
+                    && l.contains("resumed=\"true\"")
+                    && l.contains(&format!("version=\"{version}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert_eq!(
+        (resumed("TLSv1_3"), resumed("TLSv1_2")),
+        (1.0, 1.0),
+        "{metrics}"
+    );
 }
 
 /// A client's TLS session cache (rustls' own) that counts the TLS 1.3 tickets it is given.
