@@ -319,7 +319,7 @@ where
             );
             if let Some((_, format)) = ctx.client_cert_header {
                 // Verified by rustls against the listener's client CA, or absent.
-                let chain = tls.get_ref().1.peer_certificates().unwrap_or_default();
+                let chain = session.peer_certificates().unwrap_or_default();
                 if let Some(values) = format.values(chain) {
                     let _ = conn.client_cert.set(Box::new(values));
                 }
