@@ -66,14 +66,9 @@ async fn the_server_chooses_aes_128_and_still_accepts_clients_without_it() {
             cipher_suites: suites,
             ..(*sessiongate::tls::provider()).clone()
         };
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(proxy.pki.ca_der.clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
-            .with_protocol_versions(&[&rustls::version::TLS13])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        std::sync::Arc::new(config)
+        proxy
+            .pki
+            .client_config_using(provider, &rustls::version::TLS13)
     };
     for (offered, expected) in [
         (
@@ -102,14 +97,7 @@ async fn browsers_get_post_quantum_key_exchange_and_classical_clients_still_conn
             kx_groups,
             ..rustls::crypto::aws_lc_rs::default_provider()
         };
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(proxy.pki.ca_der.clone()).unwrap();
-        let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(provider))
-            .with_protocol_versions(&[version])
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        std::sync::Arc::new(config)
+        proxy.pki.client_config_using(provider, version)
     };
     let tls13 = &rustls::version::TLS13;
     for (offered, version, expected) in [
@@ -166,16 +154,9 @@ async fn returning_clients_resume_their_tls_session() {
     let nodes = start_nodes(1).await;
     let proxy = Harness::start(&[nodes[0].addr], "").await;
     for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(proxy.pki.ca_der.clone()).unwrap();
         // One client config, and so one session cache, for both connections.
-        let config = std::sync::Arc::new(
-            rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
-                .with_protocol_versions(&[version])
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        );
+        let provider = (*sessiongate::tls::provider()).clone();
+        let config = proxy.pki.client_config_using(provider, version);
         let mut kinds = Vec::new();
         for _ in 0..2 {
             let (handshake, status) =
@@ -432,19 +413,11 @@ impl rustls::client::danger::ServerCertVerifier for AcceptAny {
 async fn tls12_clients_are_served() {
     let nodes = start_nodes(1).await;
     let proxy = Harness::start(&[nodes[0].addr], "").await;
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(proxy.pki.ca_der.clone()).unwrap();
-    let config = rustls::ClientConfig::builder_with_provider(sessiongate::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tls = tls_connect(
-        proxy.tls_addr(),
-        "default.test",
-        std::sync::Arc::new(config),
-    )
-    .await;
+    let provider = (*sessiongate::tls::provider()).clone();
+    let config = proxy
+        .pki
+        .client_config_using(provider, &rustls::version::TLS12);
+    let tls = tls_connect(proxy.tls_addr(), "default.test", config).await;
     assert_eq!(
         tls.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_2)

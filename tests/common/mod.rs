@@ -95,6 +95,23 @@ impl Pki {
         Arc::new(self.client_config_with(alpn, None))
     }
 
+    /// A client trusting this CA that speaks only `version`, with `provider`'s algorithms (to
+    /// offer a chosen set of cipher suites or key exchange groups).
+    pub fn client_config_using(
+        &self,
+        provider: rustls::crypto::CryptoProvider,
+        version: &'static rustls::SupportedProtocolVersion,
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(config)
+    }
+
     /// A client that presents `identity` (its certificate and key) when asked.
     pub fn client_config_with(
         &self,
