@@ -87,8 +87,25 @@ fn sticky_cookie(c: &mut Criterion) {
         .unwrap(),
     );
     let peer: IpAddr = [203, 0, 113, 7].into();
+    // A cookie this thread has verified before: every request of a session after its first.
     c.bench_function("sticky/verify", |b| {
         b.iter(|| sticky.read(black_box(&headers), peer))
+    });
+    // A cookie seen for the first time, so its MAC is checked: each iteration's nonce is new.
+    let mut nonce = 1u64 << 32;
+    c.bench_function("sticky/verify_first", |b| {
+        b.iter_batched_ref(
+            || {
+                nonce += 1;
+                let set = sticky.set_cookie(nonce, tag, true).unwrap();
+                let value = set.to_str().unwrap().split(';').next().unwrap().to_string();
+                let mut headers = HeaderMap::new();
+                headers.insert(http::header::COOKIE, HeaderValue::from_str(&value).unwrap());
+                headers
+            },
+            |headers| sticky.read(headers, peer),
+            BatchSize::SmallInput,
+        )
     });
     c.bench_function("sticky/encode", |b| {
         b.iter(|| sticky.set_cookie(black_box(7), black_box(tag), true))

@@ -44,6 +44,7 @@ pub mod sticky;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;
+mod verified_cookies;
 
 use std::io;
 use std::net::SocketAddr;

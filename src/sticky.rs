@@ -25,6 +25,7 @@ use http::header::{HeaderMap, HeaderValue};
 use crate::balance::stable_hash;
 use crate::config::StickyMode;
 use crate::cookies;
+use crate::verified_cookies;
 
 /// Learned routes kept per site; past this many the map starts afresh (routes churn when pods
 /// are renamed on every rollout, and a proxy must not grow for ever).
@@ -67,6 +68,9 @@ enum Mode {
         /// Boxed: aws-lc's key holds its HMAC state (hundreds of bytes), and the other modes
         /// are a few words.
         key: Box<hmac::Key>,
+        /// The key's name in `verified_cookies`: the same secret gives the same id, so a reload
+        /// that keeps the secret keeps what each thread has verified.
+        key_id: u64,
     },
     Route {
         cookie: String,
@@ -84,10 +88,12 @@ impl Sticky {
                 let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
                 // Replicas sharing the secret share the replacement order too.
                 let seed = seed ^ mac64(&key, &[b"sessiongate-seed-v1"]);
+                let key_id = verified_cookies::key_id(mac64(&key, &[b"sessiongate-verified-v1"]));
                 (
                     Mode::Cookie {
                         name: name.clone(),
                         key: Box::new(key),
+                        key_id,
                     },
                     seed,
                 )
@@ -130,8 +136,8 @@ impl Sticky {
 
     pub fn read(&self, headers: &HeaderMap, peer: IpAddr) -> SessionKey {
         match &self.mode {
-            Mode::Cookie { name, key } => cookies::find(headers, name)
-                .and_then(|value| verify(key, value))
+            Mode::Cookie { name, key, key_id } => cookies::find(headers, name)
+                .and_then(|value| verify(key, *key_id, value))
                 .map_or(SessionKey::Unpinned, |(nonce, tag)| SessionKey::Cookie {
                     nonce,
                     tag,
@@ -189,7 +195,7 @@ impl Sticky {
 
     /// The `Set-Cookie` value pinning `nonce` to a backend with `tag`.
     pub fn set_cookie(&self, nonce: u64, tag: u64, secure: bool) -> Option<HeaderValue> {
-        let Mode::Cookie { name, key } = &self.mode else {
+        let Mode::Cookie { name, key, .. } = &self.mode else {
             return None;
         };
         let value = cookie_value(key, nonce, tag);
@@ -267,6 +273,8 @@ fn split_route(value: &str) -> Option<(&str, &str)> {
 }
 
 fn mac64(key: &hmac::Key, parts: &[&[u8]]) -> u64 {
+    #[cfg(test)]
+    tests::MACS.with(|n| n.set(n.get() + 1));
     let mut ctx = hmac::Context::with_key(key);
     for part in parts {
         ctx.update(part);
@@ -287,13 +295,17 @@ fn cookie_value(key: &hmac::Key, nonce: u64, tag: u64) -> String {
     format!("{nonce:016x}{tag:016x}{mac:016x}")
 }
 
-/// The nonce and tag of a cookie value, if its MAC is right.
-fn verify(key: &hmac::Key, value: &str) -> Option<(u64, u64)> {
+/// The nonce and tag of a cookie value, if its MAC is right: checked once per thread and
+/// cookie, then found in `verified_cookies`.
+fn verify(key: &hmac::Key, key_id: u64, value: &str) -> Option<(u64, u64)> {
     if value.len() != 48 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     let field = |i: usize| u64::from_str_radix(&value[i * 16..(i + 1) * 16], 16).ok();
     let (nonce, tag, mac) = (field(0)?, field(1)?, field(2)?);
+    if verified_cookies::contains(key_id, nonce, tag, mac) {
+        return Some((nonce, tag));
+    }
     let expected = mac64(
         key,
         &[
@@ -303,12 +315,46 @@ fn verify(key: &hmac::Key, value: &str) -> Option<(u64, u64)> {
         ],
     );
     // One 64-bit comparison, not a byte loop: no timing oracle to forge the MAC byte by byte.
-    (mac == expected).then_some((nonce, tag))
+    if mac != expected {
+        return None;
+    }
+    verified_cookies::remember(key_id, nonce, tag, mac);
+    Some((nonce, tag))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::cell::Cell;
+
     use super::*;
+
+    thread_local! {
+        /// MACs computed on this thread (each test runs on a thread of its own).
+        pub(super) static MACS: Cell<u64> = const { Cell::new(0) };
+    }
+
+    fn macs() -> u64 {
+        MACS.with(Cell::get)
+    }
+
+    fn key_of(s: &Sticky) -> &hmac::Key {
+        match &s.mode {
+            Mode::Cookie { key, .. } => key,
+            _ => unreachable!("cookie mode"),
+        }
+    }
+
+    /// The cookie's verdict by its MAC alone, remembering nothing.
+    fn genuine(s: &Sticky, value: &str) -> Option<(u64, u64)> {
+        let field = |i: usize| u64::from_str_radix(value.get(i * 16..(i + 1) * 16)?, 16).ok();
+        let (nonce, tag, mac) = (field(0)?, field(1)?, field(2)?);
+        let parts: [&[u8]; 3] = [
+            b"sessiongate-cookie-v1",
+            &nonce.to_be_bytes(),
+            &tag.to_be_bytes(),
+        ];
+        (value.len() == 48 && mac64(key_of(s), &parts) == mac).then_some((nonce, tag))
+    }
 
     fn cookie_mode(secret: &str) -> Sticky {
         Sticky::new(
@@ -319,6 +365,14 @@ mod tests {
             },
             0,
         )
+    }
+
+    /// A cookie-mode proxy, a backend's tag and the genuine cookie value of session 7 on it.
+    fn a_session_on(backend: &str) -> (Sticky, u64, String) {
+        let s = cookie_mode("0123456789abcdef0123");
+        let tag = s.tag(backend);
+        let good = cookie_value(key_of(&s), 7, tag);
+        (s, tag, good)
     }
 
     fn with_cookie(line: &str) -> HeaderMap {
@@ -363,17 +417,8 @@ mod tests {
 
     #[test]
     fn forged_cookies_are_unpinned() {
-        let s = cookie_mode("0123456789abcdef0123");
+        let (s, _, good) = a_session_on("a:1");
         let peer = IpAddr::from([127, 0, 0, 1]);
-        let tag = s.tag("a:1");
-        let good = cookie_value(
-            match &s.mode {
-                Mode::Cookie { key, .. } => key,
-                _ => unreachable!(),
-            },
-            7,
-            tag,
-        );
         // Another backend's tag, a changed nonce, another secret, garbage: all unpinned.
         let other_tag = format!("{}{:016x}{}", &good[..16], s.tag("b:1"), &good[32..]);
         let other_nonce = format!("{:016x}{}", 8, &good[16..]);
@@ -438,6 +483,106 @@ mod tests {
             s.learned("pod-7").as_deref(),
             Some("10.0.0.9:8080"),
             "a backend's own known route teaches nothing"
+        );
+    }
+
+    #[test]
+    fn a_genuine_cookie_costs_one_mac_per_thread_and_a_forged_one_every_time() {
+        let (s, tag, good) = a_session_on("a:1");
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        let line = with_cookie(&format!("SG_NODE={good}"));
+
+        let before = macs();
+        for _ in 0..3 {
+            assert_eq!(s.read(&line, peer), SessionKey::Cookie { nonce: 7, tag });
+        }
+        assert_eq!(macs() - before, 1, "checked once, then remembered");
+
+        // The remembered cookie's nonce and tag with another MAC: checked, and refused, each time.
+        let forged = format!(
+            "{}{:016x}",
+            &good[..32],
+            u64::from_str_radix(&good[32..], 16).unwrap() ^ 1
+        );
+        let before = macs();
+        for _ in 0..3 {
+            assert_eq!(
+                s.read(&with_cookie(&format!("SG_NODE={forged}")), peer),
+                SessionKey::Unpinned
+            );
+        }
+        assert_eq!(macs() - before, 3);
+        assert_eq!(s.read(&line, peer), SessionKey::Cookie { nonce: 7, tag });
+    }
+
+    #[test]
+    fn a_cookie_remembered_under_one_secret_is_refused_under_another() {
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        let old = cookie_mode("the-old-secret-of-20");
+        let good = cookie_value(key_of(&old), 7, old.tag("a:1"));
+        let line = with_cookie(&format!("SG_NODE={good}"));
+        assert!(matches!(old.read(&line, peer), SessionKey::Cookie { .. }));
+        // A reload that changes the secret: the new key has its own id.
+        let new = cookie_mode("the-new-secret-of-20");
+        assert_eq!(new.read(&line, peer), SessionKey::Unpinned);
+        // A reload that keeps it shares what this thread has verified.
+        let before = macs();
+        let same = cookie_mode("the-old-secret-of-20");
+        let built = macs() - before; // the seed and the key's id
+        assert!(matches!(same.read(&line, peer), SessionKey::Cookie { .. }));
+        assert_eq!(
+            macs() - before,
+            built,
+            "no MAC for a cookie already verified"
+        );
+    }
+
+    #[test]
+    fn remembering_never_changes_a_verdict() {
+        // 20,000 reads of genuine cookies (two secrets, colliding nonces), the same with one
+        // hex digit changed, and cookies from the other secret, in a scrambled order: each read
+        // answers what the MAC alone answers.
+        let peer = IpAddr::from([127, 0, 0, 1]);
+        let (a, b) = (
+            cookie_mode("secret-a-of-twenty-b"),
+            cookie_mode("secret-b-of-twenty-b"),
+        );
+        let mut cookies = Vec::new();
+        for i in 0..300u64 {
+            let nonce = i.wrapping_mul(0x9e37_79b9_7f4a_7c15) % 4096; // slots collide
+            for s in [&a, &b] {
+                let good = cookie_value(key_of(s), nonce, s.tag(&format!("10.0.0.{}:80", i % 5)));
+                let mut bad = good.clone().into_bytes();
+                let at = (i as usize * 7) % 48;
+                bad[at] = if bad[at] == b'0' { b'1' } else { b'0' };
+                cookies.push(good);
+                cookies.push(String::from_utf8(bad).unwrap());
+            }
+        }
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let (mut pinned, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let value = &cookies[(x % cookies.len() as u64) as usize];
+            let s = if x & (1 << 40) == 0 { &a } else { &b };
+            let expected = genuine(s, value).map_or(SessionKey::Unpinned, |(nonce, tag)| {
+                SessionKey::Cookie { nonce, tag }
+            });
+            let read = s.read(&with_cookie(&format!("SG_NODE={value}")), peer);
+            assert_eq!(read, expected, "{value}");
+            if read == SessionKey::Unpinned {
+                refused += 1;
+            } else {
+                pinned += 1;
+            }
+        }
+        // Both verdicts were exercised, in the proportions the mix implies (a quarter genuine
+        // for the reading secret).
+        assert!(
+            pinned > 4_000 && refused > 12_000,
+            "{pinned} pinned, {refused} refused"
         );
     }
 
