@@ -283,15 +283,20 @@ fn mac64(key: &hmac::Key, parts: &[&[u8]]) -> u64 {
     u64::from_be_bytes(tag.as_ref()[..8].try_into().expect("SHA-256 is 32 bytes"))
 }
 
-fn cookie_value(key: &hmac::Key, nonce: u64, tag: u64) -> String {
-    let mac = mac64(
+/// The MAC a cookie pinning `nonce` to `tag` carries.
+fn cookie_mac(key: &hmac::Key, nonce: u64, tag: u64) -> u64 {
+    mac64(
         key,
         &[
             b"sessiongate-cookie-v1",
             &nonce.to_be_bytes(),
             &tag.to_be_bytes(),
         ],
-    );
+    )
+}
+
+fn cookie_value(key: &hmac::Key, nonce: u64, tag: u64) -> String {
+    let mac = cookie_mac(key, nonce, tag);
     format!("{nonce:016x}{tag:016x}{mac:016x}")
 }
 
@@ -306,14 +311,7 @@ fn verify(key: &hmac::Key, key_id: u64, value: &str) -> Option<(u64, u64)> {
     if verified_cookies::contains(key_id, nonce, tag, mac) {
         return Some((nonce, tag));
     }
-    let expected = mac64(
-        key,
-        &[
-            b"sessiongate-cookie-v1",
-            &nonce.to_be_bytes(),
-            &tag.to_be_bytes(),
-        ],
-    );
+    let expected = cookie_mac(key, nonce, tag);
     // One 64-bit comparison, not a byte loop: no timing oracle to forge the MAC byte by byte.
     if mac != expected {
         return None;
@@ -348,12 +346,7 @@ mod tests {
     fn genuine(s: &Sticky, value: &str) -> Option<(u64, u64)> {
         let field = |i: usize| u64::from_str_radix(value.get(i * 16..(i + 1) * 16)?, 16).ok();
         let (nonce, tag, mac) = (field(0)?, field(1)?, field(2)?);
-        let parts: [&[u8]; 3] = [
-            b"sessiongate-cookie-v1",
-            &nonce.to_be_bytes(),
-            &tag.to_be_bytes(),
-        ];
-        (value.len() == 48 && mac64(key_of(s), &parts) == mac).then_some((nonce, tag))
+        (value.len() == 48 && cookie_mac(key_of(s), nonce, tag) == mac).then_some((nonce, tag))
     }
 
     fn cookie_mode(secret: &str) -> Sticky {
