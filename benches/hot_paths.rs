@@ -76,8 +76,12 @@ fn sticky_cookie(c: &mut Criterion) {
         0,
     );
     let tag = sticky.tag("10.0.0.4:8080");
-    let set = sticky.set_cookie(7, tag, true).unwrap();
-    let value = set.to_str().unwrap().split(';').next().unwrap().to_string();
+    // `SG_NODE=<value>` as a browser sends it back.
+    let cookie = |nonce: u64| {
+        let set = sticky.set_cookie(nonce, tag, true).unwrap();
+        set.to_str().unwrap().split(';').next().unwrap().to_string()
+    };
+    let value = cookie(7);
     let mut headers = HeaderMap::new();
     headers.insert(
         http::header::COOKIE,
@@ -97,10 +101,11 @@ fn sticky_cookie(c: &mut Criterion) {
         b.iter_batched_ref(
             || {
                 nonce += 1;
-                let set = sticky.set_cookie(nonce, tag, true).unwrap();
-                let value = set.to_str().unwrap().split(';').next().unwrap().to_string();
                 let mut headers = HeaderMap::new();
-                headers.insert(http::header::COOKIE, HeaderValue::from_str(&value).unwrap());
+                headers.insert(
+                    http::header::COOKIE,
+                    HeaderValue::from_str(&cookie(nonce)).unwrap(),
+                );
                 headers
             },
             |headers| sticky.read(headers, peer),
