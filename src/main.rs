@@ -158,6 +158,8 @@ fn runtime(threads: Option<u16>) -> tokio::runtime::Runtime {
     builder
         .enable_all()
         .thread_name("sessiongate")
+        // A thread with nothing to do gives a burst's freed memory back (allocator.rs).
+        .on_thread_park(allocator::on_idle)
         .build()
         .expect("cannot start the Tokio runtime")
 }
