@@ -10,7 +10,8 @@
 #   LEGS="plain tls" benches/compare.sh                # a subset
 #
 # Legs (BENCHMARKS.md says what each number means):
-#   memory   idle PSS of each proxy, then PSS per idle TLS connection with IDLE_CONNS held open
+#   memory   idle PSS of each proxy, then PSS per idle TLS connection with IDLE_CONNS held open,
+#            then what it still holds above idle KEPT_AFTER seconds after they closed
 #   plain    HTTP/1.1 keep-alive (wrk)            tls      HTTP/1.1 over TLS keep-alive (wrk)
 #   h2       HTTP/2 over TLS (h2load)             newtls   a new TLS connection per request, full
 #                                                          handshakes (loadgen)
@@ -36,6 +37,8 @@ CONNECTIONS=${CONNECTIONS:-50}
 H2_CONNECTIONS=${H2_CONNECTIONS:-20}
 H2_STREAMS=${H2_STREAMS:-10}
 IDLE_CONNS=${IDLE_CONNS:-10000}
+# Seconds after the held connections close before the memory a proxy kept is read.
+KEPT_AFTER=${KEPT_AFTER:-5}
 LEGS=${LEGS:-"memory plain tls h2 newtls resume sticky latency"}
 BASE_PORT=${BASE_PORT:-19080}
 # This machine is a VM: its hypervisor sometimes runs a neighbour on our cores ("steal" in
@@ -369,9 +372,12 @@ if has_leg memory; then
     held=$(pss_kib "${owner[$name]}")
     kill $holder; wait $holder 2>/dev/null || true
     per_conn=$(awk -v a="$idle" -v b="$held" -v n="$IDLE_CONNS" 'BEGIN { printf "%.1f", (b - a) * 1024 / n / 1024 }')
-    echo "memory $name: idle ${idle} KiB, ${per_conn} KiB per idle TLS connection (${IDLE_CONNS} held)" >&2
-    record memory "$name" 1 "$idle" "$per_conn" - - -
-    sleep 2 # let the proxy close the connections the holder left
+    # What the proxy still holds once they are gone and it has been quiet for a few seconds:
+    # memory an allocator keeps after a burst is memory the next pod on the node cannot have.
+    sleep "$KEPT_AFTER"
+    kept=$(( $(pss_kib "${owner[$name]}") - idle ))
+    echo "memory $name: idle ${idle} KiB, ${per_conn} KiB per idle TLS connection (${IDLE_CONNS} held), ${kept} KiB kept ${KEPT_AFTER} s after they closed" >&2
+    record memory "$name" 1 "$idle" "$per_conn" "$kept" - -
   done
 fi
 
