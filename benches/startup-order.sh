@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Writes benches/startup.order: the functions a release sessiongate runs from its start through
+# its first plain and TLS requests, for the linker to put next to each other (build.rs says why).
+# Rerun it after changes to start-up, and rebuild: `benches/startup-order.sh && cargo build --release`.
+# Needs valgrind (callgrind) and python3; traffic stays on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+command -v valgrind >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; }
+
+cargo build --release -q
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+bin="$target_dir/release/sessiongate"
+work=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null; rm -rf "$work"' EXIT
+
+free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+backend=$(free_port) plain=$(free_port) tls=$(free_port) admin=$(free_port)
+python3 -m http.server "$backend" --bind 127.0.0.1 --directory "$work" >/dev/null 2>&1 & pids+=($!)
+cat > "$work/sessiongate.toml" <<CONF
+[admin]
+listen = "127.0.0.1:$admin"
+[reload]
+watch = false
+[log]
+access_log = false
+[[listener]]
+name = "plain"
+listen = "127.0.0.1:$plain"
+[[listener]]
+name = "tls"
+listen = "127.0.0.1:$tls"
+tls = { cert = "$repo/certs/tls.crt", key = "$repo/certs/tls.key" }
+[[site]]
+backends = { static = ["127.0.0.1:$backend"] }
+CONF
+
+valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/cg" \
+  "$bin" --threads 1 --config "$work/sessiongate.toml" >"$work/sg.log" 2>&1 & pids+=($!)
+vg=$!
+for _ in $(seq 200); do curl -s -o /dev/null "http://127.0.0.1:$plain/" && break; sleep 0.3; done
+curl -sk -o /dev/null "https://127.0.0.1:$tls/"
+sleep 2
+callgrind_control -d "$vg" >/dev/null
+sleep 1
+# Every function callgrind saw run that the binary defines, in the order it lists them.
+nm --defined-only "$bin" | awk '$2 ~ /[tTwW]/ {print $3}' | sort -u > "$work/defined"
+callgrind_annotate --threshold=100 --inclusive=no "$work"/cg.* 2>/dev/null |
+  sed -n '/file:function/,$p' | tail -n +3 | sed 's/ \[[^]]*\]$//' | awk '{print $NF}' |
+  sed 's/^.*://' | awk '!seen[$0]++' | grep -Fxf "$work/defined" > benches/startup.order
+echo "benches/startup.order: $(wc -l < benches/startup.order) functions" >&2
