@@ -51,6 +51,7 @@ pub struct Metrics {
     pub config_last_reload_successful: IntGauge,
     config_hash: IntGauge,
     config_last_reload_success: IntGauge,
+    process_series: std::sync::Once,
 }
 
 /// Handles for one listener, resolved once so the request path does not hash label sets.
@@ -368,6 +369,7 @@ impl Metrics {
             config_last_reload_successful,
             config_hash,
             config_last_reload_success,
+            process_series: std::sync::Once::new(),
         }
     }
 
@@ -452,6 +454,20 @@ impl Metrics {
 
     /// The Prometheus text exposition of everything registered.
     pub fn render(&self) -> Vec<u8> {
+        // The series every Prometheus client exports (`process_cpu_seconds_total`,
+        // `process_resident_memory_bytes`, `process_open_fds`, ...), so that the usual dashboards
+        // and alerts (descriptors near their limit, memory against the pod's) work unchanged.
+        // Read from /proc/self at each scrape. Registered at the first scrape rather than at
+        // start-up: an idle proxy's memory is mostly the code its start ran (build.rs), and
+        // this code need not be part of it until someone asks.
+        #[cfg(target_os = "linux")]
+        self.process_series.call_once(|| {
+            self.registry
+                .register(Box::new(
+                    prometheus::process_collector::ProcessCollector::for_self(),
+                ))
+                .expect("unique metric");
+        });
         let mut out = Vec::with_capacity(8 * 1024);
         let encoder = TextEncoder::new();
         // Encoding into a Vec cannot fail for well-formed metrics.

@@ -51,7 +51,10 @@ async fn admin_serves_metrics_live_and_ready_and_nothing_else() {
 
     // The proxy's own metrics never appear on a public listener.
     let (_, _, body) = get_plain(proxy.plain_addr(), "/metrics").await;
-    assert!(!body.contains("sessiongate_"), "{body}");
+    assert!(
+        !body.contains("sessiongate_") && !body.contains("process_"),
+        "{body}"
+    );
 }
 
 /// Reloads the harness' config with its one site renamed `next`, only `keep` in it, and no

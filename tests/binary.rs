@@ -444,6 +444,200 @@ async fn a_single_threaded_runtime_serves_and_drains() {
     assert_eq!(proc_.terminate().await, Some(0));
 }
 
+/// What the kernel says of a process, read from /proc the way `ps` and `ls /proc/PID/fd` would.
+#[derive(Debug, Clone, Copy)]
+struct KernelView {
+    open_fds: f64,
+    threads: f64,
+    resident_bytes: f64,
+    virtual_bytes: f64,
+    cpu_seconds: f64,
+}
+
+impl KernelView {
+    fn of(pid: u32) -> KernelView {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let field = |name: &str| -> f64 {
+            status
+                .lines()
+                .find(|l| l.starts_with(name))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse().ok())
+                .unwrap()
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // Fields after the command name, which is in parentheses and may hold spaces:
+        // utime and stime are fields 14 and 15, so the 12th and 13th after it.
+        let after_name: Vec<&str> = stat
+            .rsplit_once(')')
+            .unwrap()
+            .1
+            .split_whitespace()
+            .collect();
+        let ticks: f64 =
+            after_name[11].parse::<f64>().unwrap() + after_name[12].parse::<f64>().unwrap();
+        KernelView {
+            open_fds: std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .unwrap()
+                .count() as f64,
+            threads: field("Threads:"),
+            resident_bytes: field("VmRSS:") * 1024.0,
+            virtual_bytes: field("VmSize:") * 1024.0,
+            cpu_seconds: (ticks / clock_ticks_per_second()).floor(),
+        }
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    let out = Command::new("getconf").arg("CLK_TCK").output().unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+/// The soft limit on descriptors of process `pid`, from /proc/PID/limits.
+fn descriptor_limit(pid: u32) -> f64 {
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    line.split_whitespace().nth(3).unwrap().parse().unwrap()
+}
+
+/// Asserts that the scraped `series` lies between what the kernel said just before and just
+/// after the scrape (each widened by `slack`, a fraction): the process may allocate, or open
+/// the scrape's own connection, while it is read.
+fn between(text: &str, series: &str, before: f64, after: f64, slack: f64, extra: f64) {
+    let value = metric(text, series).unwrap_or_else(|| panic!("no {series} in\n{text}"));
+    let (low, high) = (before.min(after), before.max(after));
+    assert!(
+        value >= low * (1.0 - slack) && value <= high * (1.0 + slack) + extra,
+        "{series} is {value}; the kernel said {before} before the scrape and {after} after"
+    );
+}
+
+/// The standard `process_*` series (what every Prometheus client exports, and what dashboards
+/// and descriptor alerts read) describe the proxy's own process, as the kernel sees it, and
+/// follow what it holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_series_are_the_kernels_view_of_the_proxy() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let dir = temp_dir("process");
+    let site = format!("backends = {{ static = [\"{}\"] }}", node.addr);
+    let unix_now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let started = unix_now();
+    let (proc_, admin) = tokio::task::spawn_blocking(move || {
+        let proc_ = Process::start(&dir, &site, "");
+        let line = proc_.wait_for_log(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("admin listening"))
+        });
+        let admin: SocketAddr = line["admin_addr"].as_str().unwrap().parse().unwrap();
+        (proc_, admin)
+    })
+    .await
+    .unwrap();
+    let listening = unix_now();
+    let pid = proc_.child.id();
+    assert_eq!(get_plain(proc_.plain, "/").await.0, 200);
+
+    let scrape = || async {
+        let before = KernelView::of(pid);
+        let (status, _, text) = get_plain(admin, "/metrics").await;
+        assert_eq!(status, 200);
+        (before, text, KernelView::of(pid))
+    };
+    let (before, text, after) = scrape().await;
+    between(
+        &text,
+        "process_open_fds",
+        before.open_fds,
+        after.open_fds,
+        0.0,
+        2.0,
+    );
+    between(
+        &text,
+        "process_threads",
+        before.threads,
+        after.threads,
+        0.0,
+        0.0,
+    );
+    between(
+        &text,
+        "process_resident_memory_bytes",
+        before.resident_bytes,
+        after.resident_bytes,
+        0.1,
+        0.0,
+    );
+    between(
+        &text,
+        "process_virtual_memory_bytes",
+        before.virtual_bytes,
+        after.virtual_bytes,
+        0.1,
+        0.0,
+    );
+    between(
+        &text,
+        "process_cpu_seconds_total",
+        before.cpu_seconds,
+        after.cpu_seconds,
+        0.0,
+        0.0,
+    );
+    assert_eq!(
+        metric(&text, "process_max_fds"),
+        Some(descriptor_limit(pid)),
+        "{text}"
+    );
+    // The kernel keeps the start in clock ticks after boot, and the boot in whole seconds.
+    let start = metric(&text, "process_start_time_seconds").unwrap();
+    assert!(
+        start >= started.floor() - 1.0 && start <= listening + 1.0,
+        "started at {start}, between {started} and {listening}"
+    );
+    let idle_fds = metric(&text, "process_open_fds").unwrap();
+
+    // Each client connection held open is a descriptor more in the proxy.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(tokio::net::TcpStream::connect(proc_.plain).await.unwrap());
+    }
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let text = loop {
+        let (_, text, _) = scrape().await;
+        if metric(&text, "sessiongate_open_connections{listener=\"plain\"}") == Some(40.0) {
+            break text;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "40 connections never showed:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let fds = metric(&text, "process_open_fds").unwrap();
+    assert!(
+        fds >= idle_fds + 40.0,
+        "{fds} descriptors with 40 connections held, {idle_fds} before"
+    );
+    drop(held);
+    assert_eq!(proc_.terminate().await, Some(0));
+}
+
 /// A site found by DNS at a name server that never answers (`silent`), and the tables after
 /// it: each lookup, the first included, takes a second and fails.
 fn site_on_silent_dns(silent: &std::net::UdpSocket) -> (&'static str, String) {
