@@ -46,7 +46,20 @@ callgrind_control -d "$vg" >/dev/null
 sleep 1
 # Every function callgrind saw run that the binary defines, in the order it lists them.
 nm --defined-only "$bin" | awk '$2 ~ /[tTwW]/ {print $3}' | sort -u > "$work/defined"
-callgrind_annotate --threshold=100 --inclusive=no "$work"/cg.* 2>/dev/null |
-  sed -n '/file:function/,$p' | tail -n +3 | sed 's/ \[[^]]*\]$//' | awk '{print $NF}' |
-  sed 's/^.*://' | awk '!seen[$0]++' | grep -Fxf "$work/defined" > benches/startup.order
+functions() {
+  callgrind_annotate --threshold=100 --inclusive=no "$@" 2>/dev/null |
+    sed -n '/file:function/,$p' | tail -n +3 | sed 's/ \[[^]]*\]$//' | awk '{print $NF}' |
+    sed 's/^.*://' | grep -Fxf "$work/defined"
+}
+# What the start and the first requests ran (callgrind's first dump), then what reading each example config
+# adds: parsing runs code per table and key, and a deployment's config has more of them than
+# this one.
+{
+  functions "$work/cg.1"
+  for example in config/*.toml; do
+    valgrind --tool=callgrind --demangle=no --callgrind-out-file="$work/check" \
+      "$bin" check-config --quiet "$example" >/dev/null 2>&1 || true
+    functions "$work/check"
+  done
+} | awk '!seen[$0]++' > benches/startup.order
 echo "benches/startup.order: $(wc -l < benches/startup.order) functions" >&2
