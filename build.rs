@@ -8,11 +8,8 @@
 //!   64 KiB around each page it faults in. Scattered over the 8 MiB text, the code a start
 //!   touches kept about 6 MiB of it resident; grouped, it keeps about 2: idle PSS 10.5-10.6 MiB
 //!   -> 6.5-6.6 MiB. A symbol the file names that no longer exists is skipped, so a stale order
-//!   costs only some of the gain, never the build. The names are Rust's v0 symbols
-//!   (`.cargo/config.toml`), the same for a build in any directory; the legacy ones hashed in
-//!   something of the directory, so a clone elsewhere (or the image build) matched 1,196 of
-//!   2,011 and kept 8.1 MiB instead of 5.8. A dependency's version or features still rename
-//!   its functions: rerun the script after changing dependencies.
+//!   costs only some of the gain, never the build. Symbol names carry hashes of the dependency
+//!   graph: rerun the script after dependencies change.
 //! - Relative relocations are packed (`-z pack-relative-relocs`, DT_RELR): the loader reads
 //!   4 KiB of them at exec instead of 330 KiB of `.rela.dyn`, which otherwise stay resident.
 //!   Only when the glibc linked against is 2.36 or later, which applies them; LLD then marks
