@@ -280,16 +280,21 @@ impl Process {
     /// Peak and current resident memory, in KiB, from the kernel's own accounting.
     fn memory_kib(&self) -> (u64, u64) {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let field = |name: &str| {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap()
-        };
-        (field("VmHWM:"), field("VmRSS:"))
+        (
+            status_field(&status, "VmHWM:"),
+            status_field(&status, "VmRSS:"),
+        )
     }
+}
+
+/// The first number after `name` (`VmRSS:`, `Threads:`...) in a /proc/PID/status text.
+fn status_field<T: std::str::FromStr>(status: &str, name: &str) -> T {
+    status
+        .lines()
+        .find(|l| l.starts_with(name))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{status}"))
 }
 
 /// A child's exit code, waiting for it at most PATIENCE (a process that ignored a signal, or
@@ -318,15 +323,22 @@ impl Drop for Process {
 
 const MIB: u64 = 1024 * 1024;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn large_bodies_stream_through_with_flat_memory() {
+/// A demo node to proxy to, and the body of a `[[site]]` that names it.
+async fn one_node() -> (sessiongate::demo::DemoNode, String) {
     let node = sessiongate::demo::DemoNode::start("node-1", localhost())
         .await
         .unwrap();
+    let site = format!("backends = {{ static = [\"{}\"] }}", node.addr);
+    (node, site)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_bodies_stream_through_with_flat_memory() {
+    let (_node, site) = one_node().await;
     let dir = temp_dir("stream");
     let proc_ = Process::start(
         &dir,
-        &format!("backends = {{ static = [\"{}\"] }}", node.addr),
+        &site,
         // The default (10 MiB) would answer this upload with 413.
         "[limits]\nmax_body_size = \"1GiB\"\n",
     );
@@ -430,11 +442,8 @@ fn command_line_errors_exit_64_and_help_exits_0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_single_threaded_runtime_serves_and_drains() {
-    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
-        .await
-        .unwrap();
+    let (_node, site) = one_node().await;
     let dir = temp_dir("threads1");
-    let site = format!("backends = {{ static = [\"{}\"] }}", node.addr);
     let proc_ = tokio::task::spawn_blocking(move || {
         Process::start_with(&dir, &site, "", &["--threads", "1"])
     })
@@ -457,14 +466,7 @@ struct KernelView {
 impl KernelView {
     fn of(pid: u32) -> KernelView {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        let field = |name: &str| -> f64 {
-            status
-                .lines()
-                .find(|l| l.starts_with(name))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|v| v.parse().ok())
-                .unwrap()
-        };
+        let field = |name: &str| -> f64 { status_field(&status, name) };
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
         // Fields after the command name, which is in parentheses and may hold spaces:
         // utime and stime are fields 14 and 15, so the 12th and 13th after it.
@@ -524,11 +526,8 @@ fn between(text: &str, series: &str, before: f64, after: f64, slack: f64, extra:
 /// follow what it holds.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_process_series_are_the_kernels_view_of_the_proxy() {
-    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
-        .await
-        .unwrap();
+    let (_node, site) = one_node().await;
     let dir = temp_dir("process");
-    let site = format!("backends = {{ static = [\"{}\"] }}", node.addr);
     let unix_now = || {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
