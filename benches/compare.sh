@@ -68,7 +68,7 @@ loadgen=$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(
 # The release build last: `cargo bench` also builds the sessiongate binary, in the bench
 # profile, into the same target/release/sessiongate. That build has its own symbol names, which
 # benches/startup.order (build.rs) does not list, so it is not the binary operators run: with
-# it there, the memory leg read 8.0 MiB idle where the release build holds 5.9.
+# it there, the memory leg read 8.0-8.4 MiB idle where the release build holds 5.2-5.4.
 cargo build --release -q
 
 # 10k idle connections need 10k descriptors in the proxy and in the client, and HAProxy

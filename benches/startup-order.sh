@@ -51,9 +51,9 @@ functions() {
     sed -n '/file:function/,$p' | tail -n +3 | sed 's/ \[[^]]*\]$//' | awk '{print $NF}' |
     sed 's/^.*://' | grep -Fxf "$work/defined"
 }
-# What the start and the first requests ran (callgrind's first dump), then what reading each example config
-# adds: parsing runs code per table and key, and a deployment's config has more of them than
-# this one.
+# What the start and the first requests ran (callgrind's first dump), then what reading each
+# example config adds: parsing runs code per table and key, and a deployment's config has more
+# of them than this one.
 {
   functions "$work/cg.1"
   for example in config/*.toml; do
