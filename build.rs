@@ -29,7 +29,13 @@ fn main() {
     println!("cargo:rerun-if-changed={ORDER}");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-env-changed=SESSIONGATE_NO_SYMBOL_ORDER");
-    if env::var("PROFILE").as_deref() != Ok("release") || !links_with_rust_lld() {
+    if env::var("PROFILE").as_deref() != Ok("release") {
+        return;
+    }
+    let Some(rustc) = rustc_version() else {
+        return;
+    };
+    if !links_with_rust_lld(&rustc) {
         return;
     }
     if glibc_applies_packed_relocations() {
@@ -44,7 +50,7 @@ fn main() {
             order.display()
         );
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
-        warn_if_written_for_another_build(&order, Path::new(&dir));
+        warn_if_written_for_another_build(&order, Path::new(&dir), &rustc);
     }
 }
 
@@ -53,24 +59,19 @@ fn main() {
 /// and a dependency's version or features rename its functions), so with another the binary
 /// is the same but few names match and an idle proxy keeps several MiB more: say so, once per
 /// build, rather than let the memory go unnoticed.
-fn warn_if_written_for_another_build(order: &Path, dir: &Path) {
+fn warn_if_written_for_another_build(order: &Path, dir: &Path, rustc: &str) {
     println!("cargo:rerun-if-changed=Cargo.lock");
     let written_for = std::fs::read_to_string(order)
         .ok()
         .and_then(|text| text.lines().next().map(str::to_owned))
         .unwrap_or_default();
-    let rustc = rustc_version();
     let lock = Command::new("sha256sum")
         .arg(dir.join("Cargo.lock"))
         .output()
         .ok()
-        .map(|out| {
-            String::from_utf8_lossy(&out.stdout)
-                .chars()
-                .take(16)
-                .collect::<String>()
-        });
-    let (Some(rustc), Some(lock)) = (rustc, lock) else {
+        .filter(|out| out.status.success() && out.stdout.len() >= 16)
+        .map(|out| String::from_utf8_lossy(&out.stdout[..16]).into_owned());
+    let Some(lock) = lock else {
         return; // nothing to compare with: no warning rather than a wrong one
     };
     let this_build = format!("# {rustc}; Cargo.lock {lock}");
@@ -114,8 +115,8 @@ fn glibc_applies_packed_relocations() -> bool {
 }
 
 /// Whether rustc links this target with its own LLD: x86_64 Linux (glibc), Rust 1.90 or later,
-/// and no linker chosen by hand.
-fn links_with_rust_lld() -> bool {
+/// and no linker chosen by hand (`rustc_version` is what `rustc --version` printed).
+fn links_with_rust_lld(rustc_version: &str) -> bool {
     let target = (
         env::var("CARGO_CFG_TARGET_ARCH"),
         env::var("CARGO_CFG_TARGET_OS"),
@@ -130,10 +131,7 @@ fn links_with_rust_lld() -> bool {
     {
         return false;
     }
-    let Some(version) = rustc_version() else {
-        return false;
-    };
-    let minor = version
+    let minor = rustc_version
         .split_whitespace()
         .nth(1)
         .and_then(|v| v.split('.').nth(1))
