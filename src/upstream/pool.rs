@@ -156,6 +156,7 @@ async fn sweep(settings: Weak<PoolSettings>) {
 mod tests {
     use super::*;
     use crate::upstream::connect::MaybeTls;
+    use tokio::io::AsyncWriteExt;
 
     /// A pooled connection to a real socket, with a read buffer as a request leaves it.
     async fn used_conn() -> (Box<UpstreamConn>, tokio::net::TcpStream) {
@@ -163,9 +164,16 @@ mod tests {
         let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let mut conn = UpstreamConn::new(MaybeTls::Plain(client.unwrap()));
-        conn.inbound.bytes.reserve(8 * 1024);
+        let mut backend = accepted.unwrap().0;
+        // An answer read and consumed, as a response leaves the buffer.
+        backend
+            .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+        std::future::poll_fn(|cx| conn.poll_fill(cx)).await.unwrap();
+        conn.inbound.bytes.clear();
         conn.out.head_buf().reserve(512);
-        (conn, accepted.unwrap().0)
+        (conn, backend)
     }
 
     #[tokio::test]
