@@ -20,6 +20,8 @@
 #   sticky   HTTP/1.1 keep-alive, every request in one of three sessions pinned to a backend: the
 #            proxy's own cookie (sessiongate, HAProxy's `cookie insert`); nginx, which has no
 #            session cookie outside nginx Plus, hashes the same cookie (`hash ... consistent`)
+#   asset    HTTP/1.1 over TLS keep-alive, every answer a static file of ASSET_KIB from the
+#            backends (the size of a login theme's stylesheet or a console's script bundle)
 #
 # CPU per request is read from each proxy's own /proc accounting (utime+stime), which is steadier
 # than throughput on a shared machine. Traffic stays on 127.0.0.1; every load stops by itself.
@@ -39,7 +41,10 @@ H2_STREAMS=${H2_STREAMS:-10}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 # Seconds after the held connections close before the memory a proxy kept is read.
 KEPT_AFTER=${KEPT_AFTER:-5}
-LEGS=${LEGS:-"memory plain tls h2 newtls resume sticky latency"}
+# The asset leg: the file's size and the connections asking for it (a browser opens a few).
+ASSET_KIB=${ASSET_KIB:-256}
+ASSET_CONNECTIONS=${ASSET_CONNECTIONS:-10}
+LEGS=${LEGS:-"memory plain tls h2 newtls resume sticky asset latency"}
 BASE_PORT=${BASE_PORT:-19080}
 # This machine is a VM: its hypervisor sometimes runs a neighbour on our cores ("steal" in
 # /proc/stat). One 50 ms steal burst in an 8 s open-loop sample is the whole p99. A sample during
@@ -95,7 +100,11 @@ declare -A sticky_port=([sessiongate]=$((BASE_PORT + 30)) [nginx]=$((BASE_PORT +
 admin=$((BASE_PORT + 13)) sticky_admin=$((BASE_PORT + 33))
 max_conns=$((IDLE_CONNS + 2000))
 
-# Backends: one nginx worker answering a small fixed body on three ports (core 1).
+# Backends: one nginx worker answering a small fixed body on three ports (core 1), and the
+# asset leg's file.
+head -c $((ASSET_KIB * 1024)) /dev/urandom > "$work/asset"
+# nginx's workers run as nobody when started as root, and mktemp made the directory 0700.
+chmod 711 "$work"; chmod 644 "$work/asset"
 cat > "$work/backends.conf" <<CONF
 worker_processes 1;
 daemon off;
@@ -105,9 +114,10 @@ events { worker_connections 4096; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  server { listen 127.0.0.1:$b1; location / { return 200 "node-1\n"; } }
-  server { listen 127.0.0.1:$b2; location / { return 200 "node-2\n"; } }
-  server { listen 127.0.0.1:$b3; location / { return 200 "node-3\n"; } }
+  sendfile on;
+  server { listen 127.0.0.1:$b1; location / { return 200 "node-1\n"; } location = /asset { alias $work/asset; } }
+  server { listen 127.0.0.1:$b2; location / { return 200 "node-2\n"; } location = /asset { alias $work/asset; } }
+  server { listen 127.0.0.1:$b3; location / { return 200 "node-3\n"; } location = /asset { alias $work/asset; } }
 }
 CONF
 taskset -c 1 nginx -c "$work/backends.conf" -p "$work" & pids+=($!)
@@ -175,6 +185,12 @@ http {
     ssl_conf_command NumTickets 1; # one TLS 1.3 ticket per handshake, as sessiongate sends
     location = /metrics { return 404; }
     location / { proxy_pass http://nodes; $nginx_proxying }
+    # Buffers for the asset that hold it in memory, as an operator serving files would set:
+    # nginx's default 8 x 4 KiB sends the rest of a larger answer through a file on disk.
+    location = /asset {
+      proxy_pass http://nodes; $nginx_proxying
+      proxy_buffer_size 64k; proxy_buffers 8 64k; proxy_busy_buffers_size 128k;
+    }
   }
   server {
     listen 127.0.0.1:${sticky_port[nginx]};
@@ -240,6 +256,9 @@ for port in $b1 $b2 $b3 "${plain_port[@]}" "${sticky_port[nginx]}" "${sticky_por
 done
 for port in "${tls_port[@]}"; do
   answers --cacert "$ca" "https://127.0.0.1:$port/" || { echo "nothing answers TLS on port $port" >&2; exit 1; }
+  if ! curl -sf --cacert "$ca" "https://127.0.0.1:$port/asset" | cmp -s - "$work/asset"; then
+    echo "the proxy on port $port does not pass the asset on whole" >&2; exit 1
+  fi
 done
 
 # The sticky leg's sessions: for each proxy, the Cookie header of one session on each backend,
@@ -323,6 +342,7 @@ load() {
   case $leg in
     plain)  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "http://127.0.0.1:${plain_port[$name]}/") ;;
     tls)    out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency "https://127.0.0.1:${tls_port[$name]}/") ;;
+    asset)  out=$(taskset -c 1 wrk -t1 -c"$ASSET_CONNECTIONS" -d"${DURATION}s" --latency "https://127.0.0.1:${tls_port[$name]}/asset") ;;
     sticky)
       local sessions; mapfile -t sessions < "$work/sessions.$name"
       out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$repo/benches/sessions.lua" \
@@ -402,7 +422,7 @@ secret = \"$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\"" > "$work/sessiongat
 fi
 
 for run in $(seq "$RUNS"); do
-  for leg in plain tls h2 newtls resume sticky; do
+  for leg in plain tls h2 newtls resume sticky asset; do
     has_leg "$leg" || continue
     read -ra targets <<<"$(rotated $((run - 1)))"
     [ "$leg" = plain ] && targets=(direct "${targets[@]}")

@@ -32,6 +32,7 @@ LOADS = {
     "newtls": "new TLS connection per request",
     "resume": "new TLS connection per request, resumed (TLS 1.3 ticket)",
     "sticky": "HTTP/1.1 keep-alive, sticky sessions (each request carries its session's cookie)",
+    "asset": "HTTP/1.1 over TLS keep-alive, a static file per request (ASSET_KIB, 256 KiB by default)",
 }
 for leg, title in LOADS.items():
     if not any(r[0] == leg for r in rows):
@@ -115,6 +116,8 @@ checks = [
     ("CPU per resumed TLS connection", *leg_check("resume", 6), None),
     # Not one of the targets either: the plain leg's job with stickiness on.
     ("CPU per request, sticky sessions", *leg_check("sticky", 6), None),
+    # Not one of the targets: bodies of the size a browser fetches as static files.
+    ("CPU per request, a static file over TLS", *leg_check("asset", 6), None),
     ("added p99 latency at half capacity", lambda t: added(t, 5), lambda t: added_by_run(t, 5), 1.0),
     ("idle memory", *leg_check("memory", 3), 1.0),
     ("memory per idle TLS connection", *leg_check("memory", 4), 1.0),
