@@ -21,6 +21,7 @@ pub mod demo;
 pub mod discovery;
 pub mod error;
 pub mod failover;
+pub mod gathered_writes;
 pub mod generation;
 pub mod h2_streams;
 pub mod headers;

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::connection::{self, ConnContext, ListenerContext};
 use crate::current_proxy::CurrentProxy;
+use crate::gathered_writes::GatheredWrites;
 use crate::http1;
 use crate::proxy_protocol;
 
@@ -367,7 +368,7 @@ where
     let proxy = serving.proxy.clone();
     let handler_conn = conn.clone();
     connection::serve_h2(
-        io,
+        GatheredWrites::new(io),
         &conn.listener.limits,
         &conn.activity,
         conn.listener.timeouts.idle,

@@ -51,6 +51,65 @@ async fn http1_and_http2_over_tls_reach_every_backend_in_turn() {
     assert_eq!(seen.len(), 3);
 }
 
+/// Large answers over HTTP/2 leave in gathered writes (`gathered_writes.rs`), answered flushes
+/// and all: several at once on one connection, each arrives whole and in order, and the
+/// connection serves on after them.
+#[tokio::test]
+async fn large_http2_answers_arrive_whole_and_in_order_side_by_side() {
+    use http_body_util::BodyExt;
+    // Each path's body is a sequence of its own, so a piece of one inside another shows.
+    fn body(path: &str, len: usize) -> Vec<u8> {
+        let seed = path.bytes().fold(7u64, |h, b| h * 31 + u64::from(b));
+        (0..len as u64)
+            .map(|i| ((i * 0x9E37_79B9 + seed) >> 11) as u8)
+            .collect()
+    }
+    let sizes = [
+        ("/a", 1_048_593),
+        ("/b", 262_147),
+        ("/c", 70_001),
+        ("/d", 100),
+    ];
+    let backend = RawBackend::start(move |head| {
+        let path = head.split_whitespace().nth(1).unwrap_or("/");
+        let len = sizes
+            .iter()
+            .find(|(p, _)| *p == path)
+            .map_or(0, |(_, n)| *n);
+        let mut answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n").into_bytes();
+        answer.extend_from_slice(&body(path, len));
+        RawReply::keep(answer)
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    let send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+
+    let fetch = |path: &'static str| {
+        let mut send = send.clone();
+        async move {
+            let req = http::Request::get(format!("https://default.test{path}"))
+                .body(empty())
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), 200);
+            resp.into_body().collect().await.unwrap().to_bytes()
+        }
+    };
+    let all = async {
+        let (a, b, c) = tokio::join!(fetch("/a"), fetch("/b"), fetch("/c"));
+        for (path, got) in [("/a", a), ("/b", b), ("/c", c)] {
+            let expected = body(path, sizes.iter().find(|(p, _)| *p == path).unwrap().1);
+            assert_eq!(got.len(), expected.len(), "{path}");
+            assert!(got == expected, "{path}: the bytes differ");
+        }
+        // A small answer after them: nothing was left gathered and unsent.
+        assert_eq!(fetch("/d").await, body("/d", 100));
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), all)
+        .await
+        .expect("every answer arrives");
+}
+
 /// A client ordering its suites like OpenSSL (AES-256-GCM-SHA384 first) gets AES-128-GCM: the
 /// server's order decides, which spares every handshake SHA-384 (no hardware path on x86). A
 /// client that offers only AES-256 still gets it.
