@@ -33,6 +33,7 @@ LOADS = {
     "resume": "new TLS connection per request, resumed (TLS 1.3 ticket)",
     "sticky": "HTTP/1.1 keep-alive, sticky sessions (each request carries its session's cookie)",
     "asset": "HTTP/1.1 over TLS keep-alive, a static file per request (ASSET_KIB, 256 KiB by default)",
+    "h2asset": "HTTP/2 over TLS, the same static file per request, 4 streams per connection",
 }
 for leg, title in LOADS.items():
     if not any(r[0] == leg for r in rows):
@@ -118,6 +119,7 @@ checks = [
     ("CPU per request, sticky sessions", *leg_check("sticky", 6), None),
     # Not one of the targets: bodies of the size a browser fetches as static files.
     ("CPU per request, a static file over TLS", *leg_check("asset", 6), None),
+    ("CPU per request, a static file over HTTP/2", *leg_check("h2asset", 6), None),
     ("added p99 latency at half capacity", lambda t: added(t, 5), lambda t: added_by_run(t, 5), 1.0),
     ("idle memory", *leg_check("memory", 3), 1.0),
     ("memory per idle TLS connection", *leg_check("memory", 4), 1.0),
