@@ -60,6 +60,9 @@ TRIES=${TRIES:-4}
 # proxies copy with glibc's vector loop instead, as sessiongate's image and systemd unit do
 # (README). Set it empty to run without.
 PROXY_GLIBC_TUNABLES=${PROXY_GLIBC_TUNABLES-glibc.cpu.x86_rep_movsb_threshold=4194304}
+# Runs a proxy on core 0 in that environment. `exec`: started with `&`, the proxy keeps the pid
+# in $!, which its CPU and memory are read by.
+on_proxy_core() { exec taskset -c 0 env GLIBC_TUNABLES="$PROXY_GLIBC_TUNABLES" "$@"; }
 
 has_leg() { [[ " $LEGS " == *" $1 "* ]]; }
 
@@ -158,7 +161,7 @@ listen = \"127.0.0.1:${plain_port[sessiongate]}\"
 name = \"tls\"
 listen = \"127.0.0.1:${tls_port[sessiongate]}\"
 tls = { cert = \"$cert\", key = \"$key\" }" > "$work/sessiongate.toml"
-taskset -c 0 env GLIBC_TUNABLES="$PROXY_GLIBC_TUNABLES" "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate.toml" & pids+=($!)
+on_proxy_core "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate.toml" & pids+=($!)
 sg_pid=$!
 
 nginx_proxying='proxy_http_version 1.1;
@@ -206,7 +209,7 @@ http {
   }
 }
 CONF
-taskset -c 0 env GLIBC_TUNABLES="$PROXY_GLIBC_TUNABLES" nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
+on_proxy_core nginx -c "$work/nginx.conf" -p "$work" & pids+=($!)
 nginx_pid=$!
 
 # HAProxy 2.6 has no setting for the number of TLS 1.3 tickets; it sends OpenSSL's two.
@@ -250,7 +253,7 @@ backend by_session
   server n2 127.0.0.1:$b2 cookie n2
   server n3 127.0.0.1:$b3 cookie n3
 CONF
-taskset -c 0 env GLIBC_TUNABLES="$PROXY_GLIBC_TUNABLES" haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.err" & pids+=($!)
+on_proxy_core haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.err" & pids+=($!)
 haproxy_pid=$!
 
 declare -A owner=([sessiongate]=$sg_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
@@ -425,7 +428,7 @@ listen = \"127.0.0.1:${sticky_port[sessiongate]}\"
 [balance.sticky]
 mode = \"cookie\"
 secret = \"$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\"" > "$work/sessiongate-sticky.toml"
-  taskset -c 0 env GLIBC_TUNABLES="$PROXY_GLIBC_TUNABLES" "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate-sticky.toml" & pids+=($!)
+  on_proxy_core "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate-sticky.toml" & pids+=($!)
   sg_sticky_pid=$!
   answers "http://127.0.0.1:${sticky_port[sessiongate]}/" ||
     { echo "nothing answers on port ${sticky_port[sessiongate]} (see the messages above)" >&2; exit 1; }
