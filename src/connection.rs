@@ -291,6 +291,9 @@ pub fn h2_builder<E: Clone>(limits: &Limits, exec: E) -> http2::Builder<E> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(limits.h2_max_concurrent_streams)
         .max_header_list_size(limits.max_header_size as u32)
+        // What a stream holds for a client that does not take it (a slow reader): hyper's
+        // 400 KB default times 128 streams is 50 MB a connection.
+        .max_send_buf_size(limits.h2_stream_buffer)
         // CVE-2023-44487 ("rapid reset"): bound streams reset before they are answered.
         .max_pending_accept_reset_streams(Some(20))
         .max_local_error_reset_streams(Some(1024));
@@ -424,6 +427,7 @@ mod tests {
         assert!(!keeps("", "[timeouts]\nidle = \"7s\"\n"));
         assert!(!keeps("", "[limits]\nmax_headers = 7\n"));
         assert!(!keeps("", "[limits]\nh2_max_concurrent_streams = 7\n"));
+        assert!(!keeps("", "[limits]\nh2_stream_buffer = \"1MiB\"\n"));
         let new = context(&with_limit(&limit.replace("5/s", "6/s")), Some(&old));
         assert!(!old.serves_connections_like(&new), "a changed rate limit");
         let changed_listener = |key: &str| {

@@ -396,6 +396,78 @@ async fn large_bodies_stream_through_with_flat_memory() {
     );
 }
 
+/// An HTTP/2 client that stops reading (hung, or a slow-read attack) with many streams of large
+/// answers under way: each stream holds its send buffer (`h2_stream_buffer`, 64 KiB) and at
+/// most two reads from the backend (the chunk hyper lets past the buffer, and the next in
+/// hand), not hyper's default of 400 KB, so a connection's 128 streams cannot pin 70 MB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_nobody_reads_hold_only_their_send_buffer() {
+    let (_node, site) = one_node().await;
+    let dir = temp_dir("slowread");
+    let proc_ = Process::start(&dir, &site, "");
+    assert_eq!(get_plain(proc_.plain, "/").await.0, 200);
+    let (_, baseline) = proc_.memory_kib();
+
+    const STREAMS: u64 = 64;
+    let tcp = tokio::net::TcpStream::connect(proc_.plain).await.unwrap();
+    let (io, reading) = StopsReading::new(tcp);
+    // Windows as large as HTTP/2 allows: only the stream's send buffer holds the proxy back.
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(i32::MAX as u32)
+        .initial_connection_window_size(i32::MAX as u32)
+        .handshake::<_, bytes::Bytes>(io)
+        .await
+        .unwrap();
+    let driver = tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let mut responses = Vec::new();
+    for _ in 0..STREAMS {
+        client = client.ready().await.unwrap();
+        let req = http::Request::get("http://app.test/bytes?n=1000000000")
+            .body(())
+            .unwrap();
+        responses.push(client.send_request(req, true).unwrap().0);
+    }
+    // Every stream under way (its head in), then the client reads nothing more.
+    let mut bodies = Vec::new();
+    for response in responses {
+        let response = response.await.unwrap();
+        assert_eq!(response.status(), 200);
+        bodies.push(response.into_body());
+    }
+    reading.stop();
+
+    // The proxy fills what it may hold for each stream, then stops growing.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let (mut last, mut steady) = (proc_.memory_kib().1, 0);
+    while steady < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still growing: {last} KiB"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let now = proc_.memory_kib().1;
+        steady = if now.abs_diff(last) < 256 {
+            steady + 1
+        } else {
+            0
+        };
+        last = now;
+    }
+    let per_stream = last.saturating_sub(baseline) / STREAMS;
+    eprintln!("proxy RSS {baseline} -> {last} KiB: {per_stream} KiB a stream");
+    // 64 KiB + 2 x 64 KiB and the allocator's rounding measured 215 KiB; with hyper's
+    // default (`h2_stream_buffer = "400KiB"`), 553.
+    assert!(
+        per_stream < 320,
+        "{per_stream} KiB a stream held for a client that reads nothing"
+    );
+    // The client goes: its streams end with its connection, and the proxy drains at once.
+    driver.abort();
+    drop(bodies);
+    assert_eq!(proc_.terminate().await, Some(0));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_with_one_address_is_called_out_as_a_likely_clusterip_service() {
     let dns = sessiongate::demo::dns::DnsServer::start(localhost())

@@ -96,6 +96,7 @@ pub(super) fn render(c: &Config) -> String {
             max_connections: Some(c.limits.max_connections),
             max_connections_per_ip: Some(c.limits.max_connections_per_ip),
             h2_max_concurrent_streams: Some(c.limits.h2_max_concurrent_streams),
+            h2_stream_buffer: Some(c.limits.h2_stream_buffer.to_string()),
         },
         dns: RawDns {
             nameservers: c

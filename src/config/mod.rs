@@ -252,6 +252,8 @@ pub struct Limits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub h2_max_concurrent_streams: u32,
+    /// Response bytes an HTTP/2 stream holds, at most, for a client that has not taken them.
+    pub h2_stream_buffer: usize,
 }
 
 /// A plain listener that answers 308 to the https URL of every request.

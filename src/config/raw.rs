@@ -78,6 +78,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Generous: many users share one address behind corporate NAT.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
 pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// hyper's own default is 400 KB a stream, 50 MB for a connection's 128 streams when its client
+/// reads slowly; nginx holds `proxy_buffers` (32-64 KiB) a stream, HAProxy one 16 KiB buffer.
+pub const DEFAULT_H2_STREAM_BUFFER: &str = "64KiB";
 /// Per DNS query; with `DEFAULT_DNS_ATTEMPTS` a lookup gives up after 4s.
 pub const DEFAULT_DNS_TIMEOUT: &str = "2s";
 pub const DEFAULT_DNS_ATTEMPTS: usize = 2;
@@ -307,6 +310,8 @@ pub struct RawLimits {
     pub max_connections: Option<usize>,
     pub max_connections_per_ip: Option<usize>,
     pub h2_max_concurrent_streams: Option<u32>,
+    /// Response bytes an HTTP/2 stream may hold for a client that has not taken them yet.
+    pub h2_stream_buffer: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -33,6 +33,10 @@ fn minimal_config_gets_documented_defaults() {
     assert_eq!(c.listeners[0].name, "listener0");
     assert_eq!(c.sites[0].name, "site0");
     assert!(c.log.access_log);
+    assert_eq!(c.limits.h2_stream_buffer, 64 << 10);
+    assert!(c
+        .to_effective_toml()
+        .contains("h2_stream_buffer = \"65536\""));
 }
 
 #[test]
@@ -88,6 +92,8 @@ upstream_response = "soon"
 close_grace = "0s"
 tunnel = "forever"
 shutdown_drain = "11y"
+[limits]
+h2_stream_buffer = "4KiB"
 [[listener]]
 name = "bad name"
 listen = "localhost:80"
@@ -110,6 +116,7 @@ backends = { static = ["a:1"] }
         "timeouts.close_grace",
         "timeouts.tunnel",
         "timeouts.shutdown_drain",
+        "limits.h2_stream_buffer",
         "listener[0].name",
         "listener[0].listen",
         "listener[0].https_port",

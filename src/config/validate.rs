@@ -553,6 +553,17 @@ fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Limits {
             "must be at least 8KiB (HTTP/1.1 buffers are never smaller)",
         );
     }
+    let h2_stream_buffer = c.size(
+        "limits.h2_stream_buffer",
+        l.h2_stream_buffer.as_deref(),
+        raw::DEFAULT_H2_STREAM_BUFFER,
+    );
+    if !(16 << 10..=1 << 30).contains(&h2_stream_buffer) {
+        c.issue(
+            "limits.h2_stream_buffer",
+            "must be between 16KiB (one HTTP/2 frame) and 1GiB",
+        );
+    }
     let max_uri_length = l.max_uri_length.unwrap_or(raw::DEFAULT_MAX_URI_LENGTH);
     if max_uri_length < 256 {
         c.issue("limits.max_uri_length", "must be at least 256");
@@ -602,6 +613,7 @@ fn limits(c: &mut Checker<'_>, l: &raw::RawLimits) -> Limits {
             l.h2_max_concurrent_streams.map(|v| v as usize),
             raw::DEFAULT_H2_MAX_CONCURRENT_STREAMS as usize,
         ) as u32,
+        h2_stream_buffer: h2_stream_buffer as usize,
     }
 }
 

@@ -771,3 +771,65 @@ pub async fn start_demo(nodes: usize) -> sessiongate::demo::Demo {
     .await
     .unwrap()
 }
+
+/// A connection whose reading the test can stop: after [`ReadSwitch::stop`], reads wait for
+/// ever (nothing wakes them), while writes still go out. A client that stops reading its
+/// socket, as one that hangs or attacks (slow read) does.
+pub struct StopsReading<I> {
+    io: I,
+    stopped: Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Clone)]
+pub struct ReadSwitch(Arc<std::sync::atomic::AtomicBool>);
+
+impl ReadSwitch {
+    pub fn stop(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+impl<I> StopsReading<I> {
+    pub fn new(io: I) -> (StopsReading<I>, ReadSwitch) {
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let switch = ReadSwitch(stopped.clone());
+        (StopsReading { io, stopped }, switch)
+    }
+}
+
+impl<I: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for StopsReading<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.stopped.load(Ordering::SeqCst) {
+            return std::task::Poll::Pending;
+        }
+        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StopsReading<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
