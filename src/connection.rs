@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{HttpsRedirect, Limits, ListenerConfig, Timeouts};
+use crate::h2_stall::Watched;
 use crate::h2_streams::ConnStreams;
 use crate::headers::Hop;
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -329,14 +330,16 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: std::future::Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + 'static,
+    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let mut streams = ConnStreams::new(idle);
+    let spawner = streams.executor();
     let service = hyper::service::service_fn(move |req| {
+        let progress = spawner.watch_next();
         let fut = handler(req);
-        async move { Ok::<_, Infallible>(fut.await) }
+        async move { Ok::<_, Infallible>(fut.await.map(|body| Watched::new(body, progress))) }
     });
-    let mut streams = ConnStreams::default();
     let builder = h2_builder(limits, streams.executor());
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);

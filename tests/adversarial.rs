@@ -772,3 +772,71 @@ async fn a_rapid_reset_flood_costs_the_backend_nothing_and_others_are_served() {
     // Everyone else is served.
     assert_eq!(get_plain(proxy.plain_addr(), "/realms/x").await.0, 200);
 }
+
+/// The HTTP/2 slow read (CVE-2019-9511 and 9517's family): a client opens a stream for a large
+/// answer and never gives back flow-control window, while its connection stays lively. The
+/// stream is reset once nothing has moved on it for the idle timeout, as an HTTP/1.1
+/// connection that reads nothing is closed, and its backend connection goes with it; the
+/// client's other streams go on meanwhile and after.
+#[tokio::test]
+async fn an_http2_stream_the_client_gives_no_window_is_reset_and_the_rest_go_on() {
+    let node = &start_nodes(1).await[0];
+    let proxy = Harness::start(&[node.addr], "[timeouts]\nidle = \"500ms\"\n").await;
+    let tls = proxy.tls("default.test", &[b"h2"]).await;
+    // The connection's window is large, so only the stream's own (64 KiB) runs out.
+    let (client, connection) = h2::client::Builder::new()
+        .initial_connection_window_size(16 << 20)
+        .handshake::<_, bytes::Bytes>(tls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let get = |path: &str| {
+        http::Request::get(format!("https://default.test{path}"))
+            .body(())
+            .unwrap()
+    };
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client
+        .send_request(get("/bytes?n=100000000"), true)
+        .unwrap();
+    let mut body = response.await.unwrap().into_body();
+    let served = format!(
+        "sessiongate_requests_total{{backend=\"{}\",listener=\"tls\",status_class=\"2xx\"}}",
+        node.addr
+    );
+
+    // Read what the window allows and give none of it back: no WINDOW_UPDATE goes out.
+    let mut got = 0usize;
+    let mut short = 0;
+    let reset = loop {
+        match tokio::time::timeout(PATIENCE, body.data()).await {
+            Ok(Some(Ok(data))) => {
+                got += data.len();
+                // Meanwhile, with the window spent, other streams are served at once.
+                if got >= 65_535 && short == 0 {
+                    let mut client = client.clone().ready().await.unwrap();
+                    let (response, _) = client.send_request(get("/"), true).unwrap();
+                    assert_eq!(response.await.unwrap().status(), 200);
+                    short += 1;
+                    assert_eq!(
+                        metric(&proxy.metrics().await, &served),
+                        Some(1.0),
+                        "the stalled stream is still in flight"
+                    );
+                }
+            }
+            Ok(Some(Err(e))) => break e,
+            Ok(None) => panic!("the stream ended after {got} bytes instead of being reset"),
+            Err(_) => panic!("the stalled stream was not reset within {PATIENCE:?}"),
+        }
+    };
+    assert_eq!(reset.reason(), Some(h2::Reason::CANCEL), "{reset}");
+    assert_eq!(got, 65_535, "the stream's whole window and no more");
+    assert_eq!(short, 1);
+    // The request is over: counted, its backend connection closed rather than kept.
+    assert_eq!(metric(&proxy.metrics().await, &served), Some(2.0));
+    // The connection serves on.
+    let mut client = client.ready().await.unwrap();
+    let (response, _) = client.send_request(get("/after"), true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+}

@@ -4,6 +4,7 @@
 mod common;
 
 use common::*;
+use http_body_util::BodyExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -158,5 +159,53 @@ async fn idle_keep_alive_connections_are_closed() {
         got.starts_with(b"HTTP/1.1 200"),
         "{}",
         String::from_utf8_lossy(&got)
+    );
+}
+
+/// A backend that stops in the middle of a body, under an HTTP/2 client: once nothing has
+/// moved for the idle timeout, the stream is reset (a status can no longer be sent) and the
+/// backend's connection is closed, as an HTTP/1.1 client's connection would be; the client's
+/// connection serves on.
+#[tokio::test]
+async fn a_backend_that_stops_mid_body_has_the_http2_stream_reset() {
+    let stops = RawBackend::start(|head| {
+        if head.starts_with("GET /stops") {
+            RawReply::keep("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nthe first bytes")
+        } else {
+            RawReply::keep("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let proxy = Harness::start(&[stops.addr], "[timeouts]\nidle = \"300ms\"\n").await;
+    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    let req = http::Request::get("https://default.test/stops")
+        .body(empty())
+        .unwrap();
+    let response = send.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut got = Vec::new();
+    let error = loop {
+        match tokio::time::timeout(PATIENCE, body.frame()).await {
+            Ok(Some(Ok(frame))) => got.extend_from_slice(frame.data_ref().unwrap()),
+            Ok(Some(Err(e))) => break e,
+            Ok(None) => panic!("the body ended, truncated, as if complete"),
+            Err(_) => panic!("the stream was not reset within {PATIENCE:?}"),
+        }
+    };
+    assert_eq!(got, b"the first bytes");
+    let reason = std::error::Error::source(&error)
+        .and_then(|e| e.downcast_ref::<h2::Error>())
+        .and_then(h2::Error::reason);
+    assert_eq!(reason, Some(h2::Reason::CANCEL), "{error:?}");
+    let req = http::Request::get("https://default.test/next")
+        .body(empty())
+        .unwrap();
+    let (status, _, text) = read(send.send_request(req).await.unwrap()).await;
+    assert_eq!((status, text.as_str()), (200, "ok"));
+    assert_eq!(
+        stops.connections(),
+        2,
+        "the stalled connection was not reused"
     );
 }
