@@ -343,43 +343,60 @@ where
     let builder = h2_builder(limits, streams.executor());
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    let mut closing = false;
+    // When the connection began to close (GOAWAY), if it has.
+    let mut closing: Option<tokio::time::Instant> = None;
     // Set when asked to close a connection that has not had its first request yet: it closes
     // after that request, or after a short grace if none comes.
     let mut closing_after_first: Option<tokio::time::Instant> = None;
     loop {
-        let wait = match activity.idle_for() {
+        let now = tokio::time::Instant::now();
+        let idle_for = activity.idle_for();
+        let wait = match idle_for {
             Some(idle_for) => idle.saturating_sub(idle_for),
             None => idle,
         };
-        let grace = closing_after_first.unwrap_or_else(tokio::time::Instant::now);
+        let grace = closing_after_first.unwrap_or(now);
+        // A closing connection is given up once it has had no request in flight for
+        // `close_grace` since it began to close: hyper finishes as soon as its last stream has
+        // and the GOAWAY is written, so by then its client takes nothing, not even that.
+        let quiet_for = match (closing, idle_for) {
+            (Some(since), Some(idle_for)) => idle_for.min(now - since),
+            _ => Duration::ZERO,
+        };
+        let give_up = now + close_grace.saturating_sub(quiet_for);
         tokio::select! {
             result = std::future::poll_fn(|cx| {
                 let result = std::future::Future::poll(conn.as_mut(), cx);
                 streams.poll(cx);
                 result
             }) => return result.map_err(Into::into),
-            _ = shutdown.cancelled(), if !closing && closing_after_first.is_none() => {
+            _ = shutdown.cancelled(), if closing.is_none() && closing_after_first.is_none() => {
                 if activity.is_fresh() {
                     closing_after_first = Some(tokio::time::Instant::now() + close_grace);
                 } else {
-                    closing = true;
+                    closing = Some(tokio::time::Instant::now());
                     conn.as_mut().graceful_shutdown();
                 }
             }
-            _ = activity.finished.notified(), if !closing && closing_after_first.is_some() => {
-                closing = true;
+            _ = activity.finished.notified(), if closing.is_none() && closing_after_first.is_some() => {
+                closing = Some(tokio::time::Instant::now());
                 conn.as_mut().graceful_shutdown();
             }
             // No request came (or one is under way: hyper finishes it before closing).
-            _ = tokio::time::sleep_until(grace), if !closing && closing_after_first.is_some() => {
-                closing = true;
+            _ = tokio::time::sleep_until(grace), if closing.is_none() && closing_after_first.is_some() => {
+                closing = Some(tokio::time::Instant::now());
                 conn.as_mut().graceful_shutdown();
             }
-            _ = tokio::time::sleep(wait), if !closing => {
+            _ = tokio::time::sleep(wait), if closing.is_none() => {
                 if activity.idle_for().is_some_and(|d| d >= idle) {
-                    closing = true;
+                    closing = Some(tokio::time::Instant::now());
                     conn.as_mut().graceful_shutdown();
+                }
+            }
+            _ = tokio::time::sleep_until(give_up), if closing.is_some() => {
+                let since = closing.map_or(Duration::ZERO, |since| since.elapsed());
+                if activity.idle_for().is_some_and(|d| d >= close_grace) && since >= close_grace {
+                    return Err("the client took nothing of the connection's close".into());
                 }
             }
         }

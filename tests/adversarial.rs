@@ -840,3 +840,41 @@ async fn an_http2_stream_the_client_gives_no_window_is_reset_and_the_rest_go_on(
     let (response, _) = client.send_request(get("/after"), true).unwrap();
     assert_eq!(response.await.unwrap().status(), 200);
 }
+
+/// A client that stops reading its socket altogether, over HTTP/2: its stream is reset, and
+/// the connection, idle then but unable to take its GOAWAY, is closed instead of kept for
+/// ever with the kernel's buffers full.
+#[tokio::test]
+async fn an_http2_client_that_reads_nothing_is_cut_off() {
+    let node = &start_nodes(1).await[0];
+    let proxy = Harness::start(&[node.addr], "[timeouts]\nidle = \"300ms\"\n").await;
+    let tcp = tokio::net::TcpStream::connect(proxy.plain_addr())
+        .await
+        .unwrap();
+    let (io, reading) = StopsReading::new(tcp);
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(1 << 30)
+        .initial_connection_window_size(1 << 30)
+        .handshake::<_, bytes::Bytes>(io)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut client = client.ready().await.unwrap();
+    let req = http::Request::get("http://default.test/bytes?n=1000000000")
+        .body(())
+        .unwrap();
+    let (response, _) = client.send_request(req, true).unwrap();
+    assert_eq!(response.await.unwrap().status(), 200);
+    reading.stop();
+    eventually("the connection that reads nothing closed", || async {
+        let metrics = proxy.metrics().await;
+        metric(&metrics, "sessiongate_open_connections{listener=\"plain\"}") == Some(0.0)
+    })
+    .await;
+    let served = format!(
+        "sessiongate_requests_total{{backend=\"{}\",listener=\"plain\",status_class=\"2xx\"}}",
+        node.addr
+    );
+    assert_eq!(metric(&proxy.metrics().await, &served), Some(1.0));
+    assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
+}
