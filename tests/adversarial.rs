@@ -781,7 +781,8 @@ async fn a_rapid_reset_flood_costs_the_backend_nothing_and_others_are_served() {
 #[tokio::test]
 async fn an_http2_stream_the_client_gives_no_window_is_reset_and_the_rest_go_on() {
     let node = &start_nodes(1).await[0];
-    let proxy = Harness::start(&[node.addr], "[timeouts]\nidle = \"500ms\"\n").await;
+    // Long enough that the window is spent, and a second stream served, well before it.
+    let proxy = Harness::start(&[node.addr], "[timeouts]\nidle = \"2s\"\n").await;
     let tls = proxy.tls("default.test", &[b"h2"]).await;
     // The connection's window is large, so only the stream's own (64 KiB) runs out.
     let (client, connection) = h2::client::Builder::new()
