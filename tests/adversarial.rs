@@ -880,51 +880,58 @@ async fn an_http2_client_that_reads_nothing_is_cut_off() {
     assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
 }
 
-/// A PING flood from a client that reads none of the answers (CVE-2019-9512): the proxy owes a
-/// PING ACK for each, and stops reading once it cannot write them, so the flood meets
-/// back-pressure instead of filling the proxy's memory with ACKs. The connection, idle and
-/// unable to take its GOAWAY, is then closed; everyone else is served throughout.
+/// PING and SETTINGS floods from a client that reads none of the answers (CVE-2019-9512 and
+/// 9515): the proxy owes an ACK for each frame, and stops reading once it cannot write them,
+/// so the flood meets back-pressure instead of filling the proxy's memory with ACKs. The
+/// connection, idle and unable to take its GOAWAY, is then closed; everyone else is served
+/// throughout.
 #[tokio::test]
-async fn a_ping_flood_that_reads_no_answers_meets_back_pressure_and_is_closed() {
+async fn floods_that_read_no_answers_meet_back_pressure_and_are_closed() {
     let node = &start_nodes(1).await[0];
-    // Long enough for the flood to stall on its own before the idle connection is closed.
+    // Long enough for a flood to stall on its own before the idle connection is closed.
     let proxy = Harness::start(
         &[node.addr],
         "[timeouts]\nidle = \"3s\"\nclose_grace = \"300ms\"\n",
     )
     .await;
-    let mut tls = proxy.tls("default.test", &[b"h2"]).await;
-    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
-    // 64 KiB of PING frames (length 8, type 6, no flags, stream 0, 8 bytes of payload) a write.
-    let ping = b"\0\0\x08\x06\0\0\0\0\0pingpong";
-    let chunk: Vec<u8> = ping
-        .iter()
-        .copied()
-        .cycle()
-        .take(ping.len() * 3855)
-        .collect();
-    let mut sent = 0;
-    // Until a write makes no progress for a second: the proxy has stopped reading.
-    while let Ok(written) =
-        tokio::time::timeout(std::time::Duration::from_secs(1), tls.write_all(&chunk)).await
-    {
-        written.expect("the connection is still open");
-        sent += chunk.len();
-        assert!(
-            sent < 32 << 20,
-            "{} MiB of PINGs taken from a client that reads no ACK",
-            sent >> 20
-        );
-        if sent % (4 << 20) < chunk.len() {
-            assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
+    // Frame heads: length, type, flags, stream 0. A PING carries 8 bytes; a SETTINGS nothing.
+    let floods: [(&str, &[u8]); 2] = [
+        ("PING", b"\0\0\x08\x06\0\0\0\0\0pingpong"),
+        ("SETTINGS", b"\0\0\0\x04\0\0\0\0\0"),
+    ];
+    for (what, frame) in floods {
+        let mut tls = proxy.tls("default.test", &[b"h2"]).await;
+        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+            .await
+            .unwrap();
+        // About 64 KiB of frames a write.
+        let chunk: Vec<u8> = frame
+            .iter()
+            .copied()
+            .cycle()
+            .take(frame.len() * (65_536 / frame.len()))
+            .collect();
+        let mut sent = 0;
+        // Until a write makes no progress for a second: the proxy has stopped reading.
+        while let Ok(written) =
+            tokio::time::timeout(std::time::Duration::from_secs(1), tls.write_all(&chunk)).await
+        {
+            written.expect("the connection is still open");
+            sent += chunk.len();
+            assert!(
+                sent < 32 << 20,
+                "{} MiB of {what} frames taken from a client that reads no ACK",
+                sent >> 20
+            );
+            if sent % (4 << 20) < chunk.len() {
+                assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
+            }
         }
+        eventually("the flooding connection closed", || async {
+            let metrics = proxy.metrics().await;
+            metric(&metrics, "sessiongate_open_connections{listener=\"tls\"}") == Some(0.0)
+        })
+        .await;
+        assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
     }
-    eventually("the flooding connection closed", || async {
-        let metrics = proxy.metrics().await;
-        metric(&metrics, "sessiongate_open_connections{listener=\"tls\"}") == Some(0.0)
-    })
-    .await;
-    assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
 }
