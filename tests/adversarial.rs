@@ -880,6 +880,53 @@ async fn an_http2_client_that_reads_nothing_is_cut_off() {
     assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
 }
 
+/// A raw HTTP/2 connection to the proxy's TLS listener, past the client preface and an empty
+/// SETTINGS frame.
+async fn raw_h2(proxy: &Harness) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut tls = proxy.tls("default.test", &[b"h2"]).await;
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    tls
+}
+
+/// Writes `frame` over and over, about 64 KiB a write, reading nothing, until a write makes
+/// no progress for a second (the proxy has stopped reading: `Ok`) or fails (it closed the
+/// connection: `Err`); either way with the bytes written. Panics past 32 MiB taken, and
+/// checks every 4 MiB that a plain client is still served.
+async fn flood(
+    tls: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    frame: &[u8],
+    proxy: &Harness,
+) -> Result<usize, usize> {
+    let chunk: Vec<u8> = frame
+        .iter()
+        .copied()
+        .cycle()
+        .take(frame.len() * (65_536 / frame.len()))
+        .collect();
+    let mut sent = 0;
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(1), tls.write_all(&chunk)).await {
+            Err(_) => return Ok(sent),
+            Ok(Err(_)) => return Err(sent),
+            Ok(Ok(())) => sent += chunk.len(),
+        }
+        assert!(sent < 32 << 20, "{} MiB of a flood taken", sent >> 20);
+        if sent % (4 << 20) < chunk.len() {
+            assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
+        }
+    }
+}
+
+async fn tls_connections_closed(proxy: &Harness) {
+    eventually("the flooding connection closed", || async {
+        let metrics = proxy.metrics().await;
+        metric(&metrics, "sessiongate_open_connections{listener=\"tls\"}") == Some(0.0)
+    })
+    .await;
+}
+
 /// PING and SETTINGS floods from a client that reads none of the answers (CVE-2019-9512 and
 /// 9515): the proxy owes an ACK for each frame, and stops reading once it cannot write them,
 /// so the flood meets back-pressure instead of filling the proxy's memory with ACKs. The
@@ -900,38 +947,34 @@ async fn floods_that_read_no_answers_meet_back_pressure_and_are_closed() {
         ("SETTINGS", b"\0\0\0\x04\0\0\0\0\0"),
     ];
     for (what, frame) in floods {
-        let mut tls = proxy.tls("default.test", &[b"h2"]).await;
-        tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-            .await
-            .unwrap();
-        // About 64 KiB of frames a write.
-        let chunk: Vec<u8> = frame
-            .iter()
-            .copied()
-            .cycle()
-            .take(frame.len() * (65_536 / frame.len()))
-            .collect();
-        let mut sent = 0;
-        // Until a write makes no progress for a second: the proxy has stopped reading.
-        while let Ok(written) =
-            tokio::time::timeout(std::time::Duration::from_secs(1), tls.write_all(&chunk)).await
-        {
-            written.expect("the connection is still open");
-            sent += chunk.len();
-            assert!(
-                sent < 32 << 20,
-                "{} MiB of {what} frames taken from a client that reads no ACK",
-                sent >> 20
-            );
-            if sent % (4 << 20) < chunk.len() {
-                assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
-            }
-        }
-        eventually("the flooding connection closed", || async {
-            let metrics = proxy.metrics().await;
-            metric(&metrics, "sessiongate_open_connections{listener=\"tls\"}") == Some(0.0)
-        })
-        .await;
+        let mut tls = raw_h2(&proxy).await;
+        let taken = flood(&mut tls, frame, &proxy).await;
+        assert!(
+            taken.is_ok(),
+            "{what}: the connection failed instead of stalling"
+        );
+        tls_connections_closed(&proxy).await;
         assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
     }
+}
+
+/// A header block that never ends (the CONTINUATION flood of 2024, CVE-2024-27316's family):
+/// the proxy would have to buffer it whole before it could decode it. h2 counts the frames of
+/// a header block and closes the connection past a few, long before its idle timeout.
+#[tokio::test]
+async fn a_header_block_that_never_ends_is_cut_off() {
+    let node = &start_nodes(1).await[0];
+    let proxy = Harness::start(&[node.addr], "[timeouts]\nidle = \"1h\"\n").await;
+    let mut tls = raw_h2(&proxy).await;
+    // HEADERS on stream 1 with END_STREAM but not END_HEADERS, then CONTINUATION frames
+    // without END_HEADERS, each a literal field (`a: b`) in HPACK.
+    tls.write_all(b"\0\0\x05\x01\x01\0\0\0\x01\x40\x01a\x01b")
+        .await
+        .unwrap();
+    let taken = flood(&mut tls, b"\0\0\x05\x09\0\0\0\0\x01\x40\x01a\x01b", &proxy).await;
+    // What was written before the close reached the kernel's buffers (some MiB on loopback),
+    // not the proxy: the close, long before the idle timeout, is what tells.
+    taken.expect_err("the proxy kept reading an endless header block");
+    tls_connections_closed(&proxy).await;
+    assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
 }
