@@ -364,41 +364,37 @@ where
             _ => Duration::ZERO,
         };
         let give_up = now + close_grace.saturating_sub(quiet_for);
-        tokio::select! {
+        // Whether to begin closing now (GOAWAY), in one place for every reason to.
+        let begin_close = tokio::select! {
             result = std::future::poll_fn(|cx| {
                 let result = std::future::Future::poll(conn.as_mut(), cx);
                 streams.poll(cx);
                 result
             }) => return result.map_err(Into::into),
             _ = shutdown.cancelled(), if closing.is_none() && closing_after_first.is_none() => {
-                if activity.is_fresh() {
+                let fresh = activity.is_fresh();
+                if fresh {
                     closing_after_first = Some(tokio::time::Instant::now() + close_grace);
-                } else {
-                    closing = Some(tokio::time::Instant::now());
-                    conn.as_mut().graceful_shutdown();
                 }
+                !fresh
             }
-            _ = activity.finished.notified(), if closing.is_none() && closing_after_first.is_some() => {
-                closing = Some(tokio::time::Instant::now());
-                conn.as_mut().graceful_shutdown();
-            }
+            _ = activity.finished.notified(), if closing.is_none() && closing_after_first.is_some() => true,
             // No request came (or one is under way: hyper finishes it before closing).
-            _ = tokio::time::sleep_until(grace), if closing.is_none() && closing_after_first.is_some() => {
-                closing = Some(tokio::time::Instant::now());
-                conn.as_mut().graceful_shutdown();
-            }
+            _ = tokio::time::sleep_until(grace), if closing.is_none() && closing_after_first.is_some() => true,
             _ = tokio::time::sleep(wait), if closing.is_none() => {
-                if activity.idle_for().is_some_and(|d| d >= idle) {
-                    closing = Some(tokio::time::Instant::now());
-                    conn.as_mut().graceful_shutdown();
-                }
+                activity.idle_for().is_some_and(|d| d >= idle)
             }
             _ = tokio::time::sleep_until(give_up), if closing.is_some() => {
                 let since = closing.map_or(Duration::ZERO, |since| since.elapsed());
                 if activity.idle_for().is_some_and(|d| d >= close_grace) && since >= close_grace {
                     return Err("the client took nothing of the connection's close".into());
                 }
+                false
             }
+        };
+        if begin_close {
+            closing = Some(tokio::time::Instant::now());
+            conn.as_mut().graceful_shutdown();
         }
     }
 }
