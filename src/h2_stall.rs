@@ -114,9 +114,13 @@ impl Stall {
             slot => {
                 self.seen = chunks;
                 let due = Instant::now() + self.after;
-                let timer = slot.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-                timer.as_mut().reset(due);
-                timer
+                match slot {
+                    Some(timer) => {
+                        timer.as_mut().reset(due);
+                        timer
+                    }
+                    None => slot.insert(Box::pin(tokio::time::sleep_until(due))),
+                }
             }
         };
         timer.as_mut().poll(cx).is_ready()
