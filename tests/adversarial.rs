@@ -867,11 +867,7 @@ async fn an_http2_client_that_reads_nothing_is_cut_off() {
     let (response, _) = client.send_request(req, true).unwrap();
     assert_eq!(response.await.unwrap().status(), 200);
     reading.stop();
-    eventually("the connection that reads nothing closed", || async {
-        let metrics = proxy.metrics().await;
-        metric(&metrics, "sessiongate_open_connections{listener=\"plain\"}") == Some(0.0)
-    })
-    .await;
+    connections_closed(&proxy, "plain").await;
     let served = format!(
         "sessiongate_requests_total{{backend=\"{}\",listener=\"plain\",status_class=\"2xx\"}}",
         node.addr
@@ -919,14 +915,6 @@ async fn flood(
     }
 }
 
-async fn tls_connections_closed(proxy: &Harness) {
-    eventually("the flooding connection closed", || async {
-        let metrics = proxy.metrics().await;
-        metric(&metrics, "sessiongate_open_connections{listener=\"tls\"}") == Some(0.0)
-    })
-    .await;
-}
-
 /// PING and SETTINGS floods from a client that reads none of the answers (CVE-2019-9512 and
 /// 9515): the proxy owes an ACK for each frame, and stops reading once it cannot write them,
 /// so the flood meets back-pressure instead of filling the proxy's memory with ACKs. The
@@ -953,7 +941,7 @@ async fn floods_that_read_no_answers_meet_back_pressure_and_are_closed() {
             taken.is_ok(),
             "{what}: the connection failed instead of stalling"
         );
-        tls_connections_closed(&proxy).await;
+        connections_closed(&proxy, "tls").await;
         assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
     }
 }
@@ -975,6 +963,6 @@ async fn a_header_block_that_never_ends_is_cut_off() {
     // What was written before the close reached the kernel's buffers (some MiB on loopback),
     // not the proxy: the close, long before the idle timeout, is what tells.
     taken.expect_err("the proxy kept reading an endless header block");
-    tls_connections_closed(&proxy).await;
+    connections_closed(&proxy, "tls").await;
     assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
 }

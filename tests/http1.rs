@@ -299,11 +299,7 @@ async fn a_client_that_reads_nothing_is_cut_off_after_the_idle_timeout() {
         .unwrap();
     // Read nothing until the proxy has given up on this connection, then drain: the stream
     // ends long before 100 MB.
-    eventually("the stalled connection closed", || async {
-        let metrics = proxy.metrics().await;
-        metric(&metrics, "sessiongate_open_connections{listener=\"plain\"}") == Some(0.0)
-    })
-    .await;
+    connections_closed(&proxy, "plain").await;
     let mut got = 0usize;
     let mut chunk = vec![0u8; 64 * 1024];
     let drained = tokio::time::timeout(PATIENCE, async {

@@ -724,6 +724,17 @@ where
     }
 }
 
+/// Waits (bounded by PATIENCE) until listener `listener` has no connection open: the proxy
+/// has closed the one the test left hanging.
+pub async fn connections_closed(proxy: &Harness, listener: &str) {
+    let open = format!("sessiongate_open_connections{{listener=\"{listener}\"}}");
+    eventually(
+        &format!("every connection to {listener} closed"),
+        || async { metric(&proxy.metrics().await, &open) == Some(0.0) },
+    )
+    .await;
+}
+
 /// `n` demo nodes on 127.0.0.2, 127.0.0.3, ... all on one port, as pods behind a headless
 /// service all serve on the same port.
 pub async fn nodes_on_one_port(n: usize) -> (Vec<DemoNode>, u16) {
