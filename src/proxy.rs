@@ -25,7 +25,7 @@ use crate::connection::{ConnContext, ListenerContext};
 use crate::cookies;
 use crate::error::{local_response, ProxyError};
 use crate::failover::Failover;
-use crate::headers::{self, ForwardedFor};
+use crate::headers::{self, Added, ForwardedFor};
 use crate::metrics::Metrics;
 use crate::paths;
 use crate::rate_limit;
@@ -202,10 +202,16 @@ impl Proxy {
         // `request_host`, and shared with the request's buffer rather than copied.
         let (host_value, host_in_map) = match parts.headers.get(header::HOST) {
             Some(value) if parts.uri.authority().is_none() => (value.clone(), true),
-            _ => (
-                HeaderValue::from_str(host.as_str()).map_err(|_| ProxyError::BadHost)?,
-                false,
-            ),
+            found => {
+                if found.is_some() {
+                    // The target's authority is the host (RFC 9110, 7.2): a Host beside it
+                    // is replaced, not sent twice.
+                    parts.headers.remove(header::HOST);
+                }
+                let value =
+                    HeaderValue::from_str(host.as_str()).map_err(|_| ProxyError::BadHost)?;
+                (value, false)
+            }
         };
         let forwarded = headers::forwarded(
             &mut parts.headers,
@@ -215,10 +221,11 @@ impl Proxy {
                 trusted: listener.trusts(conn.peer.ip()),
             },
         );
-        if !host_in_map {
+        let added = Added {
             // HTTP/2 carries the host in :authority; the HTTP/1.1 backend needs it as Host.
-            parts.headers.insert(header::HOST, host_value);
-        }
+            host: (!host_in_map).then_some(&host_value),
+            forwarded: &forwarded,
+        };
         // The proxy's word on the client's certificate, never the client's: whatever it sent
         // under the name goes, with or without a certificate of its own.
         if let Some((name, _)) = &listener.client_cert_header {
@@ -243,14 +250,7 @@ impl Proxy {
         parts.version = Version::HTTP_11;
 
         let (upstream, selection) = self
-            .forward(
-                site,
-                &session,
-                key.as_deref(),
-                (parts, &forwarded),
-                body,
-                record,
-            )
+            .forward(site, &session, key.as_deref(), (parts, added), body, record)
             .await?;
         let UpstreamResponse {
             status,
@@ -305,7 +305,7 @@ impl Proxy {
         site: &Site,
         session: &SessionKey,
         hash_key: Option<&[u8]>,
-        (parts, forwarded): (&http::request::Parts, &headers::Forwarded),
+        (parts, added): (&http::request::Parts, Added<'_>),
         body: &mut dyn ClientBody,
         record: &mut RequestRecord,
     ) -> Result<(UpstreamResponse, Selection), ProxyError> {
@@ -320,7 +320,7 @@ impl Proxy {
             };
             let backend = selection.backend.clone();
             record.backend = Some(slot);
-            let error = match site.client.send(&backend, parts, forwarded, body).await {
+            let error = match site.client.send(&backend, parts, added, body).await {
                 Ok(resp) => {
                     let status = resp.status;
                     if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {

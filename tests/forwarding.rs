@@ -49,6 +49,14 @@ async fn http1_and_http2_over_tls_reach_every_backend_in_turn() {
         seen.insert(headers["x-node"].to_str().unwrap().to_string());
     }
     assert_eq!(seen.len(), 3);
+    // A Host beside the :authority it agrees with: the backend gets one Host, not two.
+    let req = http::Request::get("https://default.test:8443/echo")
+        .header("host", "default.test:8443")
+        .body(empty())
+        .unwrap();
+    let (status, _, body) = read(send.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(echoed_header(&body, "host"), vec!["default.test:8443"]);
 }
 
 /// Large answers over HTTP/2 leave in gathered writes (`gathered_writes.rs`), answered flushes

@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
-use http::header::{HeaderMap, HeaderName, HeaderValue};
+use http::header::HeaderMap;
 use http::{Method, StatusCode};
 
 /// Room made for a head before writing it: most heads fit, so the buffer (reclaimed from the
@@ -27,12 +27,13 @@ pub enum Framing {
 }
 
 /// A request head for a backend: the origin-form `target`, HTTP/1.1, every header but the
-/// framing ones, the `extra` fields, then the framing of the body that follows.
-pub fn request_head(
+/// framing ones, the `added` fields (names and values, written as they are), then the framing
+/// of the body that follows.
+pub fn request_head<'a>(
     method: &Method,
     target: &str,
-    headers: &HeaderMap,
-    extra: &[(HeaderName, HeaderValue)],
+    headers: &'a HeaderMap,
+    added: impl Iterator<Item = (&'a [u8], &'a [u8])>,
     framing: Framing,
     out: &mut BytesMut,
 ) {
@@ -41,10 +42,7 @@ pub fn request_head(
     out.extend_from_slice(b" ");
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    let extra = extra
-        .iter()
-        .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-    fields(map_fields(headers).chain(extra), framing, out);
+    fields(map_fields(headers).chain(added), framing, out);
     out.extend_from_slice(b"\r\n");
 }
 
@@ -161,6 +159,7 @@ pub fn with_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderValue;
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
@@ -179,15 +178,12 @@ mod tests {
             ("x-a", "1"),
         ]);
         let mut out = BytesMut::new();
-        let extra = [(
-            HeaderName::from_static("x-forwarded-for"),
-            HeaderValue::from_static("10.0.0.1"),
-        )];
+        let added = [(&b"x-forwarded-for"[..], &b"10.0.0.1"[..])];
         request_head(
             &Method::POST,
             "/p?q=1",
             &headers,
-            &extra,
+            added.into_iter(),
             Framing::Length(5),
             &mut out,
         );
@@ -196,7 +192,14 @@ mod tests {
             "POST /p?q=1 HTTP/1.1\r\nhost: app.test\r\nx-a: 1\r\nx-forwarded-for: 10.0.0.1\r\ncontent-length: 5\r\n\r\n"
         );
         let mut out = BytesMut::new();
-        request_head(&Method::PUT, "/", &headers, &[], Framing::Chunked, &mut out);
+        request_head(
+            &Method::PUT,
+            "/",
+            &headers,
+            std::iter::empty(),
+            Framing::Chunked,
+            &mut out,
+        );
         assert!(String::from_utf8(out.to_vec())
             .unwrap()
             .ends_with("x-a: 1\r\ntransfer-encoding: chunked\r\n\r\n"));

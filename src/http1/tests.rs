@@ -456,7 +456,7 @@ fn an_accepted_head_written_for_a_backend_reads_back_the_same() {
             &first.parts.method,
             target,
             &first.parts.headers,
-            &[],
+            std::iter::empty(),
             framing,
             &mut out,
         );

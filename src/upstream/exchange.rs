@@ -18,6 +18,7 @@ use super::response::{ReturnTo, UpstreamBody};
 use super::{io_failure, UpstreamClient, UpstreamError};
 use crate::backends::Backend;
 use crate::body::{BodyError, BodyLength, ClientBody};
+use crate::headers::Added;
 use crate::http1::chunked::{chunk_header, CHUNK_END, LAST_CHUNK};
 use crate::http1::encode::{self, Framing};
 use crate::http1::fields::RawFields;
@@ -62,7 +63,7 @@ impl UpstreamClient {
         &self,
         backend: &Arc<Backend>,
         req: &http::request::Parts,
-        extra: &[(http::HeaderName, http::HeaderValue)],
+        added: Added<'_>,
         body: &mut dyn ClientBody,
     ) -> Result<UpstreamResponse, UpstreamError> {
         let framing = match body.length() {
@@ -85,7 +86,14 @@ impl UpstreamClient {
             // is bounded by the connect timeout.)
             conn.arm(tokio::time::Instant::now() + timeout);
             let head = conn.out.head_buf();
-            encode::request_head(&req.method, target, &req.headers, extra, framing, head);
+            encode::request_head(
+                &req.method,
+                target,
+                &req.headers,
+                added.fields(),
+                framing,
+                head,
+            );
             conn.out.queue_head();
             let mut sending = Sending {
                 framing,
@@ -326,7 +334,14 @@ pub(crate) async fn probe_get(
         http::HeaderValue::from_static("close"),
     );
     let head = conn.out.head_buf();
-    encode::request_head(&Method::GET, target, &headers, &[], Framing::None, head);
+    encode::request_head(
+        &Method::GET,
+        target,
+        &headers,
+        std::iter::empty(),
+        Framing::None,
+        head,
+    );
     conn.out.queue_head();
     poll_fn(|cx| {
         std::task::ready!(conn.poll_write_out(cx))?;
