@@ -277,6 +277,61 @@ impl Walk {
     }
 }
 
+/// The end of a head by its definition, one line at a time: the first line feed, after the
+/// leading empty lines, that an empty line follows (`\n` or `\r\n`).
+fn end_line_by_line(buf: &[u8]) -> Option<usize> {
+    let leading = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    (leading..buf.len()).find_map(|lf| match (buf[lf], buf.get(lf + 1), buf.get(lf + 2)) {
+        (b'\n', Some(b'\n'), _) => Some(lf + 2),
+        (b'\n', Some(b'\r'), Some(b'\n')) => Some(lf + 3),
+        _ => None,
+    })
+}
+
+/// The scan finds the same end as the definition, whether it sees the bytes at once or as
+/// they arrive, cut anywhere: the scan decides where a request ends and the next begins.
+#[test]
+fn the_head_scan_finds_the_first_empty_line_however_the_bytes_arrive() {
+    const PIECES: &[&[u8]] = &[
+        b"GET / HTTP/1.1",
+        b"X: y",
+        b"a",
+        b" ",
+        b"\r\n",
+        b"\n",
+        b"\r",
+        b"\r\n\r\n",
+        b"\n\n",
+        b"\n\r\n",
+    ];
+    let mut walk = Walk(0x2545_f491_4f6c_dd1d);
+    let mut ends = std::collections::HashSet::new();
+    for _ in 0..5000 {
+        let count = 1 + walk.next(9);
+        let input = walk.assemble(PIECES, count);
+        let expected = end_line_by_line(&input);
+        assert_eq!(HeadScan::default().end(&input), expected, "{input:?}");
+        for cut in 0..input.len() {
+            let mut scan = HeadScan::default();
+            let early = scan.end(&input[..cut]);
+            assert_eq!(
+                early,
+                end_line_by_line(&input[..cut]),
+                "{input:?} cut at {cut}"
+            );
+            if early.is_none() {
+                assert_eq!(scan.end(&input), expected, "{input:?} cut at {cut}");
+            }
+        }
+        let mut scan = HeadScan::default();
+        let bytewise = (1..=input.len()).find_map(|to| scan.end(&input[..to]));
+        assert_eq!(bytewise, expected, "{input:?} a byte at a time");
+        ends.insert(expected.map(|end| input[..end].ends_with(b"\r\n\r\n")));
+    }
+    // Heads ending either way, and input with no end yet, all came up.
+    assert_eq!(ends.len(), 3, "{ends:?}");
+}
+
 /// What parsing `input` as a request head gives when it arrives in the pieces `cuts` makes:
 /// the answer (as text, to compare) and the bytes left after the head.
 fn request_in_pieces(input: &[u8], cuts: &[usize]) -> (String, Vec<u8>) {
