@@ -13,6 +13,7 @@ pub mod admission;
 pub mod backends;
 pub mod balance;
 pub mod body;
+pub mod boxed;
 pub mod config;
 pub mod connection;
 pub mod cookies;

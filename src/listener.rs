@@ -379,7 +379,7 @@ where
             let conn = handler_conn.clone();
             // Boxed: hyper keeps a slot the size of the service's future per stream, and
             // moves the future into it. Inline, that is kilobytes per stream; boxed, 8 bytes.
-            Box::pin(async move { proxy.handle_h2(req, conn).await })
+            crate::boxed::pinned(|| async move { proxy.handle_h2(req, conn).await })
         },
     )
     .await

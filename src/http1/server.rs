@@ -141,8 +141,8 @@ where
         };
         c.served += 1;
         // Boxed, once per request: the exchange's state is kilobytes, and inline it would stay
-        // in the connection's task while the connection idles.
-        match Box::pin(c.exchange(head, arrived)).await {
+        // in the connection's task while the connection idles. Built in its box, not copied.
+        match crate::boxed::pinned(|| c.exchange(head, arrived)).await {
             Ok(true) => {}
             Ok(false) => return Ended::Closed,
             Err(e) => {
