@@ -9,6 +9,8 @@ use bytes::BytesMut;
 use http::header::HeaderMap;
 use http::{Method, StatusCode};
 
+use super::fields::eq_lower;
+
 /// Room made for a head before writing it: most heads fit, so the buffer (reclaimed from the
 /// last head once that was written) grows at most once per head instead of field by field.
 const HEAD_RESERVE: usize = 2048;
@@ -92,8 +94,8 @@ fn fields<'a>(
 ) {
     let keep_length = framing == Framing::Described;
     for (name, value) in fields {
-        if name.eq_ignore_ascii_case(b"transfer-encoding")
-            || (!keep_length && name.eq_ignore_ascii_case(b"content-length"))
+        if eq_lower(name, b"transfer-encoding")
+            || (!keep_length && eq_lower(name, b"content-length"))
         {
             continue;
         }

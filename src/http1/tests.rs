@@ -539,3 +539,35 @@ fn an_accepted_head_written_for_a_backend_reads_back_the_same() {
     }
     assert!(accepted > 1000, "{accepted} of 2000 accepted");
 }
+
+/// `eq_lower` answers as `eq_ignore_ascii_case` for every byte against every byte a lowercase
+/// name or token holds, and for whole names of other lengths and cases.
+#[test]
+fn eq_lower_is_eq_ignore_ascii_case_for_lowercase_names() {
+    use super::fields::eq_lower;
+    for lower in b"abcdefghijklmnopqrstuvwxyz0123456789-" {
+        for byte in 0..=u8::MAX {
+            assert_eq!(
+                eq_lower(&[byte], &[*lower]),
+                [byte].eq_ignore_ascii_case(&[*lower]),
+                "{byte:#x} against {:?}",
+                *lower as char
+            );
+        }
+    }
+    for (name, lower) in [
+        (&b"Content-Length"[..], &b"content-length"[..]),
+        (b"CONTENT-LENGTH", b"content-length"),
+        (b"Content-Lengt", b"content-length"),
+        (b"Content-Length ", b"content-length"),
+        (b"Content\rLength", b"content-length"),
+        (b"Keep-Alive", b"keep-alive"),
+        (b"", b""),
+    ] {
+        assert_eq!(
+            eq_lower(name, lower),
+            name.eq_ignore_ascii_case(lower),
+            "{name:?}"
+        );
+    }
+}
