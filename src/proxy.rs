@@ -72,7 +72,7 @@ impl Proxy {
     ) -> Response<ProxyBody> {
         let (mut parts, incoming) = req.into_parts();
         let mut body = Limited::new(incoming, conn.listener.body_limits());
-        let reply = self
+        let mut reply = self
             .handle(
                 &mut parts,
                 &mut body,
@@ -83,11 +83,9 @@ impl Proxy {
             .await;
         // A backend that answered before reading the whole body: the stream's receiving side
         // stays open until the answer is sent, so the client gets the answer, not a reset.
-        let reply = if body.is_unfinished() {
-            reply.map_body(|b| b.holding(body))
-        } else {
-            reply
-        };
+        if body.is_unfinished() {
+            reply.body.hold(body);
+        }
         reply.into_response()
     }
 
@@ -132,7 +130,8 @@ impl Proxy {
             reply.fields.insert(name.clone(), id.clone());
         }
         record.status = reply.status;
-        reply.map_body(|body| body.with_record(record))
+        reply.body.set_record(record);
+        reply
     }
 
     async fn route(

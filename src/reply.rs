@@ -42,13 +42,6 @@ impl Reply {
         };
         resp
     }
-
-    pub fn map_body(self, f: impl FnOnce(ProxyBody) -> ProxyBody) -> Reply {
-        Reply {
-            body: f(self.body),
-            ..self
-        }
-    }
 }
 
 impl Fields {
