@@ -29,6 +29,37 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     );
 }
 
+/// Each request on a kept-alive connection reaches the backend with its own fields only: the
+/// connection parses the next head into the last one's map, emptied (`head::recycle`).
+#[tokio::test]
+async fn a_request_on_a_kept_alive_connection_carries_only_its_own_fields() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let mut send = h1(TcpStream::connect(proxy.plain_addr()).await.unwrap()).await;
+    let first = http::Request::get("/echo?n=1")
+        .header("host", "app.test")
+        .header("x-only-first", "1")
+        .header("cookie", "a=1")
+        .body(empty())
+        .unwrap();
+    let (status, _, echo) = read(send.send_request(first).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(echoed_header(&echo, "x-only-first"), ["1"], "{echo}");
+    for n in 2..4 {
+        send.ready().await.unwrap();
+        let next = http::Request::get(format!("/echo?n={n}"))
+            .header("host", "app.test")
+            .body(empty())
+            .unwrap();
+        let (status, _, echo) = read(send.send_request(next).await.unwrap()).await;
+        assert_eq!(status, 200);
+        assert!(echo.contains(&format!("/echo?n={n}")), "{echo}");
+        assert!(echoed_header(&echo, "x-only-first").is_empty(), "{echo}");
+        assert!(echoed_header(&echo, "cookie").is_empty(), "{echo}");
+        assert_eq!(echoed_header(&echo, "host"), ["app.test"], "{echo}");
+    }
+}
+
 #[tokio::test]
 async fn http10_clients_keep_alive_only_when_they_ask() {
     let nodes = start_nodes(1).await;
