@@ -29,8 +29,9 @@ async fn pipelined_requests_are_answered_in_order_on_one_connection() {
     );
 }
 
-/// Each request on a kept-alive connection reaches the backend with its own fields only: the
-/// connection parses the next head into the last one's map, emptied (`head::recycle`).
+/// Each request on a kept-alive connection reaches the backend with its own fields only:
+/// nothing of one request's head may outlive it into the next (a reused map that was not
+/// emptied did, when that was tried; BENCHMARKS.md).
 #[tokio::test]
 async fn a_request_on_a_kept_alive_connection_carries_only_its_own_fields() {
     let nodes = start_nodes(1).await;

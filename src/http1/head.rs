@@ -141,36 +141,14 @@ impl HeadScan {
 /// costs an allocation: 256 slots are 8 KiB of a synchronous frame, never of a future.
 pub(crate) const STACK_HEADERS: usize = 256;
 
-/// The largest request map a connection keeps for its next request (`recycle`): room for more
-/// fields than browsers send, and no more, so one large head does not pin a large map.
-const SPARE_MAP_MAX: usize = 48;
-
-/// Keeps a request's finished map, emptied, for the connection's next request: its two
-/// allocations (the index and the entries) are then made once per connection, not once per
-/// request (about 240 instructions a request, callgrind).
-pub fn recycle(spare: &mut HeaderMap, mut used: HeaderMap) {
-    if used.capacity() <= SPARE_MAP_MAX {
-        // Clearing drops the values, which share the head's bytes, as dropping the map would.
-        used.clear();
-        *spare = used;
-    }
-}
-
 /// The header fields as an `http` map whose values share `head` (no copy per value), with room
 /// for `extra` more (the forwarded headers the proxy adds), so it does not grow mid-request.
-/// Built in `spare` (empty, see `recycle`) when it has the room.
 fn header_map(
     head: &Bytes,
     fields: &[httparse::Header<'_>],
     extra: usize,
-    spare: &mut HeaderMap,
 ) -> Result<HeaderMap, HeadError> {
-    let needed = fields.len() + extra;
-    let mut headers = std::mem::take(spare);
-    debug_assert!(headers.is_empty());
-    if headers.capacity() < needed {
-        headers = HeaderMap::with_capacity(needed);
-    }
+    let mut headers = HeaderMap::with_capacity(fields.len() + extra);
     for field in fields {
         let name = HeaderName::from_bytes(field.name.as_bytes())
             .map_err(|_| HeadError::Malformed("header name"))?;
@@ -252,12 +230,11 @@ fn split_head(
 }
 
 /// Parses a request head from the front of `buf` once `scan` says it is complete, splitting it
-/// off; `None` while more bytes are needed. Its map is built in `spare` when that is big enough.
+/// off; `None` while more bytes are needed.
 pub fn parse_request(
     buf: &mut BytesMut,
     scan: &mut HeadScan,
     limits: &HeadLimits,
-    spare: &mut HeaderMap,
 ) -> Result<Option<RequestHead>, HeadError> {
     let Some((head, end)) = split_head(buf, scan, limits, check_partial)? else {
         return Ok(None);
@@ -284,7 +261,7 @@ pub fn parse_request(
         let facts = Facts::of(req.headers);
         // The proxy strips a request's hop-by-hop fields itself: whether `Upgrade` stays is
         // its decision.
-        let headers = header_map(&head, req.headers, 8, spare)?;
+        let headers = header_map(&head, req.headers, 8)?;
         Ok((method, uri, req.version.unwrap_or(1), headers, facts))
     });
     let (method, uri, minor, headers, facts) = parsed?;

@@ -21,7 +21,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, HeaderMap, Method, StatusCode, Version};
+use http::{header, Method, StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -87,8 +87,6 @@ struct Connection<'a, I> {
     timer: Pin<Box<Sleep>>,
     /// Responses on their way to the client (reused from one to the next).
     out: Outgoing,
-    /// The last request's header map, emptied, for the next one (`head::recycle`).
-    spare_headers: HeaderMap,
     retire: Pin<Box<WaitForCancellationFutureOwned>>,
     retire_token: &'a CancellationToken,
     retiring: bool,
@@ -118,7 +116,6 @@ where
         },
         timer: Box::pin(tokio::time::sleep(conn.listener.timeouts.idle)),
         out: Outgoing::default(),
-        spare_headers: HeaderMap::new(),
         retire: Box::pin(retire.clone().cancelled_owned()),
         retire_token: retire,
         retiring: retire.is_cancelled(),
@@ -187,12 +184,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
                     }
                 } else {
                     let inbound = &mut self.client.inbound;
-                    match head::parse_request(
-                        &mut inbound.bytes,
-                        &mut inbound.scan,
-                        &self.limits,
-                        &mut self.spare_headers,
-                    ) {
+                    match head::parse_request(&mut inbound.bytes, &mut inbound.scan, &self.limits) {
                         Ok(Some(head)) => {
                             let arrived = head_from.unwrap_or(idle_from).into_std();
                             return Ok(Next::Head(head, arrived));
@@ -236,7 +228,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
                         self.client.inbound.release();
                         self.out.release();
                         self.proxy.release();
-                        self.spare_headers = HeaderMap::new();
                         parked = true;
                     }
                     None => return Ok(Next::Close),
@@ -391,7 +382,6 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         self.out.queue_head();
         let sent = self.respond(&mut body, framing, bodiless).await;
         drop(body);
-        head::recycle(&mut self.spare_headers, std::mem::take(&mut parts.headers));
         match sent {
             Ok(()) if keep => Ok(true),
             Ok(()) => {

@@ -1,7 +1,7 @@
 //! Heads and their framing, as a client or a backend might send them.
 
 use bytes::BytesMut;
-use http::{HeaderMap, Method, StatusCode, Version};
+use http::{Method, StatusCode, Version};
 
 use super::head::*;
 
@@ -12,12 +12,7 @@ const LIMITS: HeadLimits = HeadLimits {
 
 fn request(raw: impl AsRef<[u8]>) -> Result<Option<RequestHead>, HeadError> {
     let mut buf = BytesMut::from(raw.as_ref());
-    parse_request(
-        &mut buf,
-        &mut HeadScan::default(),
-        &LIMITS,
-        &mut HeaderMap::new(),
-    )
+    parse_request(&mut buf, &mut HeadScan::default(), &LIMITS)
 }
 
 fn complete(raw: &str) -> RequestHead {
@@ -34,14 +29,9 @@ fn a_request_head_is_split_off_and_the_rest_stays() {
     let mut buf = BytesMut::from(
         &b"GET /a?b=c HTTP/1.1\r\nHost: app.test\r\nX-Two: 1\r\nx-two: 2\r\n\r\nGET /next"[..],
     );
-    let head = parse_request(
-        &mut buf,
-        &mut HeadScan::default(),
-        &LIMITS,
-        &mut HeaderMap::new(),
-    )
-    .unwrap()
-    .unwrap();
+    let head = parse_request(&mut buf, &mut HeadScan::default(), &LIMITS)
+        .unwrap()
+        .unwrap();
     assert_eq!(head.parts.method, Method::GET);
     assert_eq!(head.parts.uri, "/a?b=c");
     assert_eq!(head.parts.version, Version::HTTP_11);
@@ -60,9 +50,7 @@ fn a_head_fed_a_byte_at_a_time_completes_once() {
     let mut parsed = None;
     for (i, byte) in raw.iter().enumerate() {
         buf.extend_from_slice(&[*byte]);
-        if let Some(head) =
-            parse_request(&mut buf, &mut scan, &LIMITS, &mut HeaderMap::new()).unwrap()
-        {
+        if let Some(head) = parse_request(&mut buf, &mut scan, &LIMITS).unwrap() {
             assert_eq!(i, raw.len() - 4, "complete at the empty line");
             parsed = Some(head);
             break;
@@ -353,7 +341,7 @@ fn request_in_pieces(input: &[u8], cuts: &[usize]) -> (String, Vec<u8>) {
     for &to in cuts.iter().chain([&input.len()]) {
         buf.extend_from_slice(&input[from..to]);
         from = to;
-        match parse_request(&mut buf, &mut scan, &LIMITS, &mut HeaderMap::new()) {
+        match parse_request(&mut buf, &mut scan, &LIMITS) {
             Ok(None) => continue,
             // What was not fed yet is still "left" after the head.
             other => {
@@ -582,36 +570,4 @@ fn eq_lower_is_eq_ignore_ascii_case_for_lowercase_names() {
             "{name:?}"
         );
     }
-}
-
-/// A connection's next request is parsed into the last one's map, emptied: it carries only its
-/// own fields, and the map's memory is reused unless it grew past what a connection keeps.
-#[test]
-fn a_recycled_map_holds_only_the_next_requests_fields() {
-    let mut spare = HeaderMap::new();
-    let mut buf = BytesMut::from(
-        &b"GET /a HTTP/1.1\r\nHost: a\r\nX-First: 1\r\nCookie: s=1\r\n\r\nGET /b HTTP/1.1\r\nHost: b\r\n\r\n"[..],
-    );
-    let first = parse_request(&mut buf, &mut HeadScan::default(), &LIMITS, &mut spare)
-        .unwrap()
-        .unwrap();
-    assert_eq!(first.parts.headers.len(), 3);
-    let capacity = first.parts.headers.capacity();
-    recycle(&mut spare, first.parts.headers);
-    assert!(spare.is_empty());
-    assert_eq!(spare.capacity(), capacity, "kept, not reallocated");
-    let second = parse_request(&mut buf, &mut HeadScan::default(), &LIMITS, &mut spare)
-        .unwrap()
-        .unwrap();
-    let names: Vec<&str> = second.parts.headers.keys().map(|n| n.as_str()).collect();
-    assert_eq!(names, ["host"]);
-    assert_eq!(second.parts.headers["host"], "b");
-    assert_eq!(second.parts.headers.capacity(), capacity);
-
-    // A map grown by a large head is not kept.
-    let mut large = HeaderMap::with_capacity(200);
-    large.insert("x-a", "1".parse().unwrap());
-    let mut spare = HeaderMap::new();
-    recycle(&mut spare, large);
-    assert_eq!(spare.capacity(), 0);
 }
