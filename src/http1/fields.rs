@@ -15,6 +15,7 @@ use super::head::{HeadError, RequestBody, ResponseBody};
 /// matched on every field of every head, both ways.
 #[inline]
 pub fn eq_lower(bytes: &[u8], lower: &[u8]) -> bool {
+    debug_assert!(!lower.iter().any(u8::is_ascii_uppercase), "{lower:?}");
     bytes.len() == lower.len()
         && bytes
             .iter()
