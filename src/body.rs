@@ -1,6 +1,6 @@
 //! Bodies on their way through the proxy.
 //!
-//! - [`ProxyBody`], the response body handed to hyper (HTTP/2 clients): a backend's body read
+//! - [`ProxyBody`], the response body an HTTP/2 stream sends (`h2_server`): a backend's body read
 //!   from its connection as it arrives, or a short local answer. It carries the request's
 //!   [`RequestRecord`], finished when the body ends or is dropped, so duration, access log and
 //!   admission slots cover the whole response, not just its head.
@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 
 use crate::access::RequestRecord;
 use crate::upstream::{BodyReadError, UpstreamBody};
@@ -141,7 +140,8 @@ impl Body for ProxyBody {
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         if let Some(record) = self.record.take() {
-            // hyper stops polling once `is_end_stream` says so, without a final `None`.
+            // An HTTP/2 stream stops polling once `is_end_stream` says so, without a final
+            // `None` (`h2_server`).
             let complete = self.ended || self.is_end_stream();
             record.finish(self.sent, complete);
         }
@@ -172,35 +172,6 @@ pub trait ClientBody: Send {
 pub trait RawBody: Send {
     fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>>;
     fn length(&self) -> BodyLength;
-}
-
-/// hyper's request body (HTTP/2 clients): data frames in order, trailers dropped.
-impl RawBody for Incoming {
-    fn poll_raw(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, BodyError>>> {
-        loop {
-            return match std::task::ready!(Pin::new(&mut *self).poll_frame(cx)) {
-                None => Poll::Ready(None),
-                Some(Err(_)) => Poll::Ready(Some(Err(BodyError::Aborted))),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) if data.is_empty() => continue,
-                    Ok(data) => Poll::Ready(Some(Ok(data))),
-                    // Trailers: nothing the backend asked for; see http1/chunked.rs.
-                    Err(_) => continue,
-                },
-            };
-        }
-    }
-
-    fn length(&self) -> BodyLength {
-        if self.is_end_stream() {
-            return BodyLength::None;
-        }
-        match self.size_hint().exact() {
-            Some(0) => BodyLength::None,
-            Some(n) => BodyLength::Known(n),
-            None => BodyLength::Unknown,
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy)]

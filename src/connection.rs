@@ -1,23 +1,24 @@
 //! One client connection after accept (and TLS): ALPN (or, without TLS, an HTTP/2 preface)
-//! decides the protocol. HTTP/1.1 is served by `http1::server`; HTTP/2 by hyper's server,
-//! with what it lacks added here: an idle timeout between streams and a graceful close (GOAWAY)
-//! when the proxy drains.
+//! decides the protocol. HTTP/1.1 is served by `http1::server`; HTTP/2 here, on the h2 crate
+//! (`h2_server`), with an idle timeout between streams and a graceful close (GOAWAY) when the
+//! proxy drains.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper::server::conn::http2;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
+use crate::body::ProxyBody;
 use crate::config::{HttpsRedirect, Limits, ListenerConfig, Timeouts};
-use crate::h2_stall::Watched;
+use crate::h2_server::{self, RequestBody};
+use crate::h2_stall::{Progress, Stall};
 use crate::h2_streams::ConnStreams;
 use crate::headers::Hop;
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -283,24 +284,6 @@ impl Activity {
     }
 }
 
-/// The HTTP/2 server settings of one listener. A header list larger than `max_header_size`
-/// is refused by the HTTP/2 layer (431 to that stream); rapid-reset floods are cut by hyper's
-/// reset limits. (HTTP/1.1's limits are applied by `http1::server`.)
-pub fn h2_builder<E: Clone>(limits: &Limits, exec: E) -> http2::Builder<E> {
-    let mut builder = http2::Builder::new(exec);
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(limits.h2_max_concurrent_streams)
-        .max_header_list_size(limits.max_header_size as u32)
-        // What a stream holds for a client that does not take it (a slow reader): hyper's
-        // 400 KB default times 128 streams is 50 MB a connection.
-        .max_send_buf_size(limits.h2_stream_buffer)
-        // CVE-2023-44487 ("rapid reset"): bound streams reset before they are answered.
-        .max_pending_accept_reset_streams(Some(20))
-        .max_local_error_reset_streams(Some(1024));
-    builder
-}
-
 impl ConnContext {
     pub fn new(listener: Arc<ListenerContext>, peer: SocketAddr) -> ConnContext {
         let proto = if listener.tls { "https" } else { "http" };
@@ -316,8 +299,8 @@ impl ConnContext {
 
 /// Serves one HTTP/2 connection until it closes, closing it gracefully when idle for `idle` or
 /// when `shutdown` fires (a connection that has not had its first request yet waits
-/// `close_grace` for it). Returns hyper's verdict on the connection.
-pub async fn serve_h2<I, S, F, B>(
+/// `close_grace` for it). Returns h2's verdict on the connection.
+pub async fn serve_h2<I, S, F>(
     io: I,
     limits: &Limits,
     activity: &Activity,
@@ -328,21 +311,15 @@ pub async fn serve_h2<I, S, F, B>(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
-    F: std::future::Future<Output = Response<B>> + Send + 'static,
-    B: http_body::Body<Data = bytes::Bytes> + Send + Unpin + 'static,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: Fn(Request<RequestBody>) -> F,
+    F: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
 {
-    let mut streams = ConnStreams::new(idle);
-    let spawner = streams.executor();
-    let service = hyper::service::service_fn(move |req| {
-        let progress = spawner.watch_next();
-        let fut = handler(req);
-        async move { Ok::<_, Infallible>(fut.await.map(|body| Watched::new(body, progress))) }
-    });
-    let builder = h2_builder(limits, streams.executor());
-    let conn = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(conn);
+    let mut conn = H2Conn {
+        handshake: Some(h2_server::builder(limits).handshake(io)),
+        serving: None,
+        close_pending: false,
+    };
+    let mut streams = ConnStreams::default();
     // When the connection began to close (GOAWAY), if it has.
     let mut closing: Option<tokio::time::Instant> = None;
     // Set when asked to close a connection that has not had its first request yet: it closes
@@ -357,7 +334,7 @@ where
         };
         let grace = closing_after_first.unwrap_or(now);
         // A closing connection is given up once it has had no request in flight for
-        // `close_grace` since it began to close: hyper finishes as soon as its last stream has
+        // `close_grace` since it began to close: h2 finishes as soon as its last stream has
         // and the GOAWAY is written, so by then its client takes nothing, not even that.
         let quiet_for = match (closing, idle_for) {
             (Some(since), Some(idle_for)) => idle_for.min(now - since),
@@ -367,7 +344,7 @@ where
         // Whether to begin closing now (GOAWAY), in one place for every reason to.
         let begin_close = tokio::select! {
             result = std::future::poll_fn(|cx| {
-                let result = std::future::Future::poll(conn.as_mut(), cx);
+                let result = conn.poll(cx, &mut streams, &handler, idle);
                 streams.poll(cx);
                 result
             }) => return result.map_err(Into::into),
@@ -379,7 +356,7 @@ where
                 !fresh
             }
             _ = activity.finished.notified(), if closing.is_none() && closing_after_first.is_some() => true,
-            // No request came (or one is under way: hyper finishes it before closing).
+            // No request came (or one is under way: h2 finishes it before closing).
             _ = tokio::time::sleep_until(grace), if closing.is_none() && closing_after_first.is_some() => true,
             _ = tokio::time::sleep(wait), if closing.is_none() => {
                 activity.idle_for().is_some_and(|d| d >= idle)
@@ -394,7 +371,65 @@ where
         };
         if begin_close {
             closing = Some(tokio::time::Instant::now());
-            conn.as_mut().graceful_shutdown();
+            conn.graceful_shutdown();
+        }
+    }
+}
+
+/// An HTTP/2 connection, from the client's preface on.
+struct H2Conn<I> {
+    handshake: Option<h2::server::Handshake<I, Bytes>>,
+    serving: Option<h2::server::Connection<I, Bytes>>,
+    /// Asked to close during the handshake: it closes as soon as that is done.
+    close_pending: bool,
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> H2Conn<I> {
+    /// Drives the connection and starts each stream it opens in `streams`, until it is over.
+    fn poll<S, F>(
+        &mut self,
+        cx: &mut Context<'_>,
+        streams: &mut ConnStreams,
+        handler: &S,
+        stall_after: Duration,
+    ) -> Poll<Result<(), h2::Error>>
+    where
+        S: Fn(Request<RequestBody>) -> F,
+        F: std::future::Future<Output = Response<ProxyBody>> + Send + 'static,
+    {
+        let conn = match (&mut self.serving, &mut self.handshake) {
+            (Some(conn), _) => conn,
+            (None, Some(handshake)) => {
+                let conn = self
+                    .serving
+                    .insert(ready!(std::future::Future::poll(Pin::new(handshake), cx))?);
+                self.handshake = None;
+                if self.close_pending {
+                    conn.graceful_shutdown();
+                }
+                conn
+            }
+            (None, None) => unreachable!("a connection is handshaking or serving"),
+        };
+        while let Some((req, reply)) = ready!(conn.poll_accept(cx)).transpose()? {
+            let (parts, recv) = req.into_parts();
+            let body = RequestBody::new(recv, &parts.headers);
+            let req = Request::from_parts(parts, body);
+            let progress = Arc::new(Progress::default());
+            let watched = progress.clone();
+            // The handler's future is made where it stays: made outside, it is kilobytes to
+            // copy in.
+            let stream =
+                crate::boxed::pinned(|| h2_server::Respond::new(handler(req), reply, watched));
+            streams.push(stream, Some(Stall::new(progress, stall_after)));
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    fn graceful_shutdown(&mut self) {
+        match &mut self.serving {
+            Some(conn) => conn.graceful_shutdown(),
+            None => self.close_pending = true,
         }
     }
 }

@@ -2,14 +2,14 @@
 //!
 //! An HTTP/1.1 response that the client takes nothing of, or that the backend feeds nothing
 //! more, for the idle timeout ends its connection (`http1::server`). Over HTTP/2 such a stream
-//! stalls out of sight: hyper polls a response body again only once the client has given the
-//! stream flow-control window, so a client can keep its connection lively while giving one
-//! stream none (the slow read of CVE-2019-9511 and 9517), and a backend can stop in the middle
-//! of a body. Either way the stream, its backend connection and its send buffer were held for
-//! as long as the client stayed.
+//! stalls out of sight: a stream polls its response body again only once the client has given
+//! it flow-control window (`h2_server`), so a client can keep its connection lively while
+//! giving one stream none (the slow read of CVE-2019-9511 and 9517), and a backend can stop in
+//! the middle of a body. Either way the stream, its backend connection and its send buffer
+//! were held for as long as the client stayed.
 //!
-//! [`Watched`] wraps each response body and counts the chunks hyper takes from it; [`Stall`]
-//! is the stream's timer, kept by the connection that runs the stream (`h2_streams`) and
+//! [`Watched`] wraps each response body and counts the chunks the stream takes from it;
+//! [`Stall`] is the stream's timer, kept by the connection that runs the stream (`h2_streams`) and
 //! pushed along by that count while the body is under way. When it fires, the connection
 //! drops the stream's future and h2 resets the stream with CANCEL. Before the response head
 //! no timer runs: the backend's own timeouts (`upstream_response`, the queue's) cover that.
@@ -27,7 +27,7 @@ use tokio::time::{Instant, Sleep};
 /// What the connection can see of one stream's response: shared by its body and its timer.
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Chunks hyper has taken from the body.
+    /// Chunks the stream has taken from the body.
     chunks: AtomicU64,
     /// Set while the body is under way: a head sent, and the end not yet taken.
     streaming: AtomicBool,

@@ -1,13 +1,12 @@
 //! A connection's HTTP/2 streams, run inside the connection's own task rather than a Tokio task
-//! each. hyper hands every stream's future to an executor; this one queues it for the
-//! connection, which runs it in a `FuturesUnordered` that `connection::serve_h2` polls right
-//! after the connection itself, so the streams a read of frames opens start in the same poll.
+//! each: `connection::serve_h2` pushes each stream it accepts here and polls them right after
+//! the connection itself, so the streams a read of frames opens start in the same poll.
 //!
 //! Why: spawning, scheduling and dropping a task per stream was 2-3% of the HTTP/2 leg's
 //! user-space instructions (callgrind, 38.7k against 37.8k per request; BENCHMARKS.md). It is
 //! also how nginx, HAProxy and Envoy serve a connection (one thread, all its streams), and the
-//! streams now belong to the connection's task, which graceful shutdown already waits for.
-//! What a task per stream gave besides, a panic that ends one stream alone, `Isolated` keeps.
+//! streams belong to the connection's task, which graceful shutdown already waits for. What a
+//! task per stream gave besides, a panic that ends one stream alone, `Isolated` keeps.
 //!
 //! Each stream also carries its [`Stall`] timer (`h2_stall`): a stream whose response nothing
 //! moves on for the idle timeout is dropped here, and h2 resets it.
@@ -15,107 +14,39 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use crate::h2_stall::{Progress, Stall};
+use crate::h2_stall::Stall;
 
 type Stream = Pin<Box<dyn Future<Output = ()> + Send>>;
 
-/// One connection's streams: the ones running, and the executor hyper is given.
+/// One connection's streams under way.
+#[derive(Default)]
 pub struct ConnStreams {
-    spawner: Spawner,
     running: FuturesUnordered<Isolated>,
 }
 
-/// The executor hyper gets (cloned into its state, hence the `Arc`). It only queues: a stream
-/// may hand hyper a future while it is being polled (the task of an upgraded CONNECT stream),
-/// so the running set must not be behind a lock that polling holds.
-#[derive(Clone)]
-pub struct Spawner(Arc<Mutex<Queue>>);
-
-struct Queue {
-    streams: Vec<Isolated>,
-    /// The progress of the stream hyper hands over next ([`Spawner::watch_next`]).
-    next: Option<Arc<Progress>>,
-    stall_after: Duration,
-}
-
-impl<F: Future<Output = ()> + Send + 'static> hyper::rt::Executor<F> for Spawner {
-    fn execute(&self, stream: F) {
-        let mut queue = self.lock();
-        let stall = queue
-            .next
-            .take()
-            .map(|progress| Stall::new(progress, queue.stall_after));
-        queue.streams.push(Isolated {
-            stream: Box::pin(stream),
-            stall,
-        });
-    }
-}
-
-impl Spawner {
-    /// The progress of the stream whose future hyper hands over next, for its response body
-    /// to report to. hyper makes a stream's future by calling the service with its request
-    /// and hands it to the executor straight after (`H2Stream::new(service.call(req), ..)`
-    /// then `execute_h2stream`, hyper's proto/h2/server.rs), so the service asks for this and
-    /// the next `execute` takes it. A future hyper hands over otherwise (an upgrade's) finds
-    /// none and is not watched.
-    pub fn watch_next(&self) -> Arc<Progress> {
-        let progress = Arc::new(Progress::default());
-        self.lock().next = Some(progress.clone());
-        progress
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // Nothing can panic while it is held.
-        self.0
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-}
-
 impl ConnStreams {
-    /// A stream whose response nothing moves on for `stall_after` is dropped (reset).
-    pub fn new(stall_after: Duration) -> ConnStreams {
-        ConnStreams {
-            spawner: Spawner(Arc::new(Mutex::new(Queue {
-                streams: Vec::new(),
-                next: None,
-                stall_after,
-            }))),
-            running: FuturesUnordered::new(),
-        }
+    /// A stream to run from the next `poll` on, dropped (reset) if `stall` expires.
+    pub fn push(&mut self, stream: Stream, stall: Option<Stall>) {
+        self.running.push(Isolated { stream, stall });
     }
 
-    pub fn executor(&self) -> Spawner {
-        self.spawner.clone()
-    }
-
-    /// Polls every stream that was woken, or handed over since the last call, until none is
-    /// ready and none is waiting to start. A stream that is not ready has registered `cx`'s
-    /// task: the connection's.
+    /// Polls every stream that was woken, or pushed since the last call, until none is ready.
+    /// A stream that is not ready has registered `cx`'s task: the connection's.
     pub fn poll(&mut self, cx: &mut Context<'_>) {
-        loop {
-            self.running.extend(self.spawner.lock().streams.drain(..));
-            while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {}
-            if self.spawner.lock().streams.is_empty() {
-                return;
-            }
-        }
+        while let Poll::Ready(Some(())) = self.running.poll_next_unpin(cx) {}
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.running.len() + self.spawner.lock().streams.len()
+        self.running.len()
     }
 }
 
-/// A stream whose panic ends that stream alone (hyper then resets it), as a task's would, and
+/// A stream whose panic ends that stream alone (h2 then resets it), as a task's would, and
 /// which is dropped (reset) when its response stalls.
 struct Isolated {
     stream: Stream,
@@ -148,42 +79,38 @@ impl Future for Isolated {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hyper::rt::Executor;
     use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
 
-    /// Streams handed over start in the next poll and are polled again when woken; a stream
-    /// may hand over another while it is polled (an upgraded CONNECT stream does); a
-    /// panicking one ends alone.
+    /// Streams pushed start in the next poll and are polled again when woken; a panicking one
+    /// ends alone.
     #[tokio::test]
     async fn streams_run_in_the_polling_task_and_a_panic_ends_one_only() {
-        let mut streams = ConnStreams::new(Duration::from_secs(60));
-        let exec = streams.executor();
+        let mut streams = ConnStreams::default();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let done = Arc::new(AtomicUsize::new(0));
         let first = done.clone();
-        exec.execute(async move {
-            rx.await.unwrap();
-            first.fetch_add(1, Ordering::SeqCst);
-        });
-        exec.execute(async { panic!("a stream's bug") });
-        let (second, inner_exec) = (done.clone(), exec.clone());
-        exec.execute(async move {
-            let third = second.clone();
-            inner_exec.execute(async move {
-                third.fetch_add(1, Ordering::SeqCst);
-            });
-            second.fetch_add(1, Ordering::SeqCst);
-        });
+        streams.push(
+            Box::pin(async move {
+                rx.await.unwrap();
+                first.fetch_add(1, Ordering::SeqCst);
+            }),
+            None,
+        );
+        streams.push(Box::pin(async { panic!("a stream's bug") }), None);
+        let second = done.clone();
+        streams.push(
+            Box::pin(async move {
+                second.fetch_add(1, Ordering::SeqCst);
+            }),
+            None,
+        );
         std::future::poll_fn(|cx| {
             streams.poll(cx);
             Poll::Ready(())
         })
         .await;
-        assert_eq!(
-            done.load(Ordering::SeqCst),
-            2,
-            "the second and the one it handed over"
-        );
+        assert_eq!(done.load(Ordering::SeqCst), 1, "the third");
         assert_eq!(streams.len(), 1, "the waiting stream is kept");
         tx.send(()).unwrap();
         std::future::poll_fn(|cx| {
@@ -194,6 +121,6 @@ mod tests {
             }
         })
         .await;
-        assert_eq!(done.load(Ordering::SeqCst), 3);
+        assert_eq!(done.load(Ordering::SeqCst), 2);
     }
 }

@@ -24,6 +24,7 @@ pub mod error;
 pub mod failover;
 pub mod gathered_writes;
 pub mod generation;
+pub mod h2_server;
 pub mod h2_stall;
 pub mod h2_streams;
 pub mod headers;

@@ -351,7 +351,7 @@ where
 {
     match http1::server::serve(io, conn, &serving.proxy, &serving.retire).await {
         http1::server::Ended::Closed => Ok(()),
-        // Boxed, like the other HTTP/2 path: hyper's HTTP/2 connection is kilobytes, and inline
+        // Boxed, like the other HTTP/2 path: an HTTP/2 connection is kilobytes, and inline
         // it would size every HTTP/1.1 connection's task for it too.
         http1::server::Ended::Http2(io) => Box::pin(serve_h2(io, conn, serving)).await,
     }
@@ -377,9 +377,8 @@ where
         move |req| {
             let proxy = proxy.load_full();
             let conn = handler_conn.clone();
-            // Boxed: hyper keeps a slot the size of the service's future per stream, and
-            // moves the future into it. Inline, that is kilobytes per stream; boxed, 8 bytes.
-            crate::boxed::pinned(|| async move { proxy.handle_h2(req, conn).await })
+            // Not boxed here: the stream it answers is boxed whole (`connection::serve_h2`).
+            async move { proxy.handle_h2(req, conn).await }
         },
     )
     .await

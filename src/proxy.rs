@@ -3,8 +3,8 @@
 //! whose body streams from the backend. Errors become responses in `error.rs`; nothing here
 //! lets an error through, which would drop the connection instead of answering.
 //!
-//! Both protocols come here: the HTTP/1.1 server (`http1/server.rs`) and hyper's HTTP/2 server
-//! (`handle_h2`). The request body is borrowed, not owned, so a failed attempt that never read
+//! Both protocols come here: the HTTP/1.1 server (`http1/server.rs`) and the HTTP/2 server
+//! (`h2_server.rs`, `handle_h2`). The request body is borrowed, not owned, so a failed attempt that never read
 //! it leaves it whole for the next backend.
 
 use std::borrow::Cow;
@@ -13,7 +13,6 @@ use std::sync::Arc;
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Uri};
 use http::{Method, Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 
 use crate::access::RequestRecord;
 use crate::admission::Shed;
@@ -64,10 +63,10 @@ impl Proxy {
         }
     }
 
-    /// One HTTP/2 request (hyper's server): its body read as DATA frames arrive.
+    /// One HTTP/2 request: its body read as DATA frames arrive.
     pub async fn handle_h2(
         &self,
-        req: Request<Incoming>,
+        req: Request<crate::h2_server::RequestBody>,
         conn: Arc<ConnContext>,
     ) -> Response<ProxyBody> {
         let (mut parts, incoming) = req.into_parts();

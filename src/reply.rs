@@ -1,10 +1,11 @@
 //! An answer on its way to the client, whatever protocol carries it: its status, its fields and
 //! its body. A backend's fields stay as it sent them (`RawFields`: slices of its head) and
 //! are written on as they came to HTTP/1.1 clients; the proxy's own answers carry a map. Only
-//! an HTTP/2 client's answer is turned into an `http::Response` (hyper needs one).
+//! an HTTP/2 client's answer is turned into an `http::Response` (h2 needs one).
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Response, StatusCode};
+use http_body::Body;
 
 use crate::body::ProxyBody;
 use crate::headers;
@@ -32,14 +33,33 @@ impl Reply {
         }
     }
 
-    /// For hyper (HTTP/2).
+    /// The answer as an HTTP/2 stream sends it. What HTTP/1.1's encoder adds to every head is
+    /// added here too: a `Date` when the backend sent none (RFC 9110 §6.6.1, an origin with a
+    /// clock), and a local answer's `Content-Length`.
     pub fn into_response(self) -> Response<ProxyBody> {
+        let has_date = self.fields.contains(&header::DATE);
+        let mut fields = match self.fields {
+            Fields::Backend(raw) => raw.into_map(),
+            Fields::Local(mut map) => {
+                // A backend's answer keeps the framing it came with (its length, if it gave
+                // one); the proxy's own have their whole body at hand.
+                let size = self.body.size_hint();
+                if let (Some(length), false) = (size.exact(), self.body.is_end_stream()) {
+                    map.entry(header::CONTENT_LENGTH)
+                        .or_insert_with(|| HeaderValue::from(length));
+                }
+                map
+            }
+        };
+        if !has_date {
+            let date = crate::http1::encode::with_date(HeaderValue::from_bytes);
+            if let Ok(date) = date {
+                fields.insert(header::DATE, date);
+            }
+        }
         let mut resp = Response::new(self.body);
         *resp.status_mut() = self.status;
-        *resp.headers_mut() = match self.fields {
-            Fields::Backend(raw) => raw.into_map(),
-            Fields::Local(map) => map,
-        };
+        *resp.headers_mut() = fields;
         resp
     }
 }

@@ -754,3 +754,149 @@ async fn each_request_gets_an_id_that_the_backend_and_the_client_see() {
     assert!(is_uuid(id), "{id}");
     assert_eq!(echoed_header(&body, "x-request-id"), vec![id]);
 }
+
+/// What an HTTP/2 client's answer carries besides the backend's fields, as HTTP/1.1's would: a
+/// `Date` when the backend sent none, and the length of the proxy's own answers. A backend's
+/// own `Date` is left as it is.
+#[tokio::test]
+async fn http2_answers_carry_a_date_and_local_ones_their_length() {
+    let backend = RawBackend::start(|head| {
+        if head.starts_with("GET /dated") {
+            RawReply::keep("HTTP/1.1 200 OK\r\nDate: Sun, 06 Nov 1994 08:49:37 GMT\r\nContent-Length: 2\r\n\r\nok")
+        } else {
+            RawReply::keep("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    let mut get = async |path: &str| {
+        let req = http::Request::get(format!("https://default.test{path}"))
+            .body(empty())
+            .unwrap();
+        read(send.send_request(req).await.unwrap()).await
+    };
+    let dated = |headers: &http::HeaderMap| {
+        let date = headers.get("date").expect("a date").to_str().unwrap();
+        httpdate::parse_http_date(date).expect("an HTTP date")
+    };
+
+    let (status, headers, body) = get("/").await;
+    assert_eq!((status, body.as_str()), (200, "ok"));
+    let now = std::time::SystemTime::now();
+    let date = dated(&headers);
+    assert!(
+        date <= now && now.duration_since(date).unwrap() < PATIENCE,
+        "{headers:?}"
+    );
+    assert_eq!(headers.get_all("date").iter().count(), 1);
+
+    let (status, headers, _) = get("/dated").await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["date"], "Sun, 06 Nov 1994 08:49:37 GMT");
+    assert_eq!(headers.get_all("date").iter().count(), 1);
+
+    // The proxy's own answer: the metrics path, denied.
+    let (status, headers, body) = get("/metrics").await;
+    assert_eq!(status, 404);
+    assert!(!body.is_empty());
+    assert_eq!(headers["content-length"], body.len().to_string().as_str());
+    dated(&headers);
+}
+
+/// An HTTP/2 upload the client resets part way is never passed on as if it were whole: sent
+/// on chunked (it declared no length), its last chunk never follows the part that came, and
+/// the backend's connection is closed.
+#[tokio::test]
+async fn an_http2_upload_reset_part_way_never_reaches_the_backend_whole() {
+    let backend = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    let proxy = Harness::start(&[backend.local_addr().unwrap()], "").await;
+    let (mut client, driver) = h2_raw_client(&proxy).await;
+    let req = http::Request::post("https://default.test/upload")
+        .body(())
+        .unwrap();
+    let (_response, mut upload) = client.send_request(req, false).unwrap();
+    upload
+        .send_data(bytes::Bytes::from_static(b"first part"), false)
+        .unwrap();
+    let (mut tcp, seen) = backend_reads_until(&backend, b"first part").await;
+    let text = String::from_utf8_lossy(&seen).to_ascii_lowercase();
+    assert!(text.contains("transfer-encoding: chunked"), "{text}");
+
+    upload.send_reset(h2::Reason::CANCEL);
+    // What follows, up to the proxy's close, is nothing: no last chunk.
+    assert_eq!(closed_after(&mut tcp).await, "");
+    drop(client);
+    driver.abort();
+}
+
+/// A client that resets an HTTP/2 stream no longer wants its answer: the request is given up
+/// at once, and the backend's connection with it, rather than held until the backend answers
+/// or `upstream_response` runs out.
+#[tokio::test]
+async fn a_reset_http2_stream_gives_up_its_request_at_once() {
+    let backend = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    let proxy = Harness::start(
+        &[backend.local_addr().unwrap()],
+        "[timeouts]\nupstream_response = \"600s\"\n",
+    )
+    .await;
+    let (mut client, driver) = h2_raw_client(&proxy).await;
+    let req = http::Request::get("https://default.test/slow")
+        .body(())
+        .unwrap();
+    let (_response, mut stream) = client.send_request(req, true).unwrap();
+    // The backend has the request, and answers nothing.
+    let (mut tcp, head) = backend_reads_until(&backend, b"\r\n\r\n").await;
+    assert!(head.starts_with(b"GET /slow HTTP/1.1\r\n"));
+
+    stream.send_reset(h2::Reason::CANCEL);
+    assert_eq!(closed_after(&mut tcp).await, "");
+    drop(client);
+    driver.abort();
+}
+
+/// An h2 client on the proxy's TLS listener, its connection driven by a task.
+async fn h2_raw_client(
+    proxy: &Harness,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let tls = proxy.tls("default.test", &[b"h2"]).await;
+    let (client, connection) = h2::client::handshake(tls).await.unwrap();
+    let driver = tokio::spawn(connection);
+    (client.ready().await.unwrap(), driver)
+}
+
+/// The proxy's connection to `backend`, read until `pattern` has come.
+async fn backend_reads_until(
+    backend: &tokio::net::TcpListener,
+    pattern: &[u8],
+) -> (tokio::net::TcpStream, Vec<u8>) {
+    let (mut tcp, _) = tokio::time::timeout(PATIENCE, backend.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut seen = Vec::new();
+    while !seen.windows(pattern.len()).any(|w| w == pattern) {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(PATIENCE, tcp.read(&mut chunk))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed after {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    (tcp, seen)
+}
+
+/// What the proxy sends on `tcp` before it closes it (within `PATIENCE`).
+async fn closed_after(tcp: &mut tokio::net::TcpStream) -> String {
+    let mut rest = Vec::new();
+    tokio::time::timeout(PATIENCE, tcp.read_to_end(&mut rest))
+        .await
+        .expect("the proxy closes the backend's connection")
+        .unwrap();
+    String::from_utf8_lossy(&rest).into_owned()
+}
