@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::body::ProxyBody;
 use crate::config::{HttpsRedirect, Limits, ListenerConfig, Timeouts};
 use crate::h2_server::{self, RequestBody};
+use crate::h2_stall::{Progress, Stall};
 use crate::h2_streams::ConnStreams;
 use crate::headers::Hop;
 use crate::metrics::{ListenerMetrics, Metrics};
@@ -414,11 +415,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> H2Conn<I> {
             let (parts, recv) = req.into_parts();
             let body = RequestBody::new(recv, &parts.headers);
             let req = Request::from_parts(parts, body);
+            let progress = Arc::new(Progress::default());
+            let watched = progress.clone();
             // The handler's future is made where it stays: made outside, it is kilobytes to
             // copy in.
             let stream =
-                crate::boxed::pinned(|| h2_server::Respond::new(handler(req), reply, stall_after));
-            streams.push(stream);
+                crate::boxed::pinned(|| h2_server::Respond::new(handler(req), reply, watched));
+            streams.push(stream, Some(Stall::new(progress, stall_after)));
         }
         Poll::Ready(Ok(()))
     }

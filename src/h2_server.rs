@@ -11,8 +11,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use h2::server::SendResponse;
@@ -22,7 +22,7 @@ use http_body::{Body, Frame};
 
 use crate::body::{BodyError, BodyLength, ProxyBody, RawBody};
 use crate::config::Limits;
-use crate::h2_stall::Stall;
+use crate::h2_stall::{Progress, Watched};
 
 /// What hyper's server set beyond h2's defaults, kept: a 1 MiB window for each stream and for
 /// the connection (the spec's 64 KiB holds a fast client's upload to one window a round trip).
@@ -116,8 +116,6 @@ enum StreamError {
     Body(String),
     #[error("the stream closed before the response was sent")]
     Closed,
-    #[error("nothing moved on the response for the idle timeout")]
-    Stalled,
 }
 
 pin_project_lite::pin_project! {
@@ -129,26 +127,21 @@ pin_project_lite::pin_project! {
         #[pin]
         answer: F,
         reply: SendResponse<Bytes>,
-        // When a body under way that nothing moves on is given up.
-        stall_after: Duration,
-        sending: Option<Sending>,
+        progress: Option<Arc<Progress>>,
+        body: Option<Sending>,
     }
 }
 
-/// A response body under way: the stream it goes out on, and its stall timer.
-struct Sending {
-    body: ProxyBody,
-    stream: SendStream<Bytes>,
-    stall: Stall,
-}
+/// A response body under way, and the stream it goes out on.
+type Sending = (Watched<ProxyBody>, SendStream<Bytes>);
 
 impl<F: Future<Output = Response<ProxyBody>>> Respond<F> {
-    pub fn new(answer: F, reply: SendResponse<Bytes>, stall_after: Duration) -> Respond<F> {
+    pub fn new(answer: F, reply: SendResponse<Bytes>, progress: Arc<Progress>) -> Respond<F> {
         Respond {
             answer,
             reply,
-            stall_after,
-            sending: None,
+            progress: Some(progress),
+            body: None,
         }
     }
 }
@@ -158,24 +151,22 @@ impl<F: Future<Output = Response<ProxyBody>>> Future for Respond<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
-        let result = match this.sending {
-            Some(sending) => sending.poll(cx, false),
+        let result = match this.body {
+            Some((body, stream)) => poll_body(Pin::new(body), stream, cx, false),
             None => match poll_answer(this.answer, this.reply, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Ready(Ok(response)) => match send_head(response, this.reply) {
-                    Ok(Some((body, stream))) => {
-                        let stall = Stall::new(*this.stall_after);
-                        let sending = this.sending.insert(Sending {
-                            body,
-                            stream,
-                            stall,
-                        });
-                        sending.poll(cx, true)
+                Poll::Ready(Ok(response)) => {
+                    let progress = this.progress.take().unwrap_or_default();
+                    match send_head(response, progress, this.reply) {
+                        Ok(Some(sending)) => {
+                            let (body, stream) = this.body.insert(sending);
+                            poll_body(Pin::new(body), stream, cx, true)
+                        }
+                        Ok(None) => Poll::Ready(Ok(())),
+                        Err(e) => Poll::Ready(Err(e)),
                     }
-                    Ok(None) => Poll::Ready(Ok(())),
-                    Err(e) => Poll::Ready(Err(e)),
-                },
+                }
             },
         };
         result.map(|result| {
@@ -183,21 +174,6 @@ impl<F: Future<Output = Response<ProxyBody>>> Future for Respond<F> {
                 tracing::debug!(error = %e, "an HTTP/2 stream ended early");
             }
         })
-    }
-}
-
-impl Sending {
-    /// The body moved on as far as it and the window let it; a body that nothing moves on for
-    /// the stall time is given up, the stream reset (CANCEL).
-    fn poll(&mut self, cx: &mut Context<'_>, first_try: bool) -> Poll<Result<(), StreamError>> {
-        let body = Pin::new(&mut self.body);
-        let polled = poll_body(body, &mut self.stream, &mut self.stall, cx, first_try);
-        if polled.is_pending() && self.stall.expired(cx) {
-            tracing::debug!("an HTTP/2 response stalled for the idle timeout; reset");
-            self.stream.send_reset(Reason::CANCEL);
-            return Poll::Ready(Err(StreamError::Stalled));
-        }
-        polled
     }
 }
 
@@ -218,12 +194,14 @@ fn poll_answer<F: Future>(
     }
 }
 
-/// Sends the response's head; the body still to send and its stream, if any.
+/// Sends the response's head; what is left to send of its body, if any.
 fn send_head(
     response: Response<ProxyBody>,
+    progress: Arc<Progress>,
     reply: &mut SendResponse<Bytes>,
-) -> Result<Option<(ProxyBody, SendStream<Bytes>)>, StreamError> {
+) -> Result<Option<Sending>, StreamError> {
     let (parts, body) = response.into_parts();
+    let body = Watched::new(body, progress);
     let end = body.is_end_stream();
     let stream = reply
         .send_response(Response::from_parts(parts, ()), end)
@@ -242,7 +220,6 @@ fn send_head(
 fn poll_body<B>(
     mut body: Pin<&mut B>,
     stream: &mut SendStream<Bytes>,
-    stall: &mut Stall,
     cx: &mut Context<'_>,
     first_try: bool,
 ) -> Poll<Result<(), StreamError>>
@@ -279,7 +256,6 @@ where
             }
         };
         ask = true;
-        stall.moved();
         if send_frame(polled, body.is_end_stream(), stream)? {
             return Poll::Ready(Ok(()));
         }

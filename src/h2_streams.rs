@@ -8,6 +8,8 @@
 //! streams belong to the connection's task, which graceful shutdown already waits for. What a
 //! task per stream gave besides, a panic that ends one stream alone, `Isolated` keeps.
 //!
+//! Each stream also carries its [`Stall`] timer (`h2_stall`): a stream whose response nothing
+//! moves on for the idle timeout is dropped here, and h2 resets it.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -15,6 +17,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
+
+use crate::h2_stall::Stall;
 
 type Stream = Pin<Box<dyn Future<Output = ()> + Send>>;
 
@@ -25,9 +29,9 @@ pub struct ConnStreams {
 }
 
 impl ConnStreams {
-    /// A stream to run from the next `poll` on.
-    pub fn push(&mut self, stream: Stream) {
-        self.running.push(Isolated { stream });
+    /// A stream to run from the next `poll` on, dropped (reset) if `stall` expires.
+    pub fn push(&mut self, stream: Stream, stall: Option<Stall>) {
+        self.running.push(Isolated { stream, stall });
     }
 
     /// Polls every stream that was woken, or pushed since the last call, until none is ready.
@@ -42,18 +46,28 @@ impl ConnStreams {
     }
 }
 
-/// A stream whose panic ends that stream alone (h2 then resets it), as a task's would.
+/// A stream whose panic ends that stream alone (h2 then resets it), as a task's would, and
+/// which is dropped (reset) when its response stalls.
 struct Isolated {
     stream: Stream,
+    stall: Option<Stall>,
 }
 
 impl Future for Isolated {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let stream = &mut self.stream;
+        let this = &mut *self;
+        let stream = &mut this.stream;
         match std::panic::catch_unwind(AssertUnwindSafe(|| stream.as_mut().poll(cx))) {
-            Ok(polled) => polled,
+            Ok(Poll::Pending) => {
+                if this.stall.as_mut().is_some_and(|stall| stall.expired(cx)) {
+                    tracing::debug!("an HTTP/2 response stalled for the idle timeout; reset");
+                    return Poll::Ready(());
+                }
+                Poll::Pending
+            }
+            Ok(Poll::Ready(())) => Poll::Ready(()),
             Err(_) => {
                 tracing::error!("an HTTP/2 stream panicked; it alone is closed");
                 Poll::Ready(())
@@ -76,15 +90,21 @@ mod tests {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let done = Arc::new(AtomicUsize::new(0));
         let first = done.clone();
-        streams.push(Box::pin(async move {
-            rx.await.unwrap();
-            first.fetch_add(1, Ordering::SeqCst);
-        }));
-        streams.push(Box::pin(async { panic!("a stream's bug") }));
+        streams.push(
+            Box::pin(async move {
+                rx.await.unwrap();
+                first.fetch_add(1, Ordering::SeqCst);
+            }),
+            None,
+        );
+        streams.push(Box::pin(async { panic!("a stream's bug") }), None);
         let second = done.clone();
-        streams.push(Box::pin(async move {
-            second.fetch_add(1, Ordering::SeqCst);
-        }));
+        streams.push(
+            Box::pin(async move {
+                second.fetch_add(1, Ordering::SeqCst);
+            }),
+            None,
+        );
         std::future::poll_fn(|cx| {
             streams.poll(cx);
             Poll::Ready(())
