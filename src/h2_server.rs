@@ -4,7 +4,7 @@
 //! hyper's HTTP/2 server is a layer over h2 that the proxy does not need. Its answers are
 //! checked for connection-specific fields the proxy has already removed (h2 checks them again
 //! besides), each stream's future goes through an executor, and each body through a wrapper of
-//! its own. That layer was about 3,000 instructions an HTTP/2 request (callgrind, BENCHMARKS.md).
+//! its own. That layer was about 2,000 instructions an HTTP/2 request (callgrind, BENCHMARKS.md).
 //! What it gave besides is here: a client's reset cancels its request, a `Date` and a local
 //! answer's `Content-Length` are added (`Reply::into_response`), and the settings are hyper's
 //! defaults where the listener sets none (`builder`).
