@@ -183,6 +183,38 @@ async fn a_backend_answering_before_the_body_is_read_is_heard_and_its_connection
     assert_eq!(backend.connections(), 2);
 }
 
+/// A backend that answers before reading the body and closes its connection, as a server
+/// refusing an upload does: the proxy's next write of the body fails (the backend reset the
+/// connection), but the answer is already there, and the client gets it, not a 502. Ten
+/// clients, since whether the proxy's write fails before it reads depends on timing.
+#[tokio::test]
+async fn a_backend_that_answers_early_and_closes_is_still_heard() {
+    let backend = RawBackend::start_early(|_| {
+        RawReply::close("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig\n")
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    for _ in 0..10 {
+        let tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+        let (mut from, mut to) = tcp.into_split();
+        // The whole body, as fast as the proxy takes it, until it stops taking it.
+        let upload = tokio::spawn(async move {
+            let body = vec![b'x'; 4 << 20];
+            let head = format!(
+                "POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}\r\n\r\n",
+                body.len()
+            );
+            let _ = to.write_all(head.as_bytes()).await;
+            let _ = to.write_all(&body).await;
+            to
+        });
+        let out = String::from_utf8(wait_closed(&mut from).await).unwrap();
+        assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+        assert!(out.ends_with("big\n"), "{out}");
+        drop(tokio::time::timeout(PATIENCE, upload).await);
+    }
+}
+
 #[tokio::test]
 async fn interim_answers_from_the_backend_are_not_passed_on() {
     let backend = RawBackend::start(|_| {

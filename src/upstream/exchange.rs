@@ -104,19 +104,25 @@ impl UpstreamClient {
                 done: matches!(framing, Framing::None | Framing::Length(0)),
             };
             let sent = within(&mut conn, |conn, cx| sending.poll(conn, cx, body)).await;
-            let complete = match sent.ok_or(UpstreamError::ResponseTimeout(timeout))? {
-                Ok(Sent::Complete) => true,
-                Ok(Sent::Early) => false,
-                // A kept-alive connection the backend had closed, and nothing of the body
-                // spent: safe to send again, whatever the method.
-                Err(SendError::Io(_)) if !fresh && !body.touched() => continue,
-                Err(SendError::Io(e)) => return Err(io_failure(&e, "writing the request")),
-                Err(SendError::Body(e)) => return Err(UpstreamError::Body(e)),
-            };
-            let head = match within(&mut conn, |conn, cx| poll_head(conn, cx, &req.method))
-                .await
-                .ok_or(UpstreamError::ResponseTimeout(timeout))?
-            {
+            let (complete, write_failed) =
+                match sent.ok_or(UpstreamError::ResponseTimeout(timeout))? {
+                    Ok(Sent::Complete) => (true, None),
+                    Ok(Sent::Early) => (false, None),
+                    // A kept-alive connection the backend had closed, and nothing of the body
+                    // spent: safe to send again, whatever the method.
+                    Err(SendError::Io(_)) if !fresh && !body.touched() => continue,
+                    // A backend may answer before it has read the whole request and close (a
+                    // refused upload): the write fails, but its answer can be here already.
+                    Err(SendError::Io(e)) => (false, Some(e)),
+                    Err(SendError::Body(e)) => return Err(UpstreamError::Body(e)),
+                };
+            let answer = within(&mut conn, |conn, cx| poll_head(conn, cx, &req.method)).await;
+            if let Some(e) = write_failed {
+                if !matches!(answer, Some(Ok(_))) {
+                    return Err(io_failure(&e, "writing the request"));
+                }
+            }
+            let head = match answer.ok_or(UpstreamError::ResponseTimeout(timeout))? {
                 Ok(head) => head,
                 // A kept-alive connection closed with not a byte of answer: the backend closed
                 // it as it sat idle, just before (or as) the request arrived. An idempotent
