@@ -457,10 +457,16 @@ pub fn metric(text: &str, name_and_labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-/// An address nothing listens on (bound, then released).
+/// An address nothing listens on, and nothing else can take: a socket bound to it that never
+/// listens, so connections are refused, kept for the rest of the test process. (Bound and
+/// released, the port went back to the kernel, and a test running alongside could be given it
+/// for a listener of its own.)
 pub async fn closed_port() -> SocketAddr {
-    let l = tokio::net::TcpListener::bind(localhost()).await.unwrap();
-    l.local_addr().unwrap()
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(localhost()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    std::mem::forget(socket);
+    addr
 }
 
 /// A backend that holds every request until the test releases it, and says when one arrived:
