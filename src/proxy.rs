@@ -18,7 +18,7 @@ use crate::access::RequestRecord;
 use crate::admission::Shed;
 use crate::backends::{Backend, InFlight, SharedSnapshot, Site};
 use crate::balance;
-use crate::body::{ClientBody, Limited, ProxyBody};
+use crate::body::{BodyLength, ClientBody, Limited, ProxyBody};
 use crate::config::{Algorithm, Balance, Config, HashKey, HttpsRedirect};
 use crate::connection::{ConnContext, ListenerContext};
 use crate::cookies;
@@ -175,7 +175,9 @@ impl Proxy {
                 .map_err(ProxyError::RateLimited)?;
         }
         let max_body = listener.limits.max_body_size;
-        if content_length(&parts.headers).is_some_and(|n| n > max_body) {
+        // The length the body declared, as its protocol read it (HTTP/1.1's framing, HTTP/2's
+        // agreeing Content-Lengths): refused before a backend is chosen.
+        if matches!(body.length(), BodyLength::Known(n) if n > max_body) {
             return Err(ProxyError::BodyTooLarge(max_body));
         }
 
@@ -501,15 +503,6 @@ fn hash_key(
         HashKey::Header(name) => req.headers.get(name).map(|v| v.as_bytes().to_vec()),
         HashKey::Cookie(name) => cookies::find(&req.headers, name).map(|v| v.as_bytes().to_vec()),
     }
-}
-
-fn content_length(headers: &http::HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
 }
 
 fn https_redirect(host: &Authority, uri: &Uri, redirect: HttpsRedirect) -> Response<ProxyBody> {

@@ -890,3 +890,28 @@ async fn backend_reads_until(
     }
     (tcp, seen)
 }
+
+/// An HTTP/2 upload that declares more than `max_body_size` is refused on its head, before a
+/// byte of it is sent or a backend chosen, as an HTTP/1.1 one is.
+#[tokio::test]
+async fn an_http2_upload_declared_too_large_is_refused_on_its_head() {
+    let backend = tokio::net::TcpListener::bind(localhost()).await.unwrap();
+    let proxy = Harness::start(
+        &[backend.local_addr().unwrap()],
+        "[limits]\nmax_body_size = \"64KiB\"\n",
+    )
+    .await;
+    let (mut client, driver) = h2_raw_client(&proxy).await;
+    let req = http::Request::post("https://default.test/upload")
+        .header("content-length", "1000000")
+        .body(())
+        .unwrap();
+    let (response, _upload) = client.send_request(req, false).unwrap();
+    let response = tokio::time::timeout(PATIENCE, response)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    drop(client);
+    driver.abort();
+}
