@@ -8,6 +8,10 @@
 #   benches/compare.sh                                 # everything, 3 interleaved runs x 8 s
 #   RUNS=5 DURATION=15 benches/compare.sh
 #   LEGS="plain tls" benches/compare.sh                # a subset
+#   PGO=0 benches/compare.sh                           # sessiongate's plain release build
+#
+# sessiongate is measured as its profile-guided build (benches/pgo.sh), which adds about ten
+# minutes of building and training on two cores.
 #
 # Legs (BENCHMARKS.md says what each number means):
 #   memory   idle PSS of each proxy, then PSS per idle TLS connection with IDLE_CONNS held open,
@@ -80,11 +84,24 @@ echo "building sessiongate and the load generator (release)" >&2
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 loadgen=$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
 [ -x "$loadgen" ] || { echo "cannot find the loadgen bench binary" >&2; exit 1; }
-# The release build last: `cargo bench` also builds the sessiongate binary, in the bench
-# profile, into the same target/release/sessiongate. That build has its own symbol names, which
-# benches/startup.order (build.rs) does not list, so it is not the binary operators run: with
-# it there, the memory leg read 8.0-8.4 MiB idle where the release build holds 5.2-5.4.
-cargo build --release -q
+# sessiongate is measured as built for production: profile-guided (benches/pgo.sh, into its
+# own target directory). PGO=0 measures the plain release build instead, as does a machine
+# where pgo.sh cannot run (it says why). The plain build comes after `cargo bench`, which also
+# builds the sessiongate binary, in the bench profile, into the same target/release/sessiongate.
+# That build has its own symbol names, which benches/startup.order (build.rs) does not list, so
+# it is not the binary operators run: with it there, the memory leg read 8.0-8.4 MiB idle where
+# the release build holds 5.2-5.4.
+sg_bin="$target_dir/release/sessiongate" sg_build="release build (PGO=0)"
+if [ "${PGO:-1}" = 1 ]; then
+  if sg_pgo=$(LOADGEN=$loadgen benches/pgo.sh); then
+    sg_bin=$sg_pgo sg_build="profile-guided release build (benches/pgo.sh)"
+  else
+    sg_build="release build: the profile-guided build failed (above)"
+    echo "measuring sessiongate's plain release build instead" >&2
+  fi
+fi
+[ "$sg_bin" = "$target_dir/release/sessiongate" ] && cargo build --release -q
+echo "sessiongate: $sg_build" >&2
 
 # 10k idle connections need 10k descriptors in the proxy and in the client, and HAProxy
 # refuses to start unless the limit covers two per connection (client and server side).
@@ -161,7 +178,7 @@ listen = \"127.0.0.1:${plain_port[sessiongate]}\"
 name = \"tls\"
 listen = \"127.0.0.1:${tls_port[sessiongate]}\"
 tls = { cert = \"$cert\", key = \"$key\" }" > "$work/sessiongate.toml"
-on_proxy_core "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate.toml" & pids+=($!)
+on_proxy_core "$sg_bin" --threads 1 --config "$work/sessiongate.toml" & pids+=($!)
 sg_pid=$!
 
 nginx_proxying='proxy_http_version 1.1;
@@ -428,7 +445,7 @@ listen = \"127.0.0.1:${sticky_port[sessiongate]}\"
 [balance.sticky]
 mode = \"cookie\"
 secret = \"$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\"" > "$work/sessiongate-sticky.toml"
-  on_proxy_core "$target_dir/release/sessiongate" --threads 1 --config "$work/sessiongate-sticky.toml" & pids+=($!)
+  on_proxy_core "$sg_bin" --threads 1 --config "$work/sessiongate-sticky.toml" & pids+=($!)
   sg_sticky_pid=$!
   answers "http://127.0.0.1:${sticky_port[sessiongate]}/" ||
     { echo "nothing answers on port ${sticky_port[sessiongate]} (see the messages above)" >&2; exit 1; }
@@ -471,5 +488,5 @@ fi
 echo
 echo "sessiongate vs nginx and HAProxy: $RUNS interleaved runs x ${DURATION}s (latency: $LATENCY_ROUNDS rounds x ${LATENCY_DURATION}s), medians"
 echo "machine: $(nproc) cores, $(awk '/model name/ {sub(/.*: /, ""); print; exit}' /proc/cpuinfo); $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v | awk 'NR==1 {print "HAProxy " $3}')"
-echo "every proxy ran with GLIBC_TUNABLES=${PROXY_GLIBC_TUNABLES:-(unset)}"
+echo "every proxy ran with GLIBC_TUNABLES=${PROXY_GLIBC_TUNABLES:-(unset)}; sessiongate: $sg_build"
 python3 "$repo/benches/ratios.py" "$results"
