@@ -33,6 +33,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+. benches/common.sh
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-8}
@@ -130,54 +131,19 @@ max_conns=$((IDLE_CONNS + 2000))
 # Backends: one nginx worker answering a small fixed body on three ports (core 1), and the
 # asset leg's file.
 head -c $((ASSET_KIB * 1024)) /dev/urandom > "$work/asset"
-# nginx's workers run as nobody when started as root, and mktemp made the directory 0700.
-chmod 711 "$work"; chmod 644 "$work/asset"
-cat > "$work/backends.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $work/backends.err warn;
-pid $work/backends.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  sendfile on;
-  server { listen 127.0.0.1:$b1; location / { return 200 "node-1\n"; } location = /asset { alias $work/asset; } }
-  server { listen 127.0.0.1:$b2; location / { return 200 "node-2\n"; } location = /asset { alias $work/asset; } }
-  server { listen 127.0.0.1:$b3; location / { return 200 "node-3\n"; } location = /asset { alias $work/asset; } }
-}
-CONF
+backends_conf "$work" $b1 $b2 $b3
 taskset -c 1 nginx -c "$work/backends.conf" -p "$work" & pids+=($!)
 
-# sessiongate's config: what both of its processes share, with the admin port and listeners
-# (and tables) given. Stickiness is global in sessiongate, so the sticky leg has a process of its
+# sessiongate's config (benches/common.sh): what both of its processes share, with the admin
+# port and listeners (and tables) given. Stickiness is global in sessiongate, so the sticky leg has a process of its
 # own (started after the memory leg, below).
-sg_config() {
-  cat <<CONF
-[admin]
-listen = "127.0.0.1:$1"
-[reload]
-watch = false
-[log]
-level = "warn"
-access_log = false
-[limits]
-max_connections = $max_conns
-max_connections_per_ip = $max_conns
-[upstream]
-pool_max_idle_per_backend = 256
-$2
-[[site]]
-backends = { static = ["127.0.0.1:$b1", "127.0.0.1:$b2", "127.0.0.1:$b3"] }
-CONF
-}
-sg_config "$admin" "[[listener]]
+sg_config "$admin" false "$max_conns" "[[listener]]
 name = \"plain\"
 listen = \"127.0.0.1:${plain_port[sessiongate]}\"
 [[listener]]
 name = \"tls\"
 listen = \"127.0.0.1:${tls_port[sessiongate]}\"
-tls = { cert = \"$cert\", key = \"$key\" }" > "$work/sessiongate.toml"
+tls = { cert = \"$cert\", key = \"$key\" }" $b1 $b2 $b3 > "$work/sessiongate.toml"
 on_proxy_core "$sg_bin" --threads 1 --config "$work/sessiongate.toml" & pids+=($!)
 sg_pid=$!
 
@@ -439,12 +405,12 @@ fi
 # sessiongate's sticky process starts only now: the memory leg reads proportional set sizes, in
 # which two processes running one binary would each count half of its pages.
 if has_leg sticky; then
-  sg_config "$sticky_admin" "[[listener]]
+  sg_config "$sticky_admin" false "$max_conns" "[[listener]]
 name = \"sticky\"
 listen = \"127.0.0.1:${sticky_port[sessiongate]}\"
 [balance.sticky]
 mode = \"cookie\"
-secret = \"$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\"" > "$work/sessiongate-sticky.toml"
+secret = \"$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\"" $b1 $b2 $b3 > "$work/sessiongate-sticky.toml"
   on_proxy_core "$sg_bin" --threads 1 --config "$work/sessiongate-sticky.toml" & pids+=($!)
   sg_sticky_pid=$!
   answers "http://127.0.0.1:${sticky_port[sessiongate]}/" ||

@@ -19,6 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
+. benches/common.sh
 PGO_BASE_PORT=${PGO_BASE_PORT:-19580}
 say() { echo "pgo: $*" >&2; }
 
@@ -64,58 +65,28 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-chmod 711 "$work"
-head -c $((256 * 1024)) /dev/urandom > "$work/asset"; chmod 644 "$work/asset"
+head -c $((256 * 1024)) /dev/urandom > "$work/asset"
 head -c $((64 * 1024)) /dev/urandom > "$work/upload"
 b1=$((PGO_BASE_PORT + 1)) b2=$((PGO_BASE_PORT + 2)) b3=$((PGO_BASE_PORT + 3))
 plain=$((PGO_BASE_PORT + 10)) tls=$((PGO_BASE_PORT + 20)) sticky=$((PGO_BASE_PORT + 30))
-cat > "$work/backends.conf" <<CONF
-worker_processes 1;
-daemon off;
-error_log $work/backends.err warn;
-pid $work/backends.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$b1; location / { return 200 "node-1\n"; } location = /asset { alias $work/asset; } }
-  server { listen 127.0.0.1:$b2; location / { return 200 "node-2\n"; } location = /asset { alias $work/asset; } }
-  server { listen 127.0.0.1:$b3; location / { return 200 "node-3\n"; } location = /asset { alias $work/asset; } }
-}
-CONF
+backends_conf "$work" $b1 $b2 $b3
 nginx -c "$work/backends.conf" -p "$work" & pids+=($!)
 
-# Two processes, as stickiness is global in a config: round robin on a plain and a TLS
-# listener, and sticky cookies with the access log on (to /dev/null).
-config() {
-  cat <<CONF
-[admin]
-listen = "127.0.0.1:$1"
-[reload]
-watch = false
-[log]
-level = "warn"
-access_log = $2
-[upstream]
-pool_max_idle_per_backend = 256
-$3
-[[site]]
-backends = { static = ["127.0.0.1:$b1", "127.0.0.1:$b2", "127.0.0.1:$b3"] }
-CONF
-}
-config $((PGO_BASE_PORT + 11)) false "[[listener]]
+# Two processes (configs from benches/common.sh), as stickiness is global in a config: round
+# robin on a plain and a TLS listener, and sticky cookies with the access log on (to /dev/null).
+sg_config $((PGO_BASE_PORT + 11)) false 10000 "[[listener]]
 name = \"plain\"
 listen = \"127.0.0.1:$plain\"
 [[listener]]
 name = \"tls\"
 listen = \"127.0.0.1:$tls\"
-tls = { cert = \"$repo/certs/tls.crt\", key = \"$repo/certs/tls.key\" }" > "$work/main.toml"
-config $((PGO_BASE_PORT + 31)) true "[[listener]]
+tls = { cert = \"$repo/certs/tls.crt\", key = \"$repo/certs/tls.key\" }" $b1 $b2 $b3 > "$work/main.toml"
+sg_config $((PGO_BASE_PORT + 31)) true 10000 "[[listener]]
 name = \"sticky\"
 listen = \"127.0.0.1:$sticky\"
 [balance.sticky]
 mode = \"cookie\"
-secret = \"$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\"" > "$work/sticky.toml"
+secret = \"$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')\"" $b1 $b2 $b3 > "$work/sticky.toml"
 sg="$target_dir/pgo/generate/$host/release/sessiongate"
 "$sg" --threads 1 --config "$work/main.toml" & main_pid=$!
 "$sg" --threads 1 --config "$work/sticky.toml" > /dev/null & sticky_pid=$!
@@ -148,6 +119,7 @@ wait $main_pid $sticky_pid 2>/dev/null || true
 "$profdata" merge -o "$work/merged.profdata" "$raw"
 # Named by its content: cargo rebuilds when its flags change, not when a file they name does.
 profile="$target_dir/pgo/sessiongate-$(sha256sum "$work/merged.profdata" | cut -c1-16).profdata"
+rm -f "$target_dir"/pgo/sessiongate-*.profdata
 mv "$work/merged.profdata" "$profile"
 say "building sessiongate with the profile"
 RUSTFLAGS="-Cprofile-use=$profile" cargo build --release -q --bin sessiongate --target "$host" \
