@@ -1,4 +1,15 @@
-# Sourced by benches/compare.sh and benches/pgo.sh: what both put on loopback.
+# Sourced by benches/compare.sh and benches/pgo.sh: what both put on loopback, and how both
+# get their tools and wait for what they start.
+
+# Installs the Debian packages given, if any, with apt-get (the tools a script found missing).
+apt_install() {
+  [ $# -gt 0 ] || return 0
+  echo "installing $* with apt-get" >&2
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+# Waits up to about 10 s for a 2xx from curl's arguments (a URL and options); 1 if none came.
+answers() { for _ in $(seq 100); do curl -sf -o /dev/null "$@" && return 0; sleep 0.1; done; return 1; }
 
 # The backends: one nginx worker answers a small fixed body on three ports, and DIR/asset at
 # /asset. Writes DIR/backends.conf; run it with `nginx -c DIR/backends.conf -p DIR`.

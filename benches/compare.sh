@@ -77,10 +77,7 @@ command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v nginx >/dev/null || need+=(nginx-light)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v taskset >/dev/null || need+=(util-linux)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]} with apt-get" >&2
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+apt_install "${need[@]}"
 echo "building sessiongate and the load generator (release)" >&2
 target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
 loadgen=$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)
@@ -242,8 +239,8 @@ haproxy_pid=$!
 declare -A owner=([sessiongate]=$sg_pid [nginx]=$nginx_pid [haproxy]=$haproxy_pid)
 proxies=(sessiongate nginx haproxy)
 
-# Wait until every port answers; a proxy that did not start stops the run here, not later.
-answers() { for _ in $(seq 100); do curl -sf -o /dev/null "$@" && return 0; sleep 0.1; done; return 1; }
+# Wait until every port answers (benches/common.sh); a proxy that did not start stops the run
+# here, not later.
 for port in $b1 $b2 $b3 "${plain_port[@]}" "${sticky_port[nginx]}" "${sticky_port[haproxy]}"; do
   answers "http://127.0.0.1:$port/" || { echo "nothing answers on port $port (see the messages above)" >&2; exit 1; }
 done

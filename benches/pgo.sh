@@ -40,10 +40,8 @@ command -v wrk >/dev/null || need+=(wrk)
 command -v h2load >/dev/null || need+=(nghttp2-client)
 command -v nginx >/dev/null || need+=(nginx-light)
 find_profdata >/dev/null || need+=("llvm-$llvm_major")
-if [ ${#need[@]} -gt 0 ] && command -v apt-get >/dev/null; then
-  say "installing ${need[*]} with apt-get"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null ||
-    say "apt-get could not install them all"
+if command -v apt-get >/dev/null; then
+  apt_install "${need[@]}" || say "apt-get could not install them all"
 fi
 profdata=$(find_profdata) || {
   say "no llvm-profdata of LLVM $llvm_major (this rustc's): rustup component add llvm-tools, or install llvm-$llvm_major"
@@ -92,8 +90,8 @@ sg="$target_dir/pgo/generate/$host/release/sessiongate"
 "$sg" --threads 1 --config "$work/sticky.toml" > /dev/null & sticky_pid=$!
 pids+=($main_pid $sticky_pid)
 ca=$repo/certs/dev-ca.crt
-answers() { for _ in $(seq 100); do curl -sf -o /dev/null "$@" && return 0; sleep 0.1; done; say "nothing answers: $*"; exit 1; }
-answers "http://127.0.0.1:$plain/"; answers --cacert "$ca" "https://127.0.0.1:$tls/"; answers "http://127.0.0.1:$sticky/"
+up() { answers "$@" || { say "nothing answers: $*"; exit 1; }; }
+up "http://127.0.0.1:$plain/"; up --cacert "$ca" "https://127.0.0.1:$tls/"; up "http://127.0.0.1:$sticky/"
 
 say "training (about 40 s)"
 quiet() { "$@" > /dev/null 2>&1 || say "training load failed: $*"; }
