@@ -48,15 +48,16 @@ profdata=$(find_profdata) || {
   exit 1
 }
 
-target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+# sed, not a JSON parser: the container image's build stage runs this too, without python.
+target_dir=$(cargo metadata --format-version 1 --no-deps --locked | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 raw="$target_dir/pgo/profiles"
 rm -rf "$raw"; mkdir -p "$raw"
 # --target: with it, RUSTFLAGS reach only what goes into the binary, not build scripts and
 # proc macros, which would otherwise be instrumented too and write their own counts.
 say "building sessiongate instrumented"
-RUSTFLAGS="-Cprofile-generate=$raw" cargo build --release -q --bin sessiongate --target "$host" \
+RUSTFLAGS="-Cprofile-generate=$raw" cargo build --release --locked -q --bin sessiongate --target "$host" \
   --target-dir "$target_dir/pgo/generate"
-loadgen=${LOADGEN:-$(cargo bench --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)}
+loadgen=${LOADGEN:-$(cargo bench --locked --bench loadgen --no-run 2>&1 | sed -n 's/.*Executable .*(\(.*\)).*/\1/p' | tail -1)}
 [ -x "$loadgen" ] || { say "cannot find the loadgen bench binary"; exit 1; }
 
 work=$(mktemp -d)
@@ -120,6 +121,6 @@ profile="$target_dir/pgo/sessiongate-$(sha256sum "$work/merged.profdata" | cut -
 rm -f "$target_dir"/pgo/sessiongate-*.profdata
 mv "$work/merged.profdata" "$profile"
 say "building sessiongate with the profile"
-RUSTFLAGS="-Cprofile-use=$profile" cargo build --release -q --bin sessiongate --target "$host" \
+RUSTFLAGS="-Cprofile-use=$profile" cargo build --release --locked -q --bin sessiongate --target "$host" \
   --target-dir "$target_dir/pgo"
 echo "$target_dir/pgo/$host/release/sessiongate"
