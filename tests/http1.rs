@@ -183,6 +183,53 @@ async fn a_backend_answering_before_the_body_is_read_is_heard_and_its_connection
     assert_eq!(backend.connections(), 2);
 }
 
+/// The answer comes before the end of a small body (a 401 to an upload, say): the proxy reads
+/// and drops the rest after the answer and keeps the connection, as nginx does, so the client's
+/// next request needs no new connection (and over TLS no new handshake). A client that never
+/// sends the rest has its connection closed after a moment, not held.
+#[tokio::test]
+async fn a_small_body_the_answer_came_before_is_dropped_and_its_connection_kept() {
+    let backend = RawBackend::start_early(|_| {
+        RawReply::keep("HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nwho?\n")
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    let head = b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 40000\r\n\r\n";
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(&[&head[..], b"first bytes"].concat())
+        .await
+        .unwrap();
+    let (answer, body) = read_response(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(body, "who?\n");
+    // The rest of the body, then the next request on the same connection: a byte of the body
+    // taken for the start of a request would get a 400.
+    tcp.write_all(&vec![b'x'; 40000 - 11]).await.unwrap();
+    tcp.write_all(b"GET /next HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_response(&mut tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let heads = backend.heads();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(heads[1].starts_with("GET /next "), "{heads:?}");
+    // The first backend connection had a request half sent: the second went on a new one.
+    assert_eq!(backend.connections(), 2);
+
+    // The same start, and the rest never comes.
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(&[&head[..], b"first bytes"].concat())
+        .await
+        .unwrap();
+    let out = String::from_utf8(wait_closed(&mut tcp).await).unwrap();
+    assert!(out.starts_with("HTTP/1.1 401"), "{out}");
+    assert!(out.ends_with("who?\n"), "{out}");
+}
+
 /// A backend that answers before reading the body and closes its connection, as a server
 /// refusing an upload does: the proxy's next write of the body fails (the backend reset the
 /// connection), but the answer is already there, and the client gets it, not a 502. Ten

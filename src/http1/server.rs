@@ -43,6 +43,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// A lingering close reads and drops at most this long and this much.
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
+/// A request body the answer came before is read and dropped, keeping the connection, when at
+/// most this much of it is left (as nginx discards one); a larger rest closes the connection.
+const DISCARD_MAX: u64 = 64 * 1024;
 /// Queued response bytes are written out once they reach this much.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -299,6 +302,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         // Whether the request's body was read to its end; a bodiless one was. The answer is
         // taken as it comes, not paired with this: each move of a `Reply` copies 304 bytes.
         let mut body_finished = true;
+        // The rest of a body the answer came before, small enough to read and drop after it.
+        let mut leftover = None;
         let resp = if framing == RequestBody::None {
             let mut none = NoBody;
             // Pinned here and lent, not moved into `watch_client`: a future taken by value is
@@ -333,7 +338,15 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
                 .get()
                 .handle(&mut parts, &mut body, self.conn, upgrade, arrived)
                 .await;
-            body_finished = body.get_mut().decoder.is_done();
+            let raw = body.get_mut();
+            body_finished = raw.decoder.is_done();
+            // Not while a go-ahead is owed: that client may never send its body.
+            if !body_finished
+                && !raw.send_continue
+                && raw.decoder.remaining().is_some_and(|n| n <= DISCARD_MAX)
+            {
+                leftover = Some(std::mem::replace(&mut raw.decoder, Decoder::Done));
+            }
             resp
         };
 
@@ -349,7 +362,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         }
         self.retiring |= self.retire_token.is_cancelled();
         let retiring = self.retiring;
-        let mut keep = keep_alive && !close_after && body_finished && !retiring;
+        let mut keep =
+            keep_alive && !close_after && (body_finished || leftover.is_some()) && !retiring;
         let bodiless = method == Method::HEAD
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
@@ -383,7 +397,16 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         let sent = self.respond(&mut body, framing, bodiless).await;
         drop(body);
         match sent {
-            Ok(()) if keep => Ok(true),
+            Ok(()) if keep => {
+                let Some(rest) = leftover else {
+                    return Ok(true);
+                };
+                let taken = discard(&mut self.client, rest).await;
+                if !taken {
+                    linger(&mut self.client).await;
+                }
+                Ok(taken)
+            }
             Ok(()) => {
                 if body_finished {
                     let _ = shutdown(&mut self.client.io).await;
@@ -593,6 +616,27 @@ async fn linger<I: AsyncRead + AsyncWrite + Unpin>(client: &mut Client<I>) {
         }
     };
     let _ = tokio::time::timeout(LINGER, drain).await;
+}
+
+/// Reads and drops the rest of a request body (`rest` decodes it), so that the connection
+/// takes the next request. `false` when the client did not send it within `LINGER`, or broke
+/// off: the connection is then to be closed.
+async fn discard<I: AsyncRead + AsyncWrite + Unpin>(
+    client: &mut Client<I>,
+    mut rest: Decoder,
+) -> bool {
+    let read = async {
+        loop {
+            let next =
+                poll_fn(|cx| rest.poll_next(&mut client.inbound, Pin::new(&mut client.io), cx));
+            match next.await {
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return false,
+                None => return true,
+            }
+        }
+    };
+    tokio::time::timeout(LINGER, read).await.unwrap_or(false)
 }
 
 /// A request without a body.
