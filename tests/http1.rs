@@ -156,20 +156,39 @@ async fn expect_100_continue_gets_its_go_ahead_and_the_backend_never_waits_for_o
     assert!(echoed_header(&echo, "expect").is_empty(), "{echo}");
 }
 
+/// A backend that answers as soon as it has a request's head, reading no body, and a proxy in
+/// front of it.
+async fn early<F>(reply: F) -> (RawBackend, Harness)
+where
+    F: Fn(&str) -> RawReply + Send + Sync + 'static,
+{
+    let backend = RawBackend::start_early(reply).await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    (backend, proxy)
+}
+
+const FIRST_BYTES: &[u8] = b"first bytes";
+
+/// A connection to the proxy that has sent an upload's head promising `length` bytes of body,
+/// and only the first few of them.
+async fn upload_start(proxy: &Harness, length: usize) -> TcpStream {
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    let head =
+        format!("POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: {length}\r\n\r\n");
+    tcp.write_all(&[head.as_bytes(), FIRST_BYTES].concat())
+        .await
+        .unwrap();
+    tcp
+}
+
 #[tokio::test]
 async fn a_backend_answering_before_the_body_is_read_is_heard_and_its_connection_dropped() {
-    let backend = RawBackend::start_early(|_| {
+    let (backend, proxy) = early(|_| {
         RawReply::keep("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig\n")
     })
     .await;
-    let proxy = Harness::start(&[backend.addr], "").await;
-    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
     // A head that promises a large body, and only the start of it.
-    tcp.write_all(
-        b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1000000\r\n\r\nfirst bytes",
-    )
-    .await
-    .unwrap();
+    let mut tcp = upload_start(&proxy, 1_000_000).await;
     let out = String::from_utf8(wait_closed(&mut tcp).await).unwrap();
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
     assert!(out.contains("connection: close\r\n"), "{out}");
@@ -189,16 +208,10 @@ async fn a_backend_answering_before_the_body_is_read_is_heard_and_its_connection
 /// sends the rest has its connection closed after a moment, not held.
 #[tokio::test]
 async fn a_small_body_the_answer_came_before_is_dropped_and_its_connection_kept() {
-    let backend = RawBackend::start_early(|_| {
-        RawReply::keep("HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nwho?\n")
-    })
-    .await;
-    let proxy = Harness::start(&[backend.addr], "").await;
-    let head = b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 40000\r\n\r\n";
-    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
-    tcp.write_all(&[&head[..], b"first bytes"].concat())
-        .await
-        .unwrap();
+    let (backend, proxy) =
+        early(|_| RawReply::keep("HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nwho?\n"))
+            .await;
+    let mut tcp = upload_start(&proxy, 40_000).await;
     let (answer, body) = read_response(&mut tcp).await;
     assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
     assert!(
@@ -208,7 +221,9 @@ async fn a_small_body_the_answer_came_before_is_dropped_and_its_connection_kept(
     assert_eq!(body, "who?\n");
     // The rest of the body, then the next request on the same connection: a byte of the body
     // taken for the start of a request would get a 400.
-    tcp.write_all(&vec![b'x'; 40000 - 11]).await.unwrap();
+    tcp.write_all(&vec![b'x'; 40_000 - FIRST_BYTES.len()])
+        .await
+        .unwrap();
     tcp.write_all(b"GET /next HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await
         .unwrap();
@@ -221,10 +236,7 @@ async fn a_small_body_the_answer_came_before_is_dropped_and_its_connection_kept(
     assert_eq!(backend.connections(), 2);
 
     // The same start, and the rest never comes.
-    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
-    tcp.write_all(&[&head[..], b"first bytes"].concat())
-        .await
-        .unwrap();
+    let mut tcp = upload_start(&proxy, 40_000).await;
     let out = String::from_utf8(wait_closed(&mut tcp).await).unwrap();
     assert!(out.starts_with("HTTP/1.1 401"), "{out}");
     assert!(out.ends_with("who?\n"), "{out}");
@@ -236,11 +248,10 @@ async fn a_small_body_the_answer_came_before_is_dropped_and_its_connection_kept(
 /// clients, since whether the proxy's write fails before it reads depends on timing.
 #[tokio::test]
 async fn a_backend_that_answers_early_and_closes_is_still_heard() {
-    let backend = RawBackend::start_early(|_| {
+    let (_backend, proxy) = early(|_| {
         RawReply::close("HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nbig\n")
     })
     .await;
-    let proxy = Harness::start(&[backend.addr], "").await;
     for _ in 0..10 {
         let tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
         let (mut from, mut to) = tcp.into_split();
