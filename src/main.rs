@@ -211,7 +211,10 @@ async fn run_demo(options: DemoOptions) -> ExitCode {
     let mut demo = match demo::start(options).await {
         Ok(demo) => demo,
         Err(e) => {
-            eprintln!("sessiongate demo: {e}\n(ports in use? choose others with --https, --http, --admin)");
+            eprintln!("sessiongate demo: {e}");
+            if let Some(hint) = e.hint() {
+                eprintln!("({hint})");
+            }
             return ExitCode::from(EXIT_RUNTIME);
         }
     };

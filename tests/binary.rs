@@ -1038,6 +1038,41 @@ fn wait_for_line(lines: &Mutex<Vec<String>>, needle: &str) -> String {
     }
 }
 
+/// A demo that cannot start says why and what to try, and only what fits: a port taken
+/// suggests other ports, an unwritable temporary directory (a read-only container) a writable
+/// one. Both exit 1, the code for "cannot start".
+#[test]
+fn a_demo_that_cannot_start_says_what_to_try() {
+    let any = "127.0.0.1:0";
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let out = sessiongate()
+        .args(["demo", "--https", &taken, "--http", any, "--admin", any])
+        .args(["--nodes", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&format!("cannot listen on {taken}")), "{err}");
+    assert!(err.contains("ports in use?"), "{err}");
+
+    // A file where the directory should be: no directory can be made under it.
+    let dir = temp_dir("demo-tmp");
+    let not_a_dir = dir.join("file");
+    std::fs::write(&not_a_dir, "").unwrap();
+    let out = sessiongate()
+        .args(["demo", "--https", any, "--http", any, "--admin", any])
+        .args(["--nodes", "1"])
+        .env("TMPDIR", &not_a_dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("cannot write the demo files"), "{err}");
+    assert!(err.contains("tmpfs at /tmp"), "{err}");
+    assert!(!err.contains("ports in use"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_demo_reloads_on_sighup_and_scales_from_stdin() {
     // The demo used to have no SIGHUP listener, so the signal's default action ended it.

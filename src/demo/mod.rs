@@ -53,6 +53,23 @@ pub enum DemoError {
     Start(#[from] StartError),
 }
 
+impl DemoError {
+    /// What to try, for the errors whose cause is the machine's, not the demo's. The demo used
+    /// to suggest other ports for every failure, a read-only `/tmp` included.
+    pub fn hint(&self) -> Option<&'static str> {
+        match self {
+            DemoError::Start(StartError::Bind { .. }) => {
+                Some("ports in use? choose others with --https, --http, --admin")
+            }
+            DemoError::Files(..) => Some(
+                "the demo writes its config and certificate under $TMPDIR, else /tmp: make it \
+                 writable (in a read-only container, mount a tmpfs at /tmp)",
+            ),
+            _ => None,
+        }
+    }
+}
+
 pub struct Demo {
     pub server: Server,
     /// The first site's nodes (`add` and `remove` scale it).
