@@ -396,17 +396,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
         self.out.queue_head();
         let sent = self.respond(&mut body, framing, bodiless).await;
         drop(body);
+        // The rest of a body the answer came before is read now; when it does not come, the
+        // connection closes like any other with the client's bytes unread.
+        if let (Ok(()), true, Some(rest)) = (&sent, keep, leftover) {
+            keep = discard(&mut self.client, rest).await;
+        }
         match sent {
-            Ok(()) if keep => {
-                let Some(rest) = leftover else {
-                    return Ok(true);
-                };
-                let taken = discard(&mut self.client, rest).await;
-                if !taken {
-                    linger(&mut self.client).await;
-                }
-                Ok(taken)
-            }
+            Ok(()) if keep => Ok(true),
             Ok(()) => {
                 if body_finished {
                     let _ = shutdown(&mut self.client.io).await;
