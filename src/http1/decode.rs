@@ -31,9 +31,13 @@ pub enum Decoder {
     /// Until the connection closes.
     Close,
     Done,
+    /// After an error: where the body ends is unknown, so nothing after it may be read as a
+    /// message. Not done, so that no caller takes the connection for one at a message's end.
+    Failed,
 }
 
 impl Decoder {
+    /// The body was read to the end its framing gives (not after an error).
     pub fn is_done(&self) -> bool {
         matches!(self, Decoder::Done)
     }
@@ -43,12 +47,12 @@ impl Decoder {
         match self {
             Decoder::Length(n) => Some(*n),
             Decoder::Done => Some(0),
-            Decoder::Chunked(_) | Decoder::Close => None,
+            Decoder::Chunked(_) | Decoder::Close | Decoder::Failed => None,
         }
     }
 
     /// The next bytes of the body (never empty), `None` at its end. After an error the
-    /// decoder is done and the connection is not to be used again.
+    /// decoder is `Failed`, gives nothing more, and the connection is not to be used again.
     pub fn poll_next<R: AsyncRead + ?Sized>(
         &mut self,
         inbound: &mut Inbound,
@@ -57,7 +61,7 @@ impl Decoder {
     ) -> Poll<Option<Result<Bytes, ReadError>>> {
         let result = loop {
             match self {
-                Decoder::Done => return Poll::Ready(None),
+                Decoder::Done | Decoder::Failed => return Poll::Ready(None),
                 Decoder::Length(left) => {
                     if !inbound.is_empty() {
                         let n = usize::try_from(*left)
@@ -107,7 +111,7 @@ impl Decoder {
                 }
             }
         };
-        *self = Decoder::Done;
+        *self = Decoder::Failed;
         Poll::Ready(Some(result))
     }
 }
