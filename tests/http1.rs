@@ -168,18 +168,60 @@ where
 }
 
 const FIRST_BYTES: &[u8] = b"first bytes";
+const CHUNKED: &str = "Transfer-Encoding: chunked";
 
-/// A connection to the proxy that has sent an upload's head promising `length` bytes of body,
-/// and only the first few of them.
-async fn upload_start(proxy: &Harness, length: usize) -> TcpStream {
+/// A connection to the proxy that has sent an upload's head, framed by `framing` (a
+/// Content-Length or `CHUNKED`), and only the first few bytes of its body.
+async fn upload_start(proxy: &Harness, framing: &str) -> TcpStream {
     let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
-    let head =
-        format!("POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: {length}\r\n\r\n");
-    tcp.write_all(&[head.as_bytes(), FIRST_BYTES].concat())
+    let head = format!("POST /upload HTTP/1.1\r\nHost: app.test\r\n{framing}\r\n\r\n");
+    let first = if framing == CHUNKED {
+        [b"b\r\n", FIRST_BYTES, b"\r\n"].concat()
+    } else {
+        FIRST_BYTES.to_vec()
+    };
+    tcp.write_all(&[head.as_bytes(), &first].concat())
         .await
         .unwrap();
     tcp
 }
+
+fn sized(length: usize) -> String {
+    format!("Content-Length: {length}")
+}
+
+/// A chunk of `n` bytes, framed.
+fn chunk(n: usize) -> Vec<u8> {
+    [format!("{n:x}\r\n").as_bytes(), &vec![b'x'; n], b"\r\n"].concat()
+}
+
+/// The connection has been answered with a 401 that keeps it open.
+async fn kept_after_401(tcp: &mut TcpStream) {
+    let (answer, body) = read_response(tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(
+        !answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
+    assert_eq!(body, "who?\n");
+}
+
+/// The next request on a connection whose body's rest was dropped is the backend's second
+/// head: a byte of the body taken for the start of a request would have got a 400.
+async fn next_request_is_served(tcp: &mut TcpStream, backend: &RawBackend) {
+    tcp.write_all(b"GET /next HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, _) = read_response(tcp).await;
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let heads = backend.heads();
+    assert_eq!(heads.len(), 2, "{heads:?}");
+    assert!(heads[1].starts_with("GET /next "), "{heads:?}");
+    // The first backend connection had a request half sent: the second went on a new one.
+    assert_eq!(backend.connections(), 2);
+}
+
+const WHO: &str = "HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nwho?\n";
 
 #[tokio::test]
 async fn a_backend_answering_before_the_body_is_read_is_heard_and_its_connection_dropped() {
@@ -188,7 +230,7 @@ async fn a_backend_answering_before_the_body_is_read_is_heard_and_its_connection
     })
     .await;
     // A head that promises a large body, and only the start of it.
-    let mut tcp = upload_start(&proxy, 1_000_000).await;
+    let mut tcp = upload_start(&proxy, &sized(1_000_000)).await;
     let out = String::from_utf8(wait_closed(&mut tcp).await).unwrap();
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
     assert!(out.contains("connection: close\r\n"), "{out}");
@@ -208,38 +250,52 @@ async fn a_backend_answering_before_the_body_is_read_is_heard_and_its_connection
 /// sends the rest has its connection closed after a moment, not held.
 #[tokio::test]
 async fn a_small_body_the_answer_came_before_is_dropped_and_its_connection_kept() {
-    let (backend, proxy) =
-        early(|_| RawReply::keep("HTTP/1.1 401 Unauthorized\r\nContent-Length: 5\r\n\r\nwho?\n"))
-            .await;
-    let mut tcp = upload_start(&proxy, 40_000).await;
-    let (answer, body) = read_response(&mut tcp).await;
-    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
-    assert!(
-        !answer.to_ascii_lowercase().contains("connection: close"),
-        "{answer}"
-    );
-    assert_eq!(body, "who?\n");
-    // The rest of the body, then the next request on the same connection: a byte of the body
-    // taken for the start of a request would get a 400.
+    let (backend, proxy) = early(|_| RawReply::keep(WHO)).await;
+    let mut tcp = upload_start(&proxy, &sized(40_000)).await;
+    kept_after_401(&mut tcp).await;
     tcp.write_all(&vec![b'x'; 40_000 - FIRST_BYTES.len()])
         .await
         .unwrap();
-    tcp.write_all(b"GET /next HTTP/1.1\r\nHost: app.test\r\n\r\n")
-        .await
-        .unwrap();
-    let (answer, _) = read_response(&mut tcp).await;
-    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
-    let heads = backend.heads();
-    assert_eq!(heads.len(), 2, "{heads:?}");
-    assert!(heads[1].starts_with("GET /next "), "{heads:?}");
-    // The first backend connection had a request half sent: the second went on a new one.
-    assert_eq!(backend.connections(), 2);
+    next_request_is_served(&mut tcp, &backend).await;
 
     // The same start, and the rest never comes.
-    let mut tcp = upload_start(&proxy, 40_000).await;
+    let mut tcp = upload_start(&proxy, &sized(40_000)).await;
     let out = String::from_utf8(wait_closed(&mut tcp).await).unwrap();
     assert!(out.starts_with("HTTP/1.1 401"), "{out}");
     assert!(out.ends_with("who?\n"), "{out}");
+}
+
+/// The same for a chunked body, whose size is not known ahead: its rest is dropped while no
+/// more than 64 KiB of it comes, and a larger one closes the connection.
+#[tokio::test]
+async fn a_small_chunked_body_the_answer_came_before_is_dropped_and_its_connection_kept() {
+    let (backend, proxy) = early(|_| RawReply::keep(WHO)).await;
+    let mut tcp = upload_start(&proxy, CHUNKED).await;
+    kept_after_401(&mut tcp).await;
+    let rest = [
+        chunk(10_000),
+        chunk(10_000),
+        chunk(3),
+        b"0\r\nx-sum: 1\r\n\r\n".to_vec(),
+    ];
+    tcp.write_all(&rest.concat()).await.unwrap();
+    next_request_is_served(&mut tcp, &backend).await;
+
+    // 80 KB more: dropped up to the bound, then the connection closes with nothing more said.
+    let mut tcp = upload_start(&proxy, CHUNKED).await;
+    kept_after_401(&mut tcp).await;
+    let _ = tcp
+        .write_all(&[chunk(40_000), chunk(40_000)].concat())
+        .await;
+    let _ = tcp
+        .write_all(b"0\r\n\r\nGET /never HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    assert_eq!(wait_closed(&mut tcp).await, b"");
+    assert!(
+        !backend.heads().iter().any(|h| h.starts_with("GET /never")),
+        "{:?}",
+        backend.heads()
+    );
 }
 
 /// A backend that answers before reading the body and closes its connection, as a server

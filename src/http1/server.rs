@@ -45,6 +45,7 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 1 << 20;
 /// A request body the answer came before is read and dropped, keeping the connection, when at
 /// most this much of it is left (as nginx discards one); a larger rest closes the connection.
+/// A chunked rest, whose size is not known ahead, is dropped until this much has come.
 const DISCARD_MAX: u64 = 64 * 1024;
 /// Queued response bytes are written out once they reach this much.
 const WRITE_BATCH: usize = 64 * 1024;
@@ -341,10 +342,12 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             let raw = body.get_mut();
             body_finished = raw.decoder.is_done();
             // Not while a go-ahead is owed: that client may never send its body.
-            if !body_finished
-                && !raw.send_continue
-                && raw.decoder.remaining().is_some_and(|n| n <= DISCARD_MAX)
-            {
+            let discardable = match &raw.decoder {
+                Decoder::Length(n) => *n <= DISCARD_MAX,
+                Decoder::Chunked(_) => true,
+                Decoder::Close | Decoder::Done | Decoder::Failed => false,
+            };
+            if discardable && !raw.send_continue {
                 leftover = Some(std::mem::replace(&mut raw.decoder, Decoder::Done));
             }
             resp
@@ -615,18 +618,24 @@ async fn linger<I: AsyncRead + AsyncWrite + Unpin>(client: &mut Client<I>) {
 }
 
 /// Reads and drops the rest of a request body (`rest` decodes it), so that the connection
-/// takes the next request. `false` when the client did not send it within `LINGER`, or broke
-/// off: the connection is then to be closed.
+/// takes the next request. `false` when the client did not send it within `LINGER`, sent more
+/// than `DISCARD_MAX` of it, or broke off: the connection is then to be closed.
 async fn discard<I: AsyncRead + AsyncWrite + Unpin>(
     client: &mut Client<I>,
     mut rest: Decoder,
 ) -> bool {
     let read = async {
+        let mut dropped = 0;
         loop {
             let next =
                 poll_fn(|cx| rest.poll_next(&mut client.inbound, Pin::new(&mut client.io), cx));
             match next.await {
-                Some(Ok(_)) => {}
+                Some(Ok(data)) => {
+                    dropped += data.len() as u64;
+                    if dropped > DISCARD_MAX {
+                        return false;
+                    }
+                }
                 Some(Err(_)) => return false,
                 None => return true,
             }
