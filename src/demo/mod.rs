@@ -347,7 +347,7 @@ impl Demo {
             .server
             .listener_addr("http")
             .unwrap_or(self.options.http);
-        let admin = self.server.admin_addr();
+        let admin = reachable(self.server.admin_addr());
         let list = |nodes: &[DemoNode]| {
             nodes
                 .iter()
@@ -399,5 +399,33 @@ impl Demo {
             http_port = http.port(),
             config = self.dir.join("demo.toml").display(),
         )
+    }
+}
+
+/// An address to type into a client: a listener bound to every address (`0.0.0.0`, `::`, as
+/// in a container) is reached on loopback.
+fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
+    match addr.ip() {
+        std::net::IpAddr::V4(ip) if ip.is_unspecified() => {
+            (std::net::Ipv4Addr::LOCALHOST, addr.port()).into()
+        }
+        std::net::IpAddr::V6(ip) if ip.is_unspecified() => {
+            (std::net::Ipv6Addr::LOCALHOST, addr.port()).into()
+        }
+        _ => addr,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reachable;
+
+    #[test]
+    fn an_address_bound_to_all_is_shown_on_loopback() {
+        let shown = |a: &str| reachable(a.parse().unwrap()).to_string();
+        assert_eq!(shown("0.0.0.0:9901"), "127.0.0.1:9901");
+        assert_eq!(shown("[::]:9901"), "[::1]:9901");
+        assert_eq!(shown("10.1.2.3:9901"), "10.1.2.3:9901");
+        assert_eq!(shown("127.0.0.1:9901"), "127.0.0.1:9901");
     }
 }
