@@ -50,6 +50,8 @@ pub struct ListenerContext {
     pub client_ca: Option<ClientCerts>,
     /// Per-client rate limits, in order; the first covering a path applies.
     pub rate_limits: Vec<Arc<RateLimiter>>,
+    /// The protocols a client may switch to (`headers::allowed_upgrade`).
+    pub upgrades: Vec<String>,
     pub metrics: ListenerMetrics,
     all_metrics: Arc<Metrics>,
 }
@@ -104,6 +106,7 @@ impl ListenerContext {
             request_id: config.request_id.clone(),
             proxy_protocol: config.proxy_protocol.clone(),
             rate_limits,
+            upgrades: config.upgrades.clone(),
             client_cert_header: config.client_cert_header.clone(),
             client_cert_chain_header: config
                 .client_cert_header
@@ -141,6 +144,7 @@ impl ListenerContext {
             client_cert_chain_header,
             client_ca,
             rate_limits,
+            upgrades,
             // Named after the listener: the same for the same name.
             metrics: _,
             all_metrics: _,
@@ -162,6 +166,7 @@ impl ListenerContext {
             // A connection verified against a bundle the operator has since changed (a CA
             // withdrawn, say) must not outlive that decision.
             && *client_ca == next.client_ca
+            && *upgrades == next.upgrades
             // An unchanged rule is carried over as the same limiter (`new`).
             && rate_limits.len() == next.rate_limits.len()
             && rate_limits

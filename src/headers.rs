@@ -44,9 +44,39 @@ const PROXY_ONLY: [&str; 10] = [
     "x-rewrite-url",
 ];
 
+/// A byte of an HTTP token (RFC 9110 §5.6.2).
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 /// Does this HTTP/1.1 request ask to switch protocols (WebSocket and the like)?
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_lists(headers, "upgrade")
+}
+
+/// Does this request ask to switch protocols, to `allowed` ones only? Every protocol its
+/// `Upgrade` lists must be allowed (the name before any `/version`, any case), since the
+/// backend picks among them. A request that names another, `h2c` above all, is forwarded as
+/// an ordinary one: its `Upgrade` is dropped with the other hop-by-hop fields, as Envoy and
+/// HAProxy drop `h2c`.
+pub fn allowed_upgrade(headers: &HeaderMap, allowed: &[String]) -> bool {
+    is_upgrade_request(headers)
+        && headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(|p| {
+                p.split(|&b| b == b'/')
+                    .next()
+                    .unwrap_or_default()
+                    .trim_ascii()
+            })
+            .all(|name| {
+                !name.is_empty()
+                    && allowed
+                        .iter()
+                        .any(|a| a.as_bytes().eq_ignore_ascii_case(name))
+            })
 }
 
 fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
@@ -168,10 +198,9 @@ impl Hop {
     /// IPv6 addresses are bracketed and quoted, and a host that is not a token is quoted.
     pub fn forwarded_element(&self, host: &HeaderValue) -> String {
         let host = String::from_utf8_lossy(host.as_bytes());
-        let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
         let mut element = String::with_capacity(self.element_prefix.len() + host.len() + 2);
         element.push_str(&self.element_prefix);
-        if !host.is_empty() && host.chars().all(is_tchar) {
+        if !host.is_empty() && host.bytes().all(is_tchar) {
             element.push_str(&host);
         } else {
             element.push('"');

@@ -189,7 +189,7 @@ impl Proxy {
         });
         let key = hash_key(&self.balance.algorithm, parts, conn);
 
-        let upgrade = upgrade && headers::is_upgrade_request(&parts.headers);
+        let upgrade = upgrade && headers::allowed_upgrade(&parts.headers, &conn.listener.upgrades);
         headers::strip_hop_by_hop(&mut parts.headers, upgrade);
         // The proxy answered the client's `Expect: 100-continue` itself (or will, as it reads
         // the body): the backend is not to wait for a go-ahead of its own.

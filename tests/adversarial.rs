@@ -190,6 +190,13 @@ fn cases() -> Vec<Case> {
             "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabcGET /metrics HTTP/1.1\r\nHost: app.test\r\n\r\n0\r\n\r\n",
             400,
         ),
+        // h2c smuggling: a backend that took the upgrade would speak HTTP/2 with the client
+        // through the tunnel, past every rule. The request goes on without `Upgrade`.
+        raw_case(
+            "h2c upgrade",
+            "GET /realms/x HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings, close\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
+            200,
+        ),
         raw_case(
             "chunk extension flood",
             &format!(

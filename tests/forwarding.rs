@@ -638,6 +638,52 @@ async fn websocket_upgrade_passes_through_until_quiet_for_the_tunnel_timeout() {
     assert!(wait_closed(&mut tcp).await.is_empty());
 }
 
+/// An `Upgrade` to a protocol the listener does not allow is no switch: the request reaches
+/// the backend without it, and the backend's 101 could not be passed on anyway. Above all h2c,
+/// which a backend would take to speak HTTP/2 with the client through the tunnel, where none
+/// of the proxy's rules apply (h2c smuggling). The backend here switches whenever asked.
+#[tokio::test]
+async fn upgrades_to_protocols_not_allowed_are_forwarded_as_ordinary_requests() {
+    let backend = RawBackend::start(|head| {
+        if head.to_ascii_lowercase().contains("\r\nupgrade:") {
+            RawReply::keep(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n",
+            )
+        } else {
+            RawReply::keep("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let listeners = format!(
+        "{PLAIN_LISTENER}[[listener]]\nname = \"none\"\nlisten = \"127.0.0.1:0\"\nupgrades = []\n"
+    );
+    let proxy = Harness::start_with(&listeners, &static_backends(&[backend.addr]), "").await;
+    let none = proxy.server.listener_addr("none").unwrap();
+    let cases = [
+        (proxy.plain_addr(), "h2c"),
+        (proxy.plain_addr(), "H2C"),
+        (proxy.plain_addr(), "websocket, h2c"),
+        (proxy.plain_addr(), "x-other/1"),
+        (none, "websocket"),
+    ];
+    for (addr, protocols) in cases {
+        let request = format!(
+            "GET /a HTTP/1.1\r\nHost: app.test\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+             Upgrade: {protocols}\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
+        );
+        let response = raw(addr, request.as_bytes()).await;
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "{protocols}: {response}"
+        );
+        assert!(response.ends_with("\r\n\r\nok"), "{protocols}: {response}");
+        let head = backend.heads().pop().unwrap().to_ascii_lowercase();
+        assert!(!head.contains("upgrade"), "{protocols}: {head}");
+        assert!(!head.contains("http2-settings"), "{protocols}: {head}");
+    }
+    assert_eq!(backend.heads().len(), cases.len());
+}
+
 #[tokio::test]
 async fn requests_without_host_or_with_connect_are_refused_and_others_still_served() {
     let nodes = start_nodes(1).await;

@@ -163,6 +163,7 @@ pub(super) fn render(c: &Config) -> String {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_owned),
                 request_id_header: l.request_id.as_ref().map(|h| h.to_string()),
+                upgrades: Some(l.upgrades.clone()),
                 proxy_protocol: Some(l.proxy_protocol.is_some()),
                 proxy_protocol_from: l
                     .proxy_protocol

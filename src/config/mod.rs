@@ -160,6 +160,9 @@ pub struct ListenerConfig {
     pub client_cert_header: Option<(http::HeaderName, crate::tls::ClientCertFormat)>,
     /// Per-client request rate limits; the first rule covering a path applies.
     pub rate_limits: Vec<crate::rate_limit::RateLimitConfig>,
+    /// The protocols a client may switch to with `Upgrade`, lowercase; a request naming any
+    /// other is forwarded without its `Upgrade` (`headers::allowed_upgrade`).
+    pub upgrades: Vec<String>,
 }
 
 /// How a backend is chosen for a request.

@@ -231,6 +231,8 @@ pub struct RawListener {
     pub proxy_protocol_from: Option<Vec<String>>,
     /// Per-client request rate limits (`[[listener.rate_limit]]`).
     pub rate_limit: Option<Vec<RawRateLimit>>,
+    /// The protocols an HTTP/1.1 client may switch to (`Upgrade`); default `["websocket"]`.
+    pub upgrades: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -493,6 +493,37 @@ fn a_request_id_header_must_be_a_name_of_its_own() {
 }
 
 #[test]
+fn upgrades_are_websocket_unless_listed_and_never_h2c() {
+    let listener = |extra: &str| {
+        check(&format!(
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n{extra}\n[[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n"
+        ))
+    };
+    assert_eq!(listener("").unwrap().listeners[0].upgrades, ["websocket"]);
+    let c = listener("upgrades = [\"WebSocket\", \"x-stream\"]").unwrap();
+    assert_eq!(c.listeners[0].upgrades, ["websocket", "x-stream"]);
+    let effective = c.to_effective_toml();
+    assert!(
+        effective.contains("upgrades = [\n    \"websocket\",\n    \"x-stream\",\n]"),
+        "{effective}"
+    );
+    assert!(listener("upgrades = []").unwrap().listeners[0]
+        .upgrades
+        .is_empty());
+    for (bad, why) in [
+        ("H2C", "h2c cannot be allowed"),
+        ("web socket", "not a protocol"),
+    ] {
+        let err = listener(&format!("upgrades = [\"websocket\", \"{bad}\"]")).unwrap_err();
+        assert!(
+            keys(&err).contains(&"listener[0].upgrades[1]"),
+            "{bad}: {err}"
+        );
+        assert!(err.to_string().contains(why), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn slow_start_is_a_positive_duration_and_not_for_hashing() {
     let balance = |extra: &str| check(&format!("{MINIMAL}[balance]\n{extra}\n"));
     let c = balance("slow_start = \"90s\"").unwrap();

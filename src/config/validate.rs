@@ -501,6 +501,7 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         l.rate_limit.as_deref().unwrap_or_default(),
         relative.as_ref(),
     );
+    let upgrades = upgrades(c, &format!("{key}.upgrades"), l.upgrades.as_deref());
     ListenerConfig {
         name,
         listen,
@@ -517,7 +518,39 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         hsts,
         request_id,
         proxy_protocol,
+        upgrades,
     }
+}
+
+/// The protocols a client may switch to: tokens, lowercased, WebSocket when unset. `h2c` is
+/// refused: a backend that takes an h2c upgrade speaks HTTP/2 to the client through the
+/// tunnel, where no rule of the proxy's (denied paths, limits, forwarded headers) applies.
+fn upgrades(c: &mut Checker<'_>, key: &str, list: Option<&[String]>) -> Vec<String> {
+    let Some(list) = list else {
+        return vec!["websocket".to_string()];
+    };
+    list.iter()
+        .enumerate()
+        .filter_map(|(j, protocol)| {
+            let name = protocol.to_ascii_lowercase();
+            if name.is_empty() || !name.bytes().all(crate::headers::is_tchar) {
+                c.issue(
+                    format!("{key}[{j}]"),
+                    format!("`{protocol}` is not a protocol name"),
+                );
+                None
+            } else if name == "h2c" {
+                c.issue(
+                    format!("{key}[{j}]"),
+                    "h2c cannot be allowed: a backend that switches to it speaks HTTP/2 to the \
+                     client through the tunnel, past the proxy's path rules and limits",
+                );
+                None
+            } else {
+                Some(name)
+            }
+        })
+        .collect()
 }
 
 /// Addresses or CIDR networks, each problem reported with its index.
