@@ -141,8 +141,10 @@ impl Proxy {
         upgrade: bool,
         record: &mut RequestRecord,
     ) -> Result<Reply, ProxyError> {
-        if parts.method == Method::CONNECT {
-            return Err(ProxyError::MethodNotAllowed(Method::CONNECT));
+        // A reverse proxy is not a tunnel; and TRACE would echo the client's cookies and the
+        // proxy's forwarded fields back in the body (nginx refuses both too).
+        if parts.method == Method::CONNECT || parts.method == Method::TRACE {
+            return Err(ProxyError::MethodNotAllowed(parts.method.clone()));
         }
         let listener = &conn.listener;
         let host = request_host(parts)?;

@@ -113,6 +113,11 @@ fn cases() -> Vec<Case> {
         ),
         raw_case("no Host", "GET /realms/x HTTP/1.1\r\nConnection: close\r\n\r\n", 400),
         raw_case(
+            "TRACE",
+            "TRACE /realms/x HTTP/1.1\r\nHost: app.test\r\nCookie: KEYCLOAK_IDENTITY=secret\r\nConnection: close\r\n\r\n",
+            405,
+        ),
+        raw_case(
             "CONNECT",
             "CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\nConnection: close\r\n\r\n",
             405,
