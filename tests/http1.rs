@@ -329,6 +329,39 @@ async fn a_backend_that_answers_early_and_closes_is_still_heard() {
     }
 }
 
+/// A 204 may not declare a body (RFC 9110 §8.6), and a backend's Content-Length on one is not
+/// passed on: an HTTP/1.1 client that read it would take the next answer's first bytes for
+/// this one's body, and an HTTP/2 client would reset the stream.
+#[tokio::test]
+async fn a_204_reaches_clients_without_the_length_its_backend_gave_it() {
+    let backend = RawBackend::start(|_| {
+        RawReply::keep("HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n")
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    let out = raw(
+        proxy.plain_addr(),
+        b"GET /a HTTP/1.1\r\nHost: app.test\r\n\r\nGET /b HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        out.matches("HTTP/1.1 204 No Content\r\n").count(),
+        2,
+        "{out}"
+    );
+    assert!(
+        !out.to_ascii_lowercase().contains("content-length"),
+        "{out}"
+    );
+    let mut send = h2(TcpStream::connect(proxy.plain_addr()).await.unwrap()).await;
+    let req = http::Request::get("http://app.test/c")
+        .body(empty())
+        .unwrap();
+    let (status, headers, body) = read(send.send_request(req).await.unwrap()).await;
+    assert_eq!((status, body.as_str()), (204, ""));
+    assert!(!headers.contains_key("content-length"), "{headers:?}");
+}
+
 #[tokio::test]
 async fn interim_answers_from_the_backend_are_not_passed_on() {
     let backend = RawBackend::start(|_| {

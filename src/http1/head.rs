@@ -322,7 +322,13 @@ pub fn parse_response(
             // `Connection` names others (then the proxy's strip removes them all) or the
             // protocol switches (the switch needs `Upgrade`).
             let skip = !facts.connection_lists_others && status != StatusCode::SWITCHING_PROTOCOLS;
-            let fields = RawFields::new(&head, resp.headers, skip);
+            let mut fields = RawFields::new(&head, resp.headers, skip);
+            if status == StatusCode::NO_CONTENT || status == StatusCode::SWITCHING_PROTOCOLS {
+                // These may not declare a body (RFC 9110 §8.6). Passed on, a Content-Length
+                // would have an HTTP/1.1 client take the next answer's first bytes for this
+                // one's body, and an HTTP/2 client reset the stream.
+                fields.remove(&http::header::CONTENT_LENGTH);
+            }
             Ok(Some((status, resp.version.unwrap_or(1), fields, facts)))
         });
         // Interim answers (100, 103) are skipped: nothing downstream asked for them.
