@@ -36,9 +36,22 @@ pub fn find_in_bytes<'a>(line: &'a [u8], name: &str) -> Option<&'a str> {
 }
 
 /// Removes every cookie called `name` from the request, and joins what is left into one
-/// `Cookie` line: HTTP/2 clients send one header per cookie, which an HTTP/1.1 backend must
-/// receive joined with `; ` (RFC 9113 §8.2.3). Does nothing when there is nothing to change.
+/// `Cookie` line (`join`). Does nothing when there is nothing to change.
 pub fn remove(headers: &mut HeaderMap, name: &str) {
+    rewrite(headers, Some(name));
+}
+
+/// Joins the request's `Cookie` lines into one: HTTP/2 clients send one header per cookie
+/// (browsers do, for HPACK's sake), which an HTTP/1.1 backend must receive joined with `; `
+/// (RFC 9113 §8.2.3); many read only the first `Cookie` line. One line is left as it is.
+pub fn join(headers: &mut HeaderMap) {
+    if headers.get_all(COOKIE).iter().nth(1).is_some() {
+        rewrite(headers, None);
+    }
+}
+
+/// The cookie lines joined into one, without the cookies called `drop`.
+fn rewrite(headers: &mut HeaderMap, drop: Option<&str>) {
     // One pass that joins as it goes: on a sticky site nearly every request carries the cookie,
     // so the joined line is nearly always wanted.
     let mut joined = BytesMut::new();
@@ -48,7 +61,7 @@ pub fn remove(headers: &mut HeaderMap, name: &str) {
         joined.reserve(line.len());
         for pair in pairs(line.as_bytes()) {
             // A pair without `=` is named by all of it: `SG_NODE` alone goes too.
-            if split_pair(pair).0 == name.as_bytes() {
+            if drop.is_some_and(|name| split_pair(pair).0 == name.as_bytes()) {
                 removed = true;
                 continue;
             }

@@ -196,9 +196,12 @@ impl Proxy {
         // The proxy answered the client's `Expect: 100-continue` itself (or will, as it reads
         // the body): the backend is not to wait for a go-ahead of its own.
         parts.headers.remove(header::EXPECT);
-        if let Some(own) = sticky.and_then(Sticky::own_cookie) {
+        match sticky.and_then(Sticky::own_cookie) {
             // The proxy's cookie is for the proxy; backends never see it.
-            cookies::remove(&mut parts.headers, own);
+            Some(own) => cookies::remove(&mut parts.headers, own),
+            // HTTP/1.1 clients send one line (RFC 6265 §5.4); HTTP/2 ones a line a cookie.
+            None if parts.version == http::Version::HTTP_2 => cookies::join(&mut parts.headers),
+            None => {}
         }
         // The client's own Host value when that is where the host came from: checked by
         // `request_host`, and shared with the request's buffer rather than copied.

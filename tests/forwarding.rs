@@ -725,6 +725,31 @@ async fn plain_listeners_speak_http2_with_prior_knowledge() {
     assert_eq!(echoed_header(&body, "x-forwarded-proto"), vec!["http"]);
 }
 
+/// HTTP/2 clients send each cookie as a header of its own (browsers do, for HPACK's sake); an
+/// HTTP/1.1 backend gets them as one `Cookie` line joined with `; ` (RFC 9113 §8.2.3), since
+/// many servers read only the first line, and a login cookie in another would be lost.
+#[tokio::test]
+async fn http2_cookie_crumbs_reach_the_backend_as_one_line() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    let mut send = h2(tokio::net::TcpStream::connect(proxy.plain_addr())
+        .await
+        .unwrap())
+    .await;
+    let req = http::Request::get("http://app.test/echo")
+        .header("cookie", "KEYCLOAK_IDENTITY=a")
+        .header("cookie", "AUTH_SESSION_ID=b.node-1")
+        .header("cookie", "c=3; d=4")
+        .body(empty())
+        .unwrap();
+    let (status, _, body) = read(send.send_request(req).await.unwrap()).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        echoed_header(&body, "cookie"),
+        vec!["KEYCLOAK_IDENTITY=a; AUTH_SESSION_ID=b.node-1; c=3; d=4"]
+    );
+}
+
 #[tokio::test]
 async fn each_request_gets_an_id_that_the_backend_and_the_client_see() {
     let nodes = start_nodes(1).await;
