@@ -147,8 +147,15 @@ impl Proxy {
             return Err(ProxyError::MethodNotAllowed(parts.method.clone()));
         }
         let listener = &conn.listener;
-        let host = request_host(parts)?;
+        let host = match request_host(parts) {
+            // Host is HTTP/1.1's requirement (RFC 9112 §3.2): a balancer's health check in
+            // HTTP/1.0 often sends none (HAProxy's `option httpchk GET /lb-check` does). Only
+            // the proxy's own /lb-check, which needs no host, answers such a request.
+            Err(ProxyError::MissingHost) if parts.version == http::Version::HTTP_10 => None,
+            host => Some(host?),
+        };
         if let Some(redirect) = listener.redirect {
+            let host = host.ok_or(ProxyError::MissingHost)?;
             return Ok(Reply::local(https_redirect(&host, &parts.uri, redirect)));
         }
         // The exact path the policy checked is the one forwarded.
@@ -170,6 +177,7 @@ impl Proxy {
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             return Ok(Reply::local(resp));
         }
+        let host = host.ok_or(ProxyError::MissingHost)?;
         if !listener.rate_limits.is_empty() {
             let client =
                 headers::client_address(&parts.headers, conn.peer.ip(), |ip| listener.trusts(ip));

@@ -216,6 +216,13 @@ async fn switchover_and_force_down_through_the_admin_api() {
     );
     let (status, _, body) = get_plain(proxy.plain_addr(), "/lb-check").await;
     assert_eq!((status, body.as_str()), (503, "DOWN"));
+    // As HAProxy's `option httpchk GET /lb-check` asks: HTTP/1.0, no Host. Only the proxy's
+    // own check answers without one.
+    let check = raw(proxy.plain_addr(), b"GET /lb-check HTTP/1.0\r\n\r\n").await;
+    assert!(check.starts_with("HTTP/1.1 503 "), "{check}");
+    assert!(check.ends_with("\r\n\r\nDOWN"), "{check}");
+    let other = raw(proxy.plain_addr(), b"GET /realms/x HTTP/1.0\r\n\r\n").await;
+    assert!(other.starts_with("HTTP/1.1 400 "), "{other}");
     assert_eq!(
         proxy
             .admin("POST", "/sites/main/release", Some(TOKEN))
