@@ -91,7 +91,11 @@ impl Admin {
         if req.uri().path() == "/sites" || req.uri().path().starts_with("/sites/") {
             return self.sites(req, peer);
         }
-        if req.method() != Method::GET && req.method() != Method::HEAD {
+        let known = matches!(
+            req.uri().path(),
+            "/metrics" | "/live" | "/config" | "/ready"
+        );
+        if known && req.method() != Method::GET && req.method() != Method::HEAD {
             let mut resp = local_response(StatusCode::METHOD_NOT_ALLOWED, "");
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));

@@ -48,6 +48,13 @@ async fn admin_serves_metrics_live_and_ready_and_nothing_else() {
     )
     .await;
     assert!(response.starts_with("HTTP/1.1 405"), "{response}");
+    // A path that is not there is 404 whatever the method, not 405.
+    let response = raw(
+        admin,
+        b"POST /reload HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 404"), "{response}");
 
     // The proxy's own metrics never appear on a public listener.
     let (_, _, body) = get_plain(proxy.plain_addr(), "/metrics").await;
