@@ -708,18 +708,25 @@ async fn requests_without_host_or_with_connect_are_refused_and_others_still_serv
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
-#[tokio::test]
-async fn plain_listeners_speak_http2_with_prior_knowledge() {
+/// `req` over HTTP/2 with prior knowledge to a plain listener in front of one echoing node:
+/// the status, and the request as the node saw it.
+async fn h2_echo(req: http::Request<ClientBody>) -> (u16, String) {
     let nodes = start_nodes(1).await;
     let proxy = Harness::start(&[nodes[0].addr], "").await;
     let mut send = h2(tokio::net::TcpStream::connect(proxy.plain_addr())
         .await
         .unwrap())
     .await;
+    let (status, _, body) = read(send.send_request(req).await.unwrap()).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn plain_listeners_speak_http2_with_prior_knowledge() {
     let req = http::Request::get("http://app.test/echo")
         .body(empty())
         .unwrap();
-    let (status, _, body) = read(send.send_request(req).await.unwrap()).await;
+    let (status, body) = h2_echo(req).await;
     assert_eq!(status, 200);
     assert_eq!(echoed_header(&body, "host"), vec!["app.test"]);
     assert_eq!(echoed_header(&body, "x-forwarded-proto"), vec!["http"]);
@@ -730,19 +737,13 @@ async fn plain_listeners_speak_http2_with_prior_knowledge() {
 /// many servers read only the first line, and a login cookie in another would be lost.
 #[tokio::test]
 async fn http2_cookie_crumbs_reach_the_backend_as_one_line() {
-    let nodes = start_nodes(1).await;
-    let proxy = Harness::start(&[nodes[0].addr], "").await;
-    let mut send = h2(tokio::net::TcpStream::connect(proxy.plain_addr())
-        .await
-        .unwrap())
-    .await;
     let req = http::Request::get("http://app.test/echo")
         .header("cookie", "KEYCLOAK_IDENTITY=a")
         .header("cookie", "AUTH_SESSION_ID=b.node-1")
         .header("cookie", "c=3; d=4")
         .body(empty())
         .unwrap();
-    let (status, _, body) = read(send.send_request(req).await.unwrap()).await;
+    let (status, body) = h2_echo(req).await;
     assert_eq!(status, 200);
     assert_eq!(
         echoed_header(&body, "cookie"),
