@@ -308,6 +308,23 @@ fn unauthorized() -> Response<ProxyBody> {
     resp
 }
 
+/// Says so when the site operations (switchover, force-down, drain) are open to whoever
+/// reaches the admin listener: no token, and an address beyond loopback (a container's
+/// `0.0.0.0`, say). Metrics and health need no token; the operations would move traffic.
+pub fn warn_if_open(listen: SocketAddr, token: Option<&str>) {
+    if open_without_token(listen, token) {
+        tracing::warn!(
+            %listen,
+            "the admin listener takes site operations from any address that reaches it, \
+             without a token: set admin.token or admin.token_file, or listen on loopback"
+        );
+    }
+}
+
+fn open_without_token(listen: SocketAddr, token: Option<&str>) -> bool {
+    token.is_none() && !listen.ip().is_loopback()
+}
+
 fn authorized(token: Option<&str>, req: &Request<Incoming>) -> bool {
     let Some(token) = token else {
         return true;
@@ -378,5 +395,21 @@ pub async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::open_without_token;
+
+    #[test]
+    fn site_operations_without_a_token_are_open_only_beyond_loopback() {
+        let open = |listen: &str, token| open_without_token(listen.parse().unwrap(), token);
+        assert!(open("0.0.0.0:9901", None));
+        assert!(open("[::]:9901", None));
+        assert!(open("10.0.0.5:9901", None));
+        assert!(!open("127.0.0.1:9901", None));
+        assert!(!open("[::1]:9901", None));
+        assert!(!open("0.0.0.0:9901", Some("0123456789abcdef")));
     }
 }

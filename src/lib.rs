@@ -225,6 +225,7 @@ impl Server {
             ));
         }
         tracing::info!(%admin_addr, "admin listening (/metrics, /live, /ready, /sites)");
+        admin::warn_if_open(admin_addr, config.admin.token.as_deref());
         ready.store(true, Ordering::Release);
         metrics.ready.set(1);
         metrics.config_last_reload_successful.set(1);
@@ -340,6 +341,7 @@ impl Inner {
                 "the admin listener's address changes only with a restart"
             );
         }
+        admin::warn_if_open(running.config.admin.listen, config.admin.token.as_deref());
         // Bind what is new before changing anything: a port in use fails the reload alone.
         let mut fresh = Vec::new();
         for l in &config.listeners {
