@@ -45,10 +45,12 @@ fn main() {
     let order = Path::new(&dir).join(ORDER);
     // A source tree without benches/ builds the same binary, its code ungrouped.
     if order.is_file() && env::var_os("SESSIONGATE_NO_SYMBOL_ORDER").is_none() {
-        println!(
-            "cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}",
-            order.display()
-        );
+        // Relative: rustc, and the linker under it, run in the package's directory. Cargo
+        // keeps this script's output across checkouts that share a target directory (a
+        // benchmark run from a fresh clone, say), and reruns it only when a checkout's order
+        // is newer than its last run: an absolute path would have a build link another
+        // checkout's order, or fail once that checkout is deleted.
+        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={ORDER}");
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
         warn_if_written_for_another_build(&order, Path::new(&dir), &rustc);
     }
