@@ -91,18 +91,23 @@ impl Admin {
         if req.uri().path() == "/sites" || req.uri().path().starts_with("/sites/") {
             return self.sites(req, peer);
         }
-        let known = matches!(
-            req.uri().path(),
-            "/metrics" | "/live" | "/config" | "/ready"
-        );
-        if known && req.method() != Method::GET && req.method() != Method::HEAD {
+        // The path first, then the method: a path that is not there is 404 whatever the
+        // method, and 405 says the path exists.
+        let page = match req.uri().path() {
+            "/metrics" => Page::Metrics,
+            "/live" => Page::Live,
+            "/config" => Page::Config,
+            "/ready" => Page::Ready,
+            _ => return local_response(StatusCode::NOT_FOUND, ""),
+        };
+        if req.method() != Method::GET && req.method() != Method::HEAD {
             let mut resp = local_response(StatusCode::METHOD_NOT_ALLOWED, "");
             resp.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             return resp;
         }
-        match req.uri().path() {
-            "/metrics" => {
+        match page {
+            Page::Metrics => {
                 self.observe_backends();
                 let mut resp = Response::new(ProxyBody::local(self.metrics.render()));
                 resp.headers_mut().insert(
@@ -111,9 +116,9 @@ impl Admin {
                 );
                 resp
             }
-            "/live" => local_response(StatusCode::OK, "live"),
-            "/config" => self.config(req),
-            "/ready" => {
+            Page::Live => local_response(StatusCode::OK, "live"),
+            Page::Config => self.config(req),
+            Page::Ready => {
                 let has_backend = self
                     .current
                     .load()
@@ -129,9 +134,16 @@ impl Admin {
                     (true, false) => local_response(StatusCode::SERVICE_UNAVAILABLE, "no backend"),
                 }
             }
-            _ => local_response(StatusCode::NOT_FOUND, ""),
         }
     }
+}
+
+/// The admin listener's read-only pages (`/sites` has its own routing).
+enum Page {
+    Metrics,
+    Live,
+    Config,
+    Ready,
 }
 
 impl Admin {
