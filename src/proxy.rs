@@ -464,17 +464,29 @@ fn request_host(req: &http::request::Parts) -> Result<Authority, ProxyError> {
     if hosts.next().is_some() {
         return Err(ProxyError::DuplicateHost);
     }
-    if let Some(authority) = req.uri.authority() {
-        if host.is_some_and(|h| {
-            !h.as_bytes()
-                .eq_ignore_ascii_case(authority.as_str().as_bytes())
-        }) {
-            return Err(ProxyError::HostMismatch);
+    let authority = match req.uri.authority() {
+        Some(authority) => {
+            if host.is_some_and(|h| {
+                !h.as_bytes()
+                    .eq_ignore_ascii_case(authority.as_str().as_bytes())
+            }) {
+                return Err(ProxyError::HostMismatch);
+            }
+            authority.clone()
         }
-        return Ok(authority.clone());
+        None => {
+            let host = host.ok_or(ProxyError::MissingHost)?;
+            Authority::try_from(host.as_bytes()).map_err(|_| ProxyError::BadHost)?
+        }
+    };
+    // An authority may carry userinfo (`user@host`); a Host or `:authority` may not (RFC 9112
+    // §3.2, RFC 9113 §8.3.1), and RFC 9110 §4.2.4 has it treated as an error: `good@evil`
+    // passed on as Host and X-Forwarded-Host reads as `good` to a backend's allow list that
+    // checks the start, and as `evil` to the browser that follows a link built from it.
+    if authority.as_str().contains('@') {
+        return Err(ProxyError::BadHost);
     }
-    let host = host.ok_or(ProxyError::MissingHost)?;
-    Authority::try_from(host.as_bytes()).map_err(|_| ProxyError::BadHost)
+    Ok(authority)
 }
 
 /// The path and query to forward: the canonical path (see `paths.rs`), checked against the

@@ -708,6 +708,41 @@ async fn requests_without_host_or_with_connect_are_refused_and_others_still_serv
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
 }
 
+/// A Host or authority with userinfo is refused (RFC 9110 §4.2.4): passed on, `good@evil`
+/// reads as `good` to an allow list that checks the start, and as `evil` to a browser
+/// following a link a backend built from it.
+#[tokio::test]
+async fn hosts_with_userinfo_are_refused() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    for request in [
+        &b"GET /echo HTTP/1.1\r\nHost: app.test@evil.test\r\nConnection: close\r\n\r\n"[..],
+        b"GET /echo HTTP/1.1\r\nHost: user:pass@app.test:8080\r\nConnection: close\r\n\r\n",
+        // The absolute form and a Host that agrees with it.
+        b"GET http://app.test@evil.test/echo HTTP/1.1\r\nHost: app.test@evil.test\r\n\
+          Connection: close\r\n\r\n",
+        b"GET http://app.test@evil.test/echo HTTP/1.1\r\nConnection: close\r\n\r\n",
+    ] {
+        let response = raw(proxy.plain_addr(), request).await;
+        assert!(
+            response.starts_with("HTTP/1.1 400"),
+            "{}: {response}",
+            String::from_utf8_lossy(request)
+        );
+    }
+    let req = http::Request::get("http://app.test@evil.test/echo")
+        .body(empty())
+        .unwrap();
+    assert_eq!(h2_echo(req).await.0, 400);
+    let response = raw(
+        proxy.plain_addr(),
+        b"GET /echo HTTP/1.1\r\nHost: app.test:8080\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert_eq!(echoed_header(&response, "host"), vec!["app.test:8080"]);
+}
+
 /// `req` over HTTP/2 with prior knowledge to a plain listener in front of one echoing node:
 /// the status, and the request as the node saw it.
 async fn h2_echo(req: http::Request<ClientBody>) -> (u16, String) {
