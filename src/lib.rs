@@ -34,6 +34,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod paths;
+pub mod plain_on_tls;
 pub mod prefixed;
 pub mod proxy;
 pub mod proxy_protocol;

@@ -21,6 +21,7 @@ use crate::connection::{self, ConnContext, ListenerContext};
 use crate::current_proxy::CurrentProxy;
 use crate::gathered_writes::GatheredWrites;
 use crate::http1;
+use crate::plain_on_tls::{self, FirstBytes, PlainHttp};
 use crate::proxy_protocol;
 
 /// Accept queue length: enough for a burst of reconnects after a rolling restart.
@@ -295,7 +296,7 @@ async fn handshake<I>(
     acceptor: &TlsAcceptor,
     stream: I,
     conn: &ConnContext,
-) -> Option<Box<tokio_rustls::server::TlsStream<I>>>
+) -> Option<Box<tokio_rustls::server::TlsStream<FirstBytes<I>>>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -304,7 +305,15 @@ where
     // Not cut short by a reload or a shutdown: the client may be about to send its first
     // request, which the connection then answers (with `Connection: close`, or GOAWAY) within
     // `close_grace`, as it would on a plain listener. `tls_handshake` bounds the wait.
-    match tokio::time::timeout(ctx.timeouts.tls_handshake, acceptor.accept(stream)).await {
+    let deadline = tokio::time::Instant::now() + ctx.timeouts.tls_handshake;
+    let accept = acceptor.accept(FirstBytes::new(stream)).into_fallible();
+    match tokio::time::timeout_at(deadline, accept).await {
+        Ok(Err((e, stream))) if PlainHttp::is(&e) => {
+            ctx.metrics.connection_error("plain_http_on_tls");
+            tracing::debug!(listener = %ctx.name, %peer, "plain HTTP on a TLS listener: 400");
+            let _ = tokio::time::timeout_at(deadline, plain_on_tls::answer(stream)).await;
+            None
+        }
         Ok(Ok(tls)) => {
             let session = tls.get_ref().1;
             ctx.metrics.tls_handshake(
@@ -327,7 +336,7 @@ where
             }
             Some(Box::new(tls))
         }
-        Ok(Err(e)) => {
+        Ok(Err((e, _))) => {
             ctx.metrics.connection_error("tls_handshake");
             tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed");
             None

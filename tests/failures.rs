@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use http_body_util::BodyExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test]
@@ -86,6 +86,76 @@ async fn a_silent_tls_client_is_closed_after_the_handshake_timeout() {
             "sessiongate_connection_errors_total{kind=\"tls_handshake_timeout\",listener=\"tls\"}"
         ),
         Some(1.0),
+        "{metrics}"
+    );
+}
+
+/// Plain HTTP to a TLS listener gets a readable 400 and a close, not a TLS alert; a TLS
+/// client that sends garbage still gets the alert; the listener serves on.
+#[tokio::test]
+async fn plain_http_to_a_tls_listener_gets_a_readable_400() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    for request in [
+        &b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n"[..],
+        b"POST /realms/x HTTP/1.0\r\nContent-Length: 0\r\n\r\n",
+        // HTTP/2 with prior knowledge: its preface is an HTTP/1.1-shaped line.
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        // One byte at a time: the first is enough.
+        b"G",
+    ] {
+        let mut client = TcpStream::connect(proxy.tls_addr()).await.unwrap();
+        client.write_all(request).await.unwrap();
+        let got = String::from_utf8(wait_closed(&mut client).await).unwrap();
+        assert!(got.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{got}");
+        assert!(got.contains("this port speaks HTTPS"), "{got}");
+    }
+    // A request longer than the first read: what follows the answer is read and dropped, so
+    // the close is a FIN, not a reset that would cut the answer off (RFC 9112 §9.6). Closed
+    // with its bytes unread, the connection would refuse the rest of the upload.
+    let mut client = TcpStream::connect(proxy.tls_addr()).await.unwrap();
+    let head = b"POST /upload HTTP/1.1\r\nHost: app.test\r\nContent-Length: 60000\r\n\r\n";
+    client.write_all(head).await.unwrap();
+    client.write_all(&[b'x'; 30_000]).await.unwrap();
+    let mut got = Vec::new();
+    while !got.ends_with(b"use https://.\r\n") {
+        let mut chunk = [0u8; 1024];
+        let n = client.read(&mut chunk).await.unwrap();
+        assert!(
+            n > 0,
+            "closed before the answer: {}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&chunk[..n]);
+    }
+    assert!(got.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+    client
+        .write_all(&[b'x'; 30_000])
+        .await
+        .expect("the rest of the upload is taken");
+    client.shutdown().await.unwrap();
+    assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0, "then a FIN");
+
+    // Not TLS and not HTTP: rustls' alert (a TLS record, content type 21), as before.
+    let mut client = TcpStream::connect(proxy.tls_addr()).await.unwrap();
+    client
+        .write_all(&[0x17, 0x03, 0x03, 0x00, 0x01, 0x00])
+        .await
+        .unwrap();
+    let got = wait_closed(&mut client).await;
+    assert_eq!(got.first(), Some(&0x15), "{got:?}");
+
+    let mut send = h1(proxy.tls("default.test", &[b"http/1.1"]).await).await;
+    let req = http::Request::get("/").header("host", "default.test");
+    let (status, _, _) = read(send_h1(&mut send, req.body(empty()).unwrap()).await).await;
+    assert_eq!(status, 200);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric(
+            &metrics,
+            "sessiongate_connection_errors_total{kind=\"plain_http_on_tls\",listener=\"tls\"}"
+        ),
+        Some(5.0),
         "{metrics}"
     );
 }
