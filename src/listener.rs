@@ -21,7 +21,7 @@ use crate::connection::{self, ConnContext, ListenerContext};
 use crate::current_proxy::CurrentProxy;
 use crate::gathered_writes::GatheredWrites;
 use crate::http1;
-use crate::plain_on_tls::{self, FirstBytes, PlainHttp};
+use crate::plain_on_tls::{self, Handshake};
 use crate::proxy_protocol;
 
 /// Accept queue length: enough for a burst of reconnects after a rolling restart.
@@ -296,7 +296,7 @@ async fn handshake<I>(
     acceptor: &TlsAcceptor,
     stream: I,
     conn: &ConnContext,
-) -> Option<Box<tokio_rustls::server::TlsStream<FirstBytes<I>>>>
+) -> Option<Box<tokio_rustls::server::TlsStream<I>>>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
@@ -306,15 +306,14 @@ where
     // request, which the connection then answers (with `Connection: close`, or GOAWAY) within
     // `close_grace`, as it would on a plain listener. `tls_handshake` bounds the wait.
     let deadline = tokio::time::Instant::now() + ctx.timeouts.tls_handshake;
-    let accept = acceptor.accept(FirstBytes::new(stream)).into_fallible();
-    match tokio::time::timeout_at(deadline, accept).await {
-        Ok(Err((e, stream))) if PlainHttp::is(&e) => {
+    match tokio::time::timeout_at(deadline, plain_on_tls::handshake(acceptor, stream)).await {
+        Ok(Handshake::PlainHttp(stream)) => {
             ctx.metrics.connection_error("plain_http_on_tls");
             tracing::debug!(listener = %ctx.name, %peer, "plain HTTP on a TLS listener: 400");
             let _ = tokio::time::timeout_at(deadline, plain_on_tls::answer(stream)).await;
             None
         }
-        Ok(Ok(tls)) => {
+        Ok(Handshake::Done(tls)) => {
             let session = tls.get_ref().1;
             ctx.metrics.tls_handshake(
                 session
@@ -334,9 +333,9 @@ where
                     let _ = conn.client_cert.set(Box::new(values));
                 }
             }
-            Some(Box::new(tls))
+            Some(tls)
         }
-        Ok(Err((e, _))) => {
+        Ok(Handshake::Failed(e)) => {
             ctx.metrics.connection_error("tls_handshake");
             tracing::debug!(listener = %ctx.name, %peer, error = %e, "TLS handshake failed");
             None

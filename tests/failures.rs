@@ -136,14 +136,24 @@ async fn plain_http_to_a_tls_listener_gets_a_readable_400() {
     client.shutdown().await.unwrap();
     assert_eq!(client.read(&mut [0u8; 16]).await.unwrap(), 0, "then a FIN");
 
-    // Not TLS and not HTTP: rustls' alert (a TLS record, content type 21), as before.
+    // Neither TLS nor HTTP: closed, with no HTTP answer.
     let mut client = TcpStream::connect(proxy.tls_addr()).await.unwrap();
     client
         .write_all(&[0x17, 0x03, 0x03, 0x00, 0x01, 0x00])
         .await
         .unwrap();
     let got = wait_closed(&mut client).await;
-    assert_eq!(got.first(), Some(&0x15), "{got:?}");
+    assert!(!got.starts_with(b"HTTP"), "{got:?}");
+    // A TLS client whose handshake fails still gets rustls' alert: here, no protocol in common.
+    let tcp = TcpStream::connect(proxy.tls_addr()).await.unwrap();
+    let refused = tokio_rustls::TlsConnector::from(proxy.pki.client_config(&[b"h3"]))
+        .connect("default.test".try_into().unwrap(), tcp)
+        .await
+        .expect_err("no protocol in common");
+    assert!(
+        refused.to_string().contains("NoApplicationProtocol"),
+        "{refused}"
+    );
 
     let mut send = h1(proxy.tls("default.test", &[b"http/1.1"]).await).await;
     let req = http::Request::get("/").header("host", "default.test");
