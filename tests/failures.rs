@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use http_body_util::BodyExt;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -187,6 +188,86 @@ async fn slow_request_headers_are_cut_off_while_others_are_served() {
         String::from_utf8_lossy(&got)
     );
     assert!(String::from_utf8_lossy(&got).contains("connection: close"));
+}
+
+/// The response timeout runs from each request's own start, on a backend connection reused
+/// from an earlier one whose deadline comes first (that timer is left to fire early and is
+/// set again then: `upstream/conn.rs`). A lower bound only: a timer never fires early.
+#[tokio::test]
+async fn a_reused_backend_connection_times_out_from_its_own_request() {
+    let backend = RawBackend::start(|head| {
+        if head.starts_with("GET /first") {
+            RawReply::keep("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        } else {
+            RawReply::keep("") // holds the request unanswered
+        }
+    })
+    .await;
+    let proxy = Harness::start(
+        &[backend.addr],
+        "[timeouts]\nupstream_response = \"800ms\"\n",
+    )
+    .await;
+    assert_eq!(get_plain(proxy.plain_addr(), "/first").await.0, 200);
+    // The first request's deadline is 800 ms after it; this one starts 500 ms later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = Instant::now();
+    let (status, _, body) = get_plain(proxy.plain_addr(), "/stalls").await;
+    assert_eq!(status, 504, "{body}");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(
+        backend.connections(),
+        1,
+        "the second request reused the connection"
+    );
+}
+
+/// Likewise on a kept-alive client connection, where one timer serves every deadline and a
+/// deadline set by an earlier wait may come first: `idle` runs from the end of the last
+/// request, and `request_header` from the first byte of the head.
+#[tokio::test]
+async fn deadlines_on_a_kept_alive_connection_run_from_their_own_start() {
+    let nodes = start_nodes(1).await;
+    let timeouts = "[timeouts]\nidle = \"800ms\"\nrequest_header = \"800ms\"\n";
+    let proxy = Harness::start(&[nodes[0].addr], timeouts).await;
+    let request = b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n";
+
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    assert!(read_response(&mut tcp).await.0.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    tcp.write_all(request).await.unwrap();
+    assert!(read_response(&mut tcp).await.0.starts_with("HTTP/1.1 200"));
+    let answered = Instant::now();
+    assert!(wait_closed(&mut tcp).await.is_empty());
+    assert!(
+        answered.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        answered.elapsed()
+    );
+
+    // A head begun soon after an answer, while the timer is set for a moment after it.
+    let mut tcp = TcpStream::connect(proxy.plain_addr()).await.unwrap();
+    tcp.write_all(request).await.unwrap();
+    assert!(read_response(&mut tcp).await.0.starts_with("HTTP/1.1 200"));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    tcp.write_all(b"GET / HTTP/1.1\r\nHost: app").await.unwrap();
+    let begun = Instant::now();
+    let got = wait_closed(&mut tcp).await;
+    assert!(
+        got.starts_with(b"HTTP/1.1 408"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(
+        begun.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        begun.elapsed()
+    );
 }
 
 #[tokio::test]

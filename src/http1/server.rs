@@ -2,7 +2,8 @@
 //! the proxy with the body still on the connection, write the answer as the backend sends it.
 //!
 //! Timeouts, all on one timer per connection, which is pushed later as the connection moves on
-//! (a later deadline costs no work in Tokio's timer wheel):
+//! (a later deadline is a store in Tokio's timer wheel; between requests, where a deadline
+//! follows each one, the timer is left to fire early and set again then: `read_head`):
 //! - `idle` between requests: the connection is closed without a word;
 //! - `request_header` from the first byte of a head to its end: 408, then closed;
 //! - `idle` again while a response is written and the client reads nothing of it: closed.
@@ -214,7 +215,11 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
                 None if !parked => idle_from + PARK_AFTER.min(timeouts.idle),
                 None => idle_from + timeouts.idle,
             };
-            if self.timer.deadline() != deadline {
+            // Moved only to fire sooner, or once it has fired: a timer set by an earlier wait
+            // (200 ms after the last request, say) fires first, and the loop comes back here
+            // and sets it to this deadline. `Sleep::reset` at each wait converted the deadline
+            // to the timer wheel's ticks, about 120 instructions a request.
+            if self.timer.deadline() > deadline || self.timer.is_elapsed() {
                 self.timer.as_mut().reset(deadline);
             }
             tokio::select! {
@@ -226,6 +231,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
                     }
                 },
                 () = self.timer.as_mut() => match head_from {
+                    // Set by an earlier wait: set again, to this one's deadline.
+                    _ if self.timer.deadline() < deadline => {}
                     Some(_) => return Err(Refused::Timeout),
                     // Quiet for a while: wait on without buffers (see PARK_AFTER).
                     None if !parked && !self.retiring => {

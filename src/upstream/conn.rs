@@ -24,10 +24,13 @@ pub(crate) struct UpstreamConn {
     pub(crate) inbound: Inbound,
     /// Waiting to be written to it.
     pub(crate) out: Outgoing,
-    /// The response timeout of the exchange under way, kept from one to the next: a later
-    /// deadline is a plain store in Tokio's timer wheel, where a new timer per request is an
-    /// insertion and a removal.
+    /// The response timeout, kept from one exchange to the next: a new timer per request
+    /// would be an insertion and a removal in Tokio's timer wheel. It is moved to a later
+    /// deadline only when it fires (`poll_expired`), not at each exchange: `Sleep::reset`
+    /// converts the deadline to the wheel's ticks, about 120 instructions a request.
     timer: Option<Pin<Box<Sleep>>>,
+    /// When the exchange under way times out; the timer may still be set to fire sooner.
+    deadline: Instant,
     /// Responses read to their end on it: a failure before the first byte of a response on a
     /// reused connection is most likely the backend closing it while it sat idle.
     pub(crate) served: u64,
@@ -44,6 +47,7 @@ impl UpstreamConn {
             inbound: Inbound::default(),
             out: Outgoing::default(),
             timer: None,
+            deadline: Instant::now(),
             served: 0,
             idle_since: std::time::Instant::now(),
         })
@@ -68,9 +72,12 @@ impl UpstreamConn {
         self.out.poll_write_to(Pin::new(&mut self.io), cx)
     }
 
-    /// Sets the deadline of the exchange about to start.
+    /// Sets the deadline of the exchange about to start. A timer still set for an earlier
+    /// exchange's deadline is left to fire then, and `poll_expired` moves it on.
     pub(crate) fn arm(&mut self, deadline: Instant) {
+        self.deadline = deadline;
         match &mut self.timer {
+            Some(timer) if timer.deadline() <= deadline && !timer.is_elapsed() => {}
             Some(timer) => timer.as_mut().reset(deadline),
             None => self.timer = Some(Box::pin(tokio::time::sleep_until(deadline))),
         }
@@ -78,9 +85,17 @@ impl UpstreamConn {
 
     /// Whether the deadline set by `arm` has passed (registering to be woken when it does).
     pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
-        self.timer
-            .as_mut()
-            .is_some_and(|timer| timer.as_mut().poll(cx).is_ready())
+        let Some(timer) = self.timer.as_mut() else {
+            return false;
+        };
+        while timer.as_mut().poll(cx).is_ready() {
+            if timer.deadline() >= self.deadline {
+                return true;
+            }
+            // An earlier exchange's deadline: this one's is later.
+            timer.as_mut().reset(self.deadline);
+        }
+        false
     }
 
     pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
