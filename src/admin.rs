@@ -175,11 +175,7 @@ impl Admin {
         }
         let path = req.uri().path().trim_end_matches('/');
         let segments: Vec<&str> = path.split('/').skip(2).collect();
-        let query = |key: &str| {
-            crate::paths::query_param(req.uri(), key)
-                .map(|v| v.replace('+', " "))
-                .unwrap_or_default()
-        };
+        let query = |key: &str| crate::paths::query_text(req.uri(), key).unwrap_or_default();
         let operator = Operator {
             who: query("who"),
             why: query("why"),

@@ -366,9 +366,46 @@ pub fn query_param<'a>(uri: &'a http::Uri, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// The value of query parameter `key` as text for a person to read, in a log line: decoded as
+/// a form value is (`+` a space, percent-escapes decoded, so `curl --data-urlencode` and a
+/// hand-written `why=dc1+maintenance` read the same), with control characters escaped so that
+/// `%0A` cannot start a forged line in a text log.
+pub fn query_text(uri: &http::Uri, key: &str) -> Option<String> {
+    let raw = query_param(uri, key)?.replace('+', " ");
+    let decoded = String::from_utf8_lossy(&decode_all(&raw)).into_owned();
+    if !decoded.contains(char::is_control) {
+        return Some(decoded);
+    }
+    Some(
+        decoded
+            .chars()
+            .map(|c| match c {
+                c if c.is_control() => c.escape_default().to_string(),
+                c => c.to_string(),
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_text_reads_as_a_form_value_and_cannot_break_a_log_line() {
+        let uri: http::Uri =
+            "/x?who=alice%20smith&why=kernel+patch%0Areboot%1b[31m&raw=%zz%e9&who=mallory"
+                .parse()
+                .unwrap();
+        assert_eq!(query_text(&uri, "who").as_deref(), Some("alice smith"));
+        assert_eq!(
+            query_text(&uri, "why").as_deref(),
+            Some("kernel patch\\nreboot\\u{1b}[31m")
+        );
+        // A malformed escape is kept as written; a byte that is not UTF-8 is replaced.
+        assert_eq!(query_text(&uri, "raw").as_deref(), Some("%zz\u{fffd}"));
+        assert_eq!(query_text(&uri, "absent"), None);
+    }
 
     #[test]
     fn the_fast_path_agrees_with_the_full_canonicalisation() {

@@ -254,6 +254,16 @@ impl Process {
         }
     }
 
+    /// The admin listener's address, from its "admin listening" line.
+    fn admin_addr(&self) -> SocketAddr {
+        let line = self.wait_for_log(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("admin listening"))
+        });
+        line["admin_addr"].as_str().unwrap().parse().unwrap()
+    }
+
     /// Waits for the start to end, then for the reload that a SIGHUP sent during it asked
     /// for: the signal is not lost.
     fn wait_listening_then_reloaded(&self) {
@@ -609,12 +619,7 @@ async fn the_process_series_are_the_kernels_view_of_the_proxy() {
     let started = unix_now();
     let (proc_, admin) = tokio::task::spawn_blocking(move || {
         let proc_ = Process::start(&dir, &site, "");
-        let line = proc_.wait_for_log(|v| {
-            v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("admin listening"))
-        });
-        let admin: SocketAddr = line["admin_addr"].as_str().unwrap().parse().unwrap();
+        let admin = proc_.admin_addr();
         (proc_, admin)
     })
     .await
@@ -706,6 +711,42 @@ async fn the_process_series_are_the_kernels_view_of_the_proxy() {
         "{fds} descriptors with 40 connections held, {idle_fds} before"
     );
     drop(held);
+    assert_eq!(proc_.terminate().await, Some(0));
+}
+
+/// An operator's `who` and `why` reach the log as they were meant: written by hand
+/// (`why=kernel+patch`) or encoded by a tool (`curl --data-urlencode`: `%20`, `%40`), and a
+/// control character in them cannot start a line of its own in a text log.
+#[tokio::test]
+async fn an_operators_who_and_why_are_logged_decoded() {
+    let (node, site) = one_node().await;
+    let dir = temp_dir("operator");
+    let site = format!("name = \"main\"\n{site}");
+    let (proc_, admin) = tokio::task::spawn_blocking(move || {
+        let proc_ = Process::start(&dir, &site, "");
+        let admin = proc_.admin_addr();
+        (proc_, admin)
+    })
+    .await
+    .unwrap();
+    let drain = format!(
+        "POST /sites/main/backends/{}/drain?who=alice%40ops&why=kernel+patch%2C%20then%0Areboot \
+         HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        node.addr
+    );
+    let answer = raw(admin, drain.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let logged = tokio::task::spawn_blocking(move || {
+        let line = proc_.wait_for_log(|v| {
+            v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("backend held out by an operator"))
+        });
+        (proc_, line)
+    });
+    let (proc_, line) = logged.await.unwrap();
+    assert_eq!(line["who"], "alice@ops", "{line}");
+    assert_eq!(line["why"], "kernel patch, then\\nreboot", "{line}");
     assert_eq!(proc_.terminate().await, Some(0));
 }
 
