@@ -225,9 +225,15 @@ fn cases() -> Vec<Case> {
             "POST /realms/x HTTP/1.1\r\nHost: app.test\r\nContent-Length: +4\r\nConnection: close\r\n\r\nabcd",
             400,
         ),
+        // RFC 9110 §2.5: a later minor version is served as the highest one implemented.
         raw_case(
             "HTTP/1.2",
             "GET /realms/x HTTP/1.2\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+            200,
+        ),
+        raw_case(
+            "HTTP/3.0 in an HTTP/1 request line",
+            "GET /realms/x HTTP/3.0\r\nHost: app.test\r\nConnection: close\r\n\r\n",
             505,
         ),
         // Agreeing Content-Length values are one length (RFC 9112 §6.3): served.

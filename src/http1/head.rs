@@ -264,7 +264,10 @@ pub fn parse_request(
         let headers = header_map(&head, req.headers, 8)?;
         Ok((method, uri, req.version.unwrap_or(1), headers, facts))
     });
-    let (method, uri, minor, headers, facts) = parsed?;
+    let (method, uri, minor, headers, facts) = match parsed {
+        Err(HeadError::Version) => return read_as_http11(&head, limits),
+        parsed => parsed?,
+    };
     let version = if minor == 0 {
         Version::HTTP_10
     } else {
@@ -286,6 +289,29 @@ pub fn parse_request(
         expect_continue,
         close_after,
     }))
+}
+
+/// A head whose version httparse refused. RFC 9110 §2.5: a later minor version of a major
+/// version the recipient implements is served as the highest one it conforms to, and
+/// httparse reads only 1.0 and 1.1, so an `HTTP/1.2` to `HTTP/1.9` head is read again as
+/// HTTP/1.1 (a copy, on a path no client in use takes); any other version is refused.
+#[cold]
+fn read_as_http11(head: &Bytes, limits: &HeadLimits) -> Result<Option<RequestHead>, HeadError> {
+    let at = later_http1_minor(head).ok_or(HeadError::Version)?;
+    let mut copy = BytesMut::from(&head[..]);
+    copy[at] = b'1';
+    parse_request(&mut copy, &mut HeadScan::default(), limits)
+}
+
+/// Where the minor digit of the request line's version is, when that version is `HTTP/1.x`
+/// with x from 2 to 9 (empty lines before the request line skipped, as httparse does).
+fn later_http1_minor(head: &[u8]) -> Option<usize> {
+    let start = head.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let len = head[start..].iter().position(|&b| b == b'\n')?;
+    let line = &head[start..start + len];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let (minor, rest) = line.split_last()?;
+    (rest.ends_with(b" HTTP/1.") && matches!(minor, b'2'..=b'9')).then_some(start + rest.len())
 }
 
 /// A backend's response head for a request made with `method`; 1xx heads other than 101 are

@@ -72,6 +72,38 @@ fn keep_alive_follows_the_version_and_connection() {
     assert!(!complete("GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n").expect_continue);
 }
 
+/// RFC 9110 §2.5: a later HTTP/1 minor version is served as HTTP/1.1; another major version is
+/// not served at all.
+#[test]
+fn a_later_http1_minor_version_is_read_as_http11() {
+    let later = complete("\r\nPOST /a?b HTTP/1.2\r\nHost: a\r\nContent-Length: 2\r\n\r\nok");
+    assert_eq!(later.parts.version, Version::HTTP_11);
+    assert_eq!(later.parts.uri, "/a?b");
+    assert_eq!(later.parts.headers["host"], "a");
+    assert!(later.keep_alive);
+    assert_eq!(later.body, RequestBody::Length(2));
+    assert_eq!(
+        complete("GET / HTTP/1.9\n\n").parts.version,
+        Version::HTTP_11
+    );
+    for raw in [
+        "GET / HTTP/2.0\r\n\r\n",
+        "GET / HTTP/3.0\r\n\r\n",
+        "GET / HTTP/0.9\r\n\r\n",
+    ] {
+        let err = request(raw).expect_err(raw);
+        assert_eq!(
+            err.status(),
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+            "{raw:?}"
+        );
+    }
+    for raw in ["GET /a b HTTP/1.2\r\n\r\n", "GET / HTTP/1.12\r\n\r\n"] {
+        let err = request(raw).expect_err(raw);
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{raw:?}");
+    }
+}
+
 #[test]
 fn body_framing_follows_rfc_9112() {
     let chunked = complete("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n");
