@@ -41,6 +41,7 @@ pub mod proxy_protocol;
 pub mod rate_limit;
 pub mod reload;
 pub mod reply;
+pub mod request_counters;
 pub mod request_id;
 pub mod select;
 pub mod service_manager;

@@ -2,6 +2,7 @@
 //! one, so tests can run several proxies in one process). Labels stay low-cardinality:
 //! listener, site, backend (an address), status class, error kind; never paths or clients.
 
+use crate::request_counters;
 use crate::stale_series::SeriesVec;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -58,6 +59,8 @@ pub struct Metrics {
 #[derive(Clone)]
 pub struct ListenerMetrics {
     pub name: String,
+    /// Which listener of which registry its `requests` are, for `request_counters`' table.
+    id: u64,
     pub open_connections: IntGauge,
     pub connections: IntCounter,
     pub request_duration: Histogram,
@@ -68,9 +71,13 @@ pub struct ListenerMetrics {
 
 impl ListenerMetrics {
     pub fn request_done(&self, status: http::StatusCode, backend: &str, seconds: f64) {
-        self.requests
-            .with_label_values(&[self.name.as_str(), status_class(status), backend])
-            .inc();
+        let (class, label) = status_class(status);
+        request_counters::inc(&request_counters::Labels {
+            vec: &self.requests,
+            vec_id: self.id,
+            class,
+            values: [self.name.as_str(), label, backend],
+        });
         self.request_duration.observe(seconds);
     }
 
@@ -90,13 +97,14 @@ impl ListenerMetrics {
     }
 }
 
-fn status_class(status: http::StatusCode) -> &'static str {
+/// The status class's digit and label.
+fn status_class(status: http::StatusCode) -> (u8, &'static str) {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => (1, "1xx"),
+        200..=299 => (2, "2xx"),
+        300..=399 => (3, "3xx"),
+        400..=499 => (4, "4xx"),
+        _ => (5, "5xx"),
     }
 }
 
@@ -389,8 +397,10 @@ impl Metrics {
     }
 
     pub fn listener(&self, name: &str) -> ListenerMetrics {
+        static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         ListenerMetrics {
             name: name.to_string(),
+            id: IDS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             open_connections: self.open_connections.with_label_values(&[name]),
             connections: self.connections.with_label_values(&[name]),
             request_duration: self.request_duration.with_label_values(&[name]),

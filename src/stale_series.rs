@@ -55,6 +55,8 @@ impl<T: MetricVecBuilder> SeriesVec for MetricVec<T> {
     fn remove_series(&self, labels: &HashMap<&str, &str>) {
         // Only fails for a series that is not there, which is what was wanted.
         let _ = self.remove(labels);
+        // Threads may hold its handle: they must look it up again (`request_counters`).
+        crate::request_counters::series_removed();
     }
 }
 

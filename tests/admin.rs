@@ -123,12 +123,29 @@ async fn series_of_backends_sites_and_listeners_that_are_gone_leave_after_metric
         "{text}"
     );
 
+    // A backend that comes back after its series left is counted from zero on a series of
+    // its own again, although this thread counted it before (`request_counters`).
+    short
+        .reload_edited(|text| {
+            text.replace(
+                &format!("static = [\"{kept}\"]"),
+                &format!("static = [\"{kept}\", \"{gone}\"]"),
+            )
+        })
+        .await;
+    for _ in 0..4 {
+        assert_eq!(get_plain(short.plain_addr(), "/").await.0, 200);
+    }
+    let gone_series = format!(
+        "sessiongate_requests_total{{backend=\"{gone}\",listener=\"plain\",status_class=\"2xx\"}}"
+    );
+    let text = short.metrics().await;
+    assert_eq!(metric(&text, &gone_series), Some(2.0), "{text}");
+    assert_eq!(metric(&text, &kept_series), Some(5.0), "{text}");
+
     // With the default retention the last values are still there to be scraped.
     for _ in 0..2 {
         let text = default.metrics().await;
-        let gone_series = format!(
-            "sessiongate_requests_total{{backend=\"{gone}\",listener=\"plain\",status_class=\"2xx\"}}"
-        );
         assert_eq!(metric(&text, &gone_series), Some(2.0), "{text}");
         assert!(text.contains("site=\"main\""), "{text}");
         let tls_connections = "sessiongate_connections_total{listener=\"tls\"}";
