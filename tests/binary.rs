@@ -333,6 +333,18 @@ impl Drop for Process {
 
 const MIB: u64 = 1024 * 1024;
 
+/// A proxy process on `site` (see `Process::start`) and its admin listener's address, once it
+/// listens.
+async fn start_with_admin(dir: std::path::PathBuf, site: String) -> (Process, SocketAddr) {
+    tokio::task::spawn_blocking(move || {
+        let proc_ = Process::start(&dir, &site, "");
+        let admin = proc_.admin_addr();
+        (proc_, admin)
+    })
+    .await
+    .unwrap()
+}
+
 /// A demo node to proxy to, and the body of a `[[site]]` that names it.
 async fn one_node() -> (sessiongate::demo::DemoNode, String) {
     let node = sessiongate::demo::DemoNode::start("node-1", localhost())
@@ -617,13 +629,7 @@ async fn the_process_series_are_the_kernels_view_of_the_proxy() {
             .as_secs_f64()
     };
     let started = unix_now();
-    let (proc_, admin) = tokio::task::spawn_blocking(move || {
-        let proc_ = Process::start(&dir, &site, "");
-        let admin = proc_.admin_addr();
-        (proc_, admin)
-    })
-    .await
-    .unwrap();
+    let (proc_, admin) = start_with_admin(dir, site).await;
     let listening = unix_now();
     let pid = proc_.child.id();
     assert_eq!(get_plain(proc_.plain, "/").await.0, 200);
@@ -722,13 +728,7 @@ async fn an_operators_who_and_why_are_logged_decoded() {
     let (node, site) = one_node().await;
     let dir = temp_dir("operator");
     let site = format!("name = \"main\"\n{site}");
-    let (proc_, admin) = tokio::task::spawn_blocking(move || {
-        let proc_ = Process::start(&dir, &site, "");
-        let admin = proc_.admin_addr();
-        (proc_, admin)
-    })
-    .await
-    .unwrap();
+    let (proc_, admin) = start_with_admin(dir, site).await;
     let drain = format!(
         "POST /sites/main/backends/{}/drain?who=alice%40ops&why=kernel+patch%2C%20then%0Areboot \
          HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
