@@ -1,7 +1,7 @@
 //! The `sessiongate_requests_total` counters this thread has added to lately.
 //!
 //! Each request adds to the counter its listener, status class and backend pick.
-//! `with_label_values` finds it by hashing the three labels (SipHash), taking the vector's
+//! `with_label_values` finds it by hashing the three labels (FNV), taking the vector's
 //! read lock and cloning the counter's handle: about 250 instructions a request (callgrind),
 //! and the lock's reader count is a cache line every runtime thread writes to. So each thread
 //! keeps the counters it used in a small table of its own, picked by a cheap hash of the
