@@ -20,6 +20,8 @@ pub enum ProxyError {
     HostMismatch,
     #[error("request path refused: {0}")]
     BadPath(#[from] crate::paths::PathError),
+    #[error("request target is neither a path nor an absolute URI")]
+    BadTarget,
     #[error("request target longer than {0} bytes")]
     UriTooLong(usize),
     #[error("request body larger than {0} bytes")]
@@ -50,7 +52,8 @@ impl ProxyError {
             | ProxyError::BadHost
             | ProxyError::DuplicateHost
             | ProxyError::HostMismatch
-            | ProxyError::BadPath(_) => StatusCode::BAD_REQUEST,
+            | ProxyError::BadPath(_)
+            | ProxyError::BadTarget => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Denied(status) => *status,
@@ -114,6 +117,7 @@ impl ProxyError {
             ProxyError::DuplicateHost => "more than one Host",
             ProxyError::HostMismatch => "Host does not match the request target",
             ProxyError::BadPath(_) => "ambiguous path",
+            ProxyError::BadTarget => "the request target must be a path or an absolute URI",
             ProxyError::UriTooLong(_) => "request target too long",
             ProxyError::BodyTooLarge(_) => "request body too large",
             ProxyError::Denied(_) => "",

@@ -465,6 +465,9 @@ fn request_host(req: &http::request::Parts) -> Result<Authority, ProxyError> {
         return Err(ProxyError::DuplicateHost);
     }
     let authority = match req.uri.authority() {
+        // RFC 9112 §3.2: a target with an authority and no scheme is the authority form,
+        // CONNECT's alone (refused before this): `GET host:80` is not a request for `host`.
+        Some(_) if req.uri.scheme().is_none() => return Err(ProxyError::BadTarget),
         Some(authority) => {
             if host.is_some_and(|h| {
                 !h.as_bytes()
@@ -496,7 +499,12 @@ fn checked_target(uri: &Uri, listener: &ListenerContext) -> Result<PathAndQuery,
     if pq.len() > listener.limits.max_uri_length {
         return Err(ProxyError::UriTooLong(listener.limits.max_uri_length));
     }
-    let canonical = paths::canonicalize(uri.path())?;
+    let canonical = paths::canonicalize(uri.path()).map_err(|e| match uri.path() {
+        // `*` (OPTIONS' server-wide form, RFC 9112 §3.2.4) is not a resource behind a reverse
+        // proxy.
+        path if !path.starts_with('/') => ProxyError::BadTarget,
+        _ => ProxyError::from(e),
+    })?;
     if listener.paths.denies(&canonical) {
         return Err(ProxyError::Denied(listener.deny_status));
     }

@@ -743,6 +743,49 @@ async fn hosts_with_userinfo_are_refused() {
     assert_eq!(echoed_header(&response, "host"), vec!["app.test:8080"]);
 }
 
+/// A request target is a path or an absolute URI (RFC 9112 §3.2). `GET host:80` (the authority
+/// form, CONNECT's) and `OPTIONS *` are refused as what they are, not as a Host that disagrees
+/// with the target or as an ambiguous path; the forms that are served stay served.
+#[tokio::test]
+async fn request_targets_that_are_not_paths_are_refused_as_such() {
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start(&[nodes[0].addr], "").await;
+    for target in ["app.test", "app.test:80", "*"] {
+        let method = if target == "*" { "OPTIONS" } else { "GET" };
+        let request =
+            format!("{method} {target} HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n");
+        let response = raw(proxy.plain_addr(), request.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{target}: {response}");
+        assert!(
+            response
+                .trim_end()
+                .ends_with("400 Bad Request: the request target must be a path or an absolute URI"),
+            "{target}: {response}"
+        );
+    }
+    for (request, status) in [
+        (
+            &b"GET http://app.test/echo HTTP/1.1\r\nConnection: close\r\n\r\n"[..],
+            "200",
+        ),
+        (
+            b"GET http://app.test HTTP/1.1\r\nConnection: close\r\n\r\n",
+            "200",
+        ),
+        (
+            b"CONNECT app.test:443 HTTP/1.1\r\nHost: app.test:443\r\nConnection: close\r\n\r\n",
+            "405",
+        ),
+    ] {
+        let response = raw(proxy.plain_addr(), request).await;
+        assert!(
+            response.starts_with(&format!("HTTP/1.1 {status}")),
+            "{}: {response}",
+            String::from_utf8_lossy(request)
+        );
+    }
+}
+
 /// `req` over HTTP/2 with prior knowledge to a plain listener in front of one echoing node:
 /// the status, and the request as the node saw it.
 async fn h2_echo(req: http::Request<ClientBody>) -> (u16, String) {
