@@ -185,7 +185,8 @@ fn parse_error(e: httparse::Error, max_headers: usize) -> HeadError {
     }
 }
 
-/// Whether the request line is `method target HTTP/x.y`, however unsupported the version.
+/// Whether the request line is `method target HTTP/x.y` (two digits, RFC 9112 §2.3), however
+/// unsupported the version.
 fn names_a_version(buf: &[u8]) -> bool {
     let Some(line) = buf
         .split(|&b| b == b'\n')
@@ -194,7 +195,8 @@ fn names_a_version(buf: &[u8]) -> bool {
         return false;
     };
     let words: Vec<&[u8]> = line.trim_ascii().split(|&b| b == b' ').collect();
-    matches!(words[..], [_, _, v] if v.starts_with(b"HTTP/") && v.len() == 8)
+    matches!(words[..], [_, _, [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]]
+        if major.is_ascii_digit() && minor.is_ascii_digit())
 }
 
 /// The head is incomplete: refuse it if it can no longer fit.

@@ -98,7 +98,12 @@ fn a_later_http1_minor_version_is_read_as_http11() {
             "{raw:?}"
         );
     }
-    for raw in ["GET /a b HTTP/1.2\r\n\r\n", "GET / HTTP/1.12\r\n\r\n"] {
+    for raw in [
+        "GET /a b HTTP/1.2\r\n\r\n",
+        "GET / HTTP/1.12\r\n\r\n",
+        "GET / HTTP/1.x\r\n\r\n",
+        "GET / HTTP/x.1\r\n\r\n",
+    ] {
         let err = request(raw).expect_err(raw);
         assert_eq!(err.status(), StatusCode::BAD_REQUEST, "{raw:?}");
     }
