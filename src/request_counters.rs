@@ -46,7 +46,7 @@ thread_local! {
 }
 
 /// The labels a request is counted under: `vec` is the listener's `requests_total`, `vec_id`
-/// its identity, `class` the status class's index and `labels` the three label values.
+/// its identity, `class` the status class's digit and `values` the three label values.
 pub struct Labels<'a> {
     pub vec: &'a IntCounterVec,
     pub vec_id: u64,
