@@ -12,6 +12,8 @@
 //!   encoded), a malformed escape, and a dot or empty segment carrying parameters (`..;x`,
 //!   which Tomcat reads as `..`; `/;x/metrics`, which it reads as `/metrics`) are refused:
 //!   backends disagree on what they mean;
+//! - an overlong UTF-8 form (`%C0%AF` for `/`, `%C0%AE` for `.`), which RFC 3629 forbids
+//!   decoding but old backends decoded anyway, is refused too;
 //! - repeated slashes are merged, `.` and `..` segments resolved (never above the root).
 //!
 //! Matching is on whole segments, case-insensitively, each segment fully percent-decoded and
@@ -34,6 +36,8 @@ pub enum PathError {
     BadEscape,
     #[error("dot or empty segment with parameters in path")]
     ParameterSegment,
+    #[error("overlong UTF-8 form in path")]
+    Overlong,
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -47,6 +51,29 @@ fn hex(b: u8) -> Option<u8> {
 
 fn is_unreserved(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+/// Whether a UTF-8 lead byte, followed by `next`, starts an overlong form: a character written
+/// in more bytes than it needs (RFC 3629 §3). No valid text is written so; it exists to hide
+/// `/`, `\` or `.` from a filter, for a backend that decodes it anyway (the IIS and Tomcat
+/// traversals of `/%C0%AE%C0%AE/`). Only the lead and the first continuation byte decide it.
+fn overlong_lead(lead: u8, next: Option<u8>) -> bool {
+    match lead {
+        0xC0 | 0xC1 => true,
+        0xE0 => matches!(next, Some(0x80..=0x9F)),
+        0xF0 => matches!(next, Some(0x80..=0x8F)),
+        _ => false,
+    }
+}
+
+/// The byte the escape at `at` encodes, if there is a well-formed escape there.
+fn escaped_byte(bytes: &[u8], at: usize) -> Option<u8> {
+    if bytes.get(at) != Some(&b'%') {
+        return None;
+    }
+    let hi = bytes.get(at + 1).copied().and_then(hex)?;
+    let lo = bytes.get(at + 2).copied().and_then(hex)?;
+    Some(hi << 4 | lo)
 }
 
 /// The canonical form of an origin-form path (no query). Borrowed when already canonical,
@@ -99,16 +126,15 @@ fn canonicalize_slowly(raw: &str) -> Result<Cow<'_, str>, PathError> {
         let b = bytes[i];
         match b {
             b'%' => {
-                let (Some(hi), Some(lo)) = (
-                    bytes.get(i + 1).copied().and_then(hex),
-                    bytes.get(i + 2).copied().and_then(hex),
-                ) else {
+                let Some(v) = escaped_byte(bytes, i) else {
                     return Err(PathError::BadEscape);
                 };
-                let v = hi << 4 | lo;
                 match v {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     0..=0x1f | 0x7f => return Err(PathError::Control),
+                    v if overlong_lead(v, escaped_byte(bytes, i + 3)) => {
+                        return Err(PathError::Overlong)
+                    }
                     v if is_unreserved(v) => {
                         decoded.push(v);
                         changed = true;
@@ -223,22 +249,50 @@ fn decode_all(text: &str) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
-        match (
-            raw[i],
-            raw.get(i + 1).copied().and_then(hex),
-            raw.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(hi), Some(lo)) => {
-                bytes.push(hi << 4 | lo);
+        match escaped_byte(raw, i) {
+            Some(b) => {
+                bytes.push(b);
                 i += 3;
             }
-            (b, _, _) => {
-                bytes.push(b);
+            None => {
+                bytes.push(raw[i]);
                 i += 1;
             }
         }
     }
     bytes
+}
+
+/// What a backend that ignores RFC 3629 reads in an overlong form: the ASCII it hides
+/// (`C0 AF` as `/`). Other bytes, valid UTF-8 or not, are kept as they are.
+fn read_overlong(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let len = match bytes[i] {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => 1,
+        };
+        let tail = bytes
+            .get(i + 1..i + len)
+            .filter(|tail| len > 1 && tail.iter().all(|b| b & 0xC0 == 0x80));
+        if let Some(tail) = tail {
+            let lead = u32::from(bytes[i] & (0x7F >> len));
+            let code = tail
+                .iter()
+                .fold(lead, |code, b| code << 6 | u32::from(b & 0x3F));
+            if let Ok(ascii @ 0..=0x7F) = u8::try_from(code) {
+                out.push(ascii);
+                i += len;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
 }
 
 /// How a segment is compared: fully decoded, cut at `;`, lower case.
@@ -326,12 +380,12 @@ impl PathPolicy {
     }
 }
 
-/// How the most lenient backend could read a path: every escape decoded, `\` taken as a
-/// separator, parameters dropped, dot segments resolved, case folded. Vert.x/Quarkus (Keycloak)
+/// How the most lenient backend could read a path: every escape decoded, overlong UTF-8 forms
+/// read as the ASCII they hide, `\` taken as a separator, parameters dropped, dot segments resolved, case folded. Vert.x/Quarkus (Keycloak)
 /// decode less and compare case-sensitively, so a path that stays clear of the policy under
 /// this reading stays clear under theirs.
 pub fn lenient_segments(path: &str) -> Vec<String> {
-    let decoded = decode_all(path);
+    let decoded = read_overlong(&decode_all(path));
     let text = String::from_utf8_lossy(&decoded).to_lowercase();
     let mut out: Vec<String> = Vec::new();
     for segment in text.split(['/', '\\']) {
@@ -485,6 +539,12 @@ mod tests {
             ("/%3b/metrics", PathError::ParameterSegment),
             ("/..%3Bx/metrics", PathError::ParameterSegment),
             ("/.%3b/metrics", PathError::ParameterSegment),
+            ("/a/%c0%ae%c0%ae/metrics", PathError::Overlong),
+            ("/%C0%AFmetrics", PathError::Overlong),
+            ("/a%c1%9cb", PathError::Overlong),
+            ("/%c0", PathError::Overlong),
+            ("/%e0%80%ae", PathError::Overlong),
+            ("/%f0%80%80%af", PathError::Overlong),
         ] {
             assert_eq!(c(raw), Err(err), "{raw}");
         }
@@ -538,7 +598,7 @@ mod tests {
     /// exercised forwarded paths, not just refused ones.
     #[test]
     fn no_forwarded_path_reads_as_a_denied_one() {
-        const TOKENS: [&str; 24] = [
+        const TOKENS: [&str; 26] = [
             "/",
             "//",
             ".",
@@ -563,6 +623,8 @@ mod tests {
             "%25",
             "auth",
             "%61uth",
+            "%c0%ae",
+            "%c0%af",
         ];
         let deny_only = policy(&["/metrics", "/health"], None, Some("/auth"));
         let with_allow = policy(
@@ -622,6 +684,21 @@ mod tests {
         assert_eq!(lenient_segments("/A/%2e%2E/Metrics;x"), vec!["metrics"]);
         assert_eq!(lenient_segments("/a%2fmetrics"), vec!["a", "metrics"]);
         assert_eq!(lenient_segments("/a\\..\\health"), vec!["health"]);
+        assert_eq!(lenient_segments("/a/%c0%ae%C0%AE/metrics"), vec!["metrics"]);
+        assert_eq!(lenient_segments("/a%e0%80%afhealth"), vec!["a", "health"]);
+        // Valid characters outside ASCII are not overlong, and are not read as ASCII.
+        assert_eq!(lenient_segments("/%c3%a9%e2%80%a6"), vec!["é…"]);
+    }
+
+    #[test]
+    fn characters_outside_ascii_written_properly_are_kept() {
+        assert_eq!(c("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+        assert_eq!(
+            c("/%e0%a0%80/%f0%90%80%80").unwrap(),
+            "/%E0%A0%80/%F0%90%80%80"
+        );
+        // Not overlong, only invalid: no decoder reads ASCII in them, so they are forwarded.
+        assert_eq!(c("/%e0%41/%f0/%ff").unwrap(), "/%E0A/%F0/%FF");
     }
 
     #[test]

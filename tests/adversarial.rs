@@ -94,6 +94,9 @@ fn cases() -> Vec<Case> {
         get("encoded CR LF", "/x%0d%0aSet-Cookie:%20a=b", 400),
         get("bad escape", "/%zz", 400),
         get("truncated escape", "/metrics%2", 400),
+        get("overlong slash", "/%c0%afmetrics", 400),
+        get("overlong parent", "/realms/%C0%AE%C0%AE/metrics", 400),
+        get("overlong in three bytes", "/realms/%e0%80%ae%e0%80%ae/health", 400),
         raw_case("raw backslash", "GET /a\\metrics HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n", 400),
         // Request forms and Host.
         raw_case(
@@ -383,6 +386,7 @@ async fn http2_gets_the_same_rules() {
         ("/metrics;x", 404),
         ("/realms%2Fx", 400),
         ("/%00", 400),
+        ("/realms/%c0%ae%c0%ae/metrics", 400),
         ("/realms/x", 200),
     ] {
         let req = http::Request::get(format!("https://default.test{path}"))
