@@ -9,16 +9,19 @@
 //! - percent-escapes of unreserved characters are decoded (`%6D` → `m`); other escapes are
 //!   kept, with upper-case hex;
 //! - an encoded `/` or `\` (`%2F`, `%5C`), a raw `\`, NUL and other control characters (raw or
-//!   encoded), a malformed escape, and a dot or empty segment carrying parameters (`..;x`,
-//!   which Tomcat reads as `..`; `/;x/metrics`, which it reads as `/metrics`) are refused:
-//!   backends disagree on what they mean;
+//!   encoded), a malformed escape, and a dot or empty segment disguised by parameters or
+//!   spaces (`..;x`, which Tomcat reads as `..`; `/;x/metrics`, which it reads as `/metrics`;
+//!   `/%20/metrics`, which Spring's `trimTokens` reads as `/metrics`) are refused: backends
+//!   disagree on what they mean;
 //! - an overlong UTF-8 form (`%C0%AF` for `/`, `%C0%AE` for `.`), which RFC 3629 forbids
 //!   decoding but old backends decoded anyway, is refused too;
 //! - repeated slashes are merged, `.` and `..` segments resolved (never above the root).
 //!
 //! Matching is on whole segments, case-insensitively, each segment fully percent-decoded and
 //! cut at its first `;` (path parameters), so `/Metrics;jsessionid=1/x` is under `/metrics`
-//! but `/metricsfoo` is not.
+//! but `/metricsfoo` is not. A protective rule (deny, rate limit) also covers a name with
+//! spaces around it or a suffix after a dot (`/metrics%20`, `/metrics.json`), which some
+//! backends read as the name itself; the allow list does not.
 
 use std::borrow::Cow;
 
@@ -34,8 +37,8 @@ pub enum PathError {
     Control,
     #[error("malformed percent-escape in path")]
     BadEscape,
-    #[error("dot or empty segment with parameters in path")]
-    ParameterSegment,
+    #[error("dot or empty segment disguised by parameters or spaces in path")]
+    DisguisedSegment,
     #[error("overlong UTF-8 form in path")]
     Overlong,
 }
@@ -160,12 +163,13 @@ fn canonicalize_slowly(raw: &str) -> Result<Cow<'_, str>, PathError> {
     let mut out: Vec<&[u8]> = Vec::new();
     let mut trailing = ends_with_slash;
     for segment in decoded.split(|b| *b == b'/').filter(|s| !s.is_empty()) {
-        // Read as the matcher reads it (fully decoded, cut at `;`): an empty or dot name made
-        // of anything but a plain `.`/`..` means different paths to different backends.
+        // Read as the matcher reads it (fully decoded, cut at `;`, spaces trimmed): an empty
+        // or dot name made of anything but a plain `.`/`..` means different paths to
+        // different backends.
         if segment != b"." && segment != b".." {
             let name = segment_name(std::str::from_utf8(segment).unwrap_or_default());
-            if name.is_empty() || name == "." || name == ".." {
-                return Err(PathError::ParameterSegment);
+            if matches!(name.trim_matches(' '), "" | "." | "..") {
+                return Err(PathError::DisguisedSegment);
             }
         }
         trailing = ends_with_slash;
@@ -215,19 +219,44 @@ impl Prefix {
         &self.text
     }
 
-    /// Does it cover this canonical path (see `covers`)?
+    /// Does it cover this canonical path, as a protective rule (see `guards`)?
     pub fn matches(&self, canonical: &str) -> bool {
-        self.covers(names(canonical))
+        self.guards(names(canonical))
     }
 
-    /// `/metrics` covers `/metrics`, `/metrics/` and `/metrics/x`, not `/metricsx`.
-    fn covers<'a>(&self, mut path: impl Iterator<Item = Cow<'a, str>>) -> bool {
+    /// `/metrics` covers `/metrics`, `/metrics/` and `/metrics/x`, not `/metricsx`: the exact
+    /// reading, for the allow list, which must not let more through than it names.
+    fn covers<'a>(&self, path: impl Iterator<Item = Cow<'a, str>>) -> bool {
+        self.each_segment(path, |want, name| want.eq_ignore_ascii_case(name))
+    }
+
+    /// What a protective rule (a deny, a rate limit) covers: what `covers` does, and also the
+    /// names some backends read as the same, a name with spaces around it (`/metrics%20`,
+    /// which Spring's old `trimTokens` reads as `/metrics`), trailing dots (`/metrics.`, which
+    /// Windows drops) or a suffix after a dot (`/metrics.json`: Spring MVC's suffix patterns).
+    /// Still not `/metricsx`.
+    fn guards<'a>(&self, path: impl Iterator<Item = Cow<'a, str>>) -> bool {
+        self.each_segment(path, |want, name| {
+            let name = name
+                .trim_start_matches(' ')
+                .trim_end_matches([' ', '.'])
+                .as_bytes();
+            name.get(..want.len())
+                .is_some_and(|stem| stem.eq_ignore_ascii_case(want.as_bytes()))
+                && matches!(name.get(want.len()), None | Some(b'.'))
+        })
+    }
+
+    fn each_segment<'a>(
+        &self,
+        mut path: impl Iterator<Item = Cow<'a, str>>,
+        same: impl Fn(&str, &str) -> bool,
+    ) -> bool {
         // Prefix segments are lower case; ASCII folding of the path's names is exact here,
         // since `segment_name` lower-cases (fully) whatever is not plain ASCII.
-        self.segments.iter().all(|want| {
-            path.next()
-                .is_some_and(|name| want.eq_ignore_ascii_case(&name))
-        })
+        self.segments
+            .iter()
+            .all(|want| path.next().is_some_and(|name| same(want, &name)))
     }
 
     fn under(&self, base: &Prefix) -> Prefix {
@@ -358,19 +387,23 @@ impl PathPolicy {
 
     /// Is this canonical path refused?
     pub fn denies(&self, canonical: &str) -> bool {
-        self.denies_by(|| names(canonical))
+        self.denies_by(|| names(canonical), Prefix::guards)
     }
 
-    /// For the lenient model's segments, already lower case.
+    /// For the lenient model's segments, already lower case and read as leniently as any
+    /// backend would: matched exactly, or the model would check the policy against itself.
     fn denies_segments(&self, path: &[String]) -> bool {
-        self.denies_by(|| path.iter().map(|s| Cow::Borrowed(s.as_str())))
+        self.denies_by(
+            || path.iter().map(|s| Cow::Borrowed(s.as_str())),
+            Prefix::covers,
+        )
     }
 
-    fn denies_by<'a, I>(&self, path: impl Fn() -> I) -> bool
+    fn denies_by<'a, I>(&self, path: impl Fn() -> I, denied_by: impl Fn(&Prefix, I) -> bool) -> bool
     where
         I: Iterator<Item = Cow<'a, str>>,
     {
-        if self.deny.iter().any(|p| p.covers(path())) {
+        if self.deny.iter().any(|p| denied_by(p, path())) {
             return true;
         }
         match &self.allow {
@@ -381,20 +414,34 @@ impl PathPolicy {
 }
 
 /// How the most lenient backend could read a path: every escape decoded, overlong UTF-8 forms
-/// read as the ASCII they hide, `\` taken as a separator, parameters dropped, dot segments resolved, case folded. Vert.x/Quarkus (Keycloak)
-/// decode less and compare case-sensitively, so a path that stays clear of the policy under
-/// this reading stays clear under theirs.
+/// read as the ASCII they hide, `\` taken as a separator, parameters dropped, dot segments
+/// resolved, spaces around a name, its trailing dots and a suffix after its first dot
+/// dropped, case folded.
+/// Vert.x/Quarkus (Keycloak) decode less and compare case-sensitively and exactly, so a path
+/// that stays clear of the policy under this reading stays clear under theirs.
 pub fn lenient_segments(path: &str) -> Vec<String> {
     let decoded = read_overlong(&decode_all(path));
     let text = String::from_utf8_lossy(&decoded).to_lowercase();
     let mut out: Vec<String> = Vec::new();
     for segment in text.split(['/', '\\']) {
-        match segment.split(';').next().unwrap_or_default() {
+        match segment
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim_matches(' ')
+        {
             "" | "." => {}
             ".." => {
                 out.pop();
             }
-            name => out.push(name.to_string()),
+            name => {
+                let name = name.trim_end_matches(['.', ' ']);
+                let stem = match name.find('.') {
+                    Some(dot) if dot > 0 => &name[..dot],
+                    _ => name,
+                };
+                out.push(stem.to_string());
+            }
         }
     }
     out
@@ -532,13 +579,17 @@ mod tests {
             ("/a%", PathError::BadEscape),
             ("/a%2", PathError::BadEscape),
             ("/a%zz", PathError::BadEscape),
-            ("/..;/metrics", PathError::ParameterSegment),
-            ("/a/.;x/b", PathError::ParameterSegment),
-            ("/;x/metrics", PathError::ParameterSegment),
-            ("/a/;/b", PathError::ParameterSegment),
-            ("/%3b/metrics", PathError::ParameterSegment),
-            ("/..%3Bx/metrics", PathError::ParameterSegment),
-            ("/.%3b/metrics", PathError::ParameterSegment),
+            ("/..;/metrics", PathError::DisguisedSegment),
+            ("/a/.;x/b", PathError::DisguisedSegment),
+            ("/;x/metrics", PathError::DisguisedSegment),
+            ("/a/;/b", PathError::DisguisedSegment),
+            ("/%3b/metrics", PathError::DisguisedSegment),
+            ("/..%3Bx/metrics", PathError::DisguisedSegment),
+            ("/.%3b/metrics", PathError::DisguisedSegment),
+            ("/%20/metrics", PathError::DisguisedSegment),
+            ("/a/.%20/b", PathError::DisguisedSegment),
+            ("/a/%20..%20/metrics", PathError::DisguisedSegment),
+            ("/a/%20;x/metrics", PathError::DisguisedSegment),
             ("/a/%c0%ae%c0%ae/metrics", PathError::Overlong),
             ("/%C0%AFmetrics", PathError::Overlong),
             ("/a%c1%9cb", PathError::Overlong),
@@ -577,6 +628,14 @@ mod tests {
             "/auth/metrics",
             "/AUTH/health/live",
             "/auth/metrics;x/y",
+            "/metrics.json",
+            "/metrics.",
+            "/metrics%20",
+            "/%20Metrics%20%20/x",
+            "/metrics%20.",
+            "/metrics.%20.",
+            "/health.d/ready",
+            "/auth.x/metrics",
         ] {
             assert!(pol.denies(&c(denied).unwrap()), "{denied}");
         }
@@ -588,6 +647,10 @@ mod tests {
             "/auth/realms/x",
             "/healthz",
             "/x/auth/metrics",
+            "/metrics-x",
+            "/metri%20cs",
+            "/x.metrics",
+            "/metrics%20.json",
         ] {
             assert!(!pol.denies(&c(allowed).unwrap()), "{allowed}");
         }
@@ -598,7 +661,7 @@ mod tests {
     /// exercised forwarded paths, not just refused ones.
     #[test]
     fn no_forwarded_path_reads_as_a_denied_one() {
-        const TOKENS: [&str; 26] = [
+        const TOKENS: [&str; 27] = [
             "/",
             "//",
             ".",
@@ -625,6 +688,7 @@ mod tests {
             "%61uth",
             "%c0%ae",
             "%c0%af",
+            "%20",
         ];
         let deny_only = policy(&["/metrics", "/health"], None, Some("/auth"));
         let with_allow = policy(
@@ -685,6 +749,11 @@ mod tests {
         assert_eq!(lenient_segments("/a%2fmetrics"), vec!["a", "metrics"]);
         assert_eq!(lenient_segments("/a\\..\\health"), vec!["health"]);
         assert_eq!(lenient_segments("/a/%c0%ae%C0%AE/metrics"), vec!["metrics"]);
+        assert_eq!(lenient_segments("/%20/Metrics.json"), vec!["metrics"]);
+        assert_eq!(
+            lenient_segments("/a%20/.well-known"),
+            vec!["a", ".well-known"]
+        );
         assert_eq!(lenient_segments("/a%e0%80%afhealth"), vec!["a", "health"]);
         // Valid characters outside ASCII are not overlong, and are not read as ASCII.
         assert_eq!(lenient_segments("/%c3%a9%e2%80%a6"), vec!["é…"]);
@@ -714,5 +783,30 @@ mod tests {
         assert!(pol.denies("/admin/master/console/"));
         assert!(pol.denies("/"));
         assert!(pol.denies("/realmsx"));
+        // The allow list reads names exactly: no space or suffix leniency lets more through.
+        assert!(pol.denies("/realms.json/x"));
+        assert!(pol.denies(&c("/resources%20/x.js").unwrap()));
+        // A protective rule's leniency still applies inside an allowed prefix.
+        assert!(pol.denies(&c("/realms/../metrics.json").unwrap()));
+    }
+
+    #[test]
+    fn protective_rules_cover_names_read_with_spaces_trimmed_or_suffix_dropped() {
+        let token = Prefix::parse("/realms/acme/protocol/openid-connect/token").unwrap();
+        for path in [
+            "/realms/acme/protocol/openid-connect/token",
+            "/realms/acme/protocol/openid-connect/token.json",
+            "/realms/acme/protocol/openid-connect/token%20",
+            "/realms/acme.x/protocol/openid-connect/token",
+        ] {
+            assert!(token.matches(&c(path).unwrap()), "{path}");
+        }
+        for path in [
+            "/realms/acme/protocol/openid-connect/tokens",
+            "/realms/acme/protocol/openid-connect/to%20ken",
+            "/realms/acme/protocol/openid-connect",
+        ] {
+            assert!(!token.matches(&c(path).unwrap()), "{path}");
+        }
     }
 }

@@ -82,6 +82,10 @@ fn cases() -> Vec<Case> {
         get("health parent", "/realms/x/../../health/started", 404),
         get("under the relative path", "/auth/metrics", 404),
         get("under the relative path, disguised", "/auth/%2e/Health", 404),
+        get("suffix", "/metrics.json", 404),
+        get("trailing dot", "/health.", 404),
+        get("trailing space", "/metrics%20", 404),
+        get("suffix under the relative path", "/auth/health.d/ready", 404),
         // What backends read differently: 400.
         get("encoded slash", "/realms%2Fmetrics", 400),
         get("encoded slash lower", "/%2fmetrics", 400),
@@ -94,6 +98,8 @@ fn cases() -> Vec<Case> {
         get("encoded CR LF", "/x%0d%0aSet-Cookie:%20a=b", 400),
         get("bad escape", "/%zz", 400),
         get("truncated escape", "/metrics%2", 400),
+        get("space-only segment", "/%20/metrics", 400),
+        get("dot segment with a space", "/realms/..%20/metrics", 400),
         get("overlong slash", "/%c0%afmetrics", 400),
         get("overlong parent", "/realms/%C0%AE%C0%AE/metrics", 400),
         get("overlong in three bytes", "/realms/%e0%80%ae%e0%80%ae/health", 400),
@@ -387,6 +393,7 @@ async fn http2_gets_the_same_rules() {
         ("/realms%2Fx", 400),
         ("/%00", 400),
         ("/realms/%c0%ae%c0%ae/metrics", 400),
+        ("/Metrics.json", 404),
         ("/realms/x", 200),
     ] {
         let req = http::Request::get(format!("https://default.test{path}"))
