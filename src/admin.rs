@@ -284,15 +284,18 @@ impl Admin {
                         admission.kick(s.members());
                     }
                 }
-                let (who, why, peer) = (&operator.who, &operator.why, &operator.peer);
+                // As `&str`, which the human log format quotes (`who="alice b"`): a name with a
+                // space or an `=` in it cannot read as another field.
+                let (who, why, peer) =
+                    (operator.who.as_str(), operator.why.as_str(), &operator.peer);
                 match (changed, held) {
                     (false, _) => {}
                     (true, true) => tracing::warn!(
-                        site, backend = id, %who, %why, %peer,
+                        site, backend = id, who, why, %peer,
                         "backend held out by an operator: draining until released"
                     ),
                     (true, false) => tracing::warn!(
-                        site, backend = id, %who, %why, %peer,
+                        site, backend = id, who, why, %peer,
                         "backend released by an operator"
                     ),
                 }

@@ -227,7 +227,8 @@ impl Process {
         // Drained continuously, so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+                // A line of the human format is kept as a JSON string.
+                let v = serde_json::from_str(&line).unwrap_or(serde_json::Value::String(line));
                 sink.lock().unwrap().push(v);
             }
         });
@@ -747,6 +748,48 @@ async fn an_operators_who_and_why_are_logged_decoded() {
     let (proc_, line) = logged.await.unwrap();
     assert_eq!(line["who"], "alice@ops", "{line}");
     assert_eq!(line["why"], "kernel patch, then\\nreboot", "{line}");
+    assert_eq!(proc_.terminate().await, Some(0));
+}
+
+/// In the human log format an operator's words are quoted, so that they cannot read as fields
+/// of their own: `who=alice b` would be a field `b`, and `why=x peer=...` a forged peer.
+#[tokio::test]
+async fn an_operators_words_are_quoted_in_the_human_log() {
+    let (node, site) = one_node().await;
+    let dir = temp_dir("operator-human");
+    let file = dir.join("proc.toml");
+    let text = config_text(&format!("name = \"main\"\n{site}"), "");
+    std::fs::write(&file, text.replace("\"json\"", "\"human\"")).unwrap();
+    let (proc_, admin) = tokio::task::spawn_blocking(move || {
+        let proc_ = Process::spawn_on(&file, &[]);
+        let line =
+            proc_.wait_for_log(|v| v.as_str().is_some_and(|l| l.contains("admin listening")));
+        let text = line.as_str().unwrap();
+        let addr = text.split("admin_addr=").nth(1).unwrap();
+        let admin: SocketAddr = addr.split_whitespace().next().unwrap().parse().unwrap();
+        (proc_, admin)
+    })
+    .await
+    .unwrap();
+    let drain = format!(
+        "POST /sites/main/backends/{}/drain?who=alice%20b&why=patch%20peer%3D203.0.113.9 \
+         HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        node.addr
+    );
+    let answer = raw(admin, drain.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let (proc_, line) = tokio::task::spawn_blocking(move || {
+        let line = proc_.wait_for_log(|v| {
+            v.as_str()
+                .is_some_and(|l| l.contains("backend held out by an operator"))
+        });
+        (proc_, line)
+    })
+    .await
+    .unwrap();
+    let line = line.as_str().unwrap();
+    assert!(line.contains(r#"who="alice b""#), "{line}");
+    assert!(line.contains(r#"why="patch peer=203.0.113.9""#), "{line}");
     assert_eq!(proc_.terminate().await, Some(0));
 }
 

@@ -118,8 +118,8 @@ impl Failover {
         };
         tracing::warn!(
             operation = ?op,
-            who = %operator.who,
-            why = %operator.why,
+            who = operator.who.as_str(),
+            why = operator.why.as_str(),
             peer = %operator.peer,
             "site operation"
         );
