@@ -211,7 +211,7 @@ impl Prefix {
         let canonical = canonicalize(text)?;
         Ok(Prefix {
             text: text.to_string(),
-            segments: names(&canonical).map(|n| n.to_lowercase()).collect(),
+            segments: names(&canonical).map(|n| fold_case(&n)).collect(),
         })
     }
 
@@ -252,8 +252,8 @@ impl Prefix {
         mut path: impl Iterator<Item = Cow<'a, str>>,
         same: impl Fn(&str, &str) -> bool,
     ) -> bool {
-        // Prefix segments are lower case; ASCII folding of the path's names is exact here,
-        // since `segment_name` lower-cases (fully) whatever is not plain ASCII.
+        // Prefix segments are folded (`fold_case`); ASCII folding of the path's names is exact
+        // here, since `segment_name` folds whatever is not plain ASCII the same way.
         self.segments
             .iter()
             .all(|want| path.next().is_some_and(|name| same(want, &name)))
@@ -324,17 +324,30 @@ fn read_overlong(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// How a segment is compared: fully decoded, cut at `;`, lower case.
+/// How a segment is compared: fully decoded, cut at `;`, case folded.
 /// Borrowed for a plain ASCII segment without escapes (the common case: no allocation on the
 /// request path); such a name is compared with ASCII case folding. Anything else is decoded and
-/// lower-cased in full.
+/// folded with `fold_case`.
 fn segment_name(segment: &str) -> Cow<'_, str> {
     if segment.is_ascii() && !segment.contains('%') {
         return Cow::Borrowed(segment.split(';').next().unwrap_or_default());
     }
     let bytes = decode_all(segment);
     let name = bytes.split(|b| *b == b';').next().unwrap_or_default();
-    Cow::Owned(String::from_utf8_lossy(name).to_lowercase())
+    Cow::Owned(fold_case(&String::from_utf8_lossy(name)))
+}
+
+/// Case folded as leniently as a backend may compare: each character through its upper case,
+/// then that through its lower case, one character each. Java's `equalsIgnoreCase` compares
+/// so, and reads `ſ` as `s` and `ı` and `İ` as `i` (`/metricſ` as `/metrics`), which
+/// `to_lowercase` alone keeps apart.
+fn fold_case(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            let upper = c.to_uppercase().next().unwrap_or(c);
+            upper.to_lowercase().next().unwrap_or(upper)
+        })
+        .collect()
 }
 
 /// The names of a canonical path's segments, as the policy compares them.
@@ -421,7 +434,7 @@ impl PathPolicy {
 /// that stays clear of the policy under this reading stays clear under theirs.
 pub fn lenient_segments(path: &str) -> Vec<String> {
     let decoded = read_overlong(&decode_all(path));
-    let text = String::from_utf8_lossy(&decoded).to_lowercase();
+    let text = fold_case(&String::from_utf8_lossy(&decoded));
     let mut out: Vec<String> = Vec::new();
     for segment in text.split(['/', '\\']) {
         match segment
@@ -634,6 +647,9 @@ mod tests {
             "/%20Metrics%20%20/x",
             "/metrics%20.",
             "/metrics.%20.",
+            "/metric%C5%BF",
+            "/metr%C4%B1cs",
+            "/metr%C4%B0cs",
             "/health.d/ready",
             "/auth.x/metrics",
         ] {
@@ -661,7 +677,7 @@ mod tests {
     /// exercised forwarded paths, not just refused ones.
     #[test]
     fn no_forwarded_path_reads_as_a_denied_one() {
-        const TOKENS: [&str; 27] = [
+        const TOKENS: [&str; 28] = [
             "/",
             "//",
             ".",
@@ -689,6 +705,7 @@ mod tests {
             "%c0%ae",
             "%c0%af",
             "%20",
+            "%c5%bf",
         ];
         let deny_only = policy(&["/metrics", "/health"], None, Some("/auth"));
         let with_allow = policy(

@@ -85,6 +85,7 @@ fn cases() -> Vec<Case> {
         get("suffix", "/metrics.json", 404),
         get("trailing dot", "/health.", 404),
         get("trailing space", "/metrics%20", 404),
+        get("long s, Java's equalsIgnoreCase", "/metric%C5%BF", 404),
         get("suffix under the relative path", "/auth/health.d/ready", 404),
         // What backends read differently: 400.
         get("encoded slash", "/realms%2Fmetrics", 400),
