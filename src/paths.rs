@@ -237,6 +237,10 @@ impl Prefix {
     /// Still not `/metricsx`.
     fn guards<'a>(&self, path: impl Iterator<Item = Cow<'a, str>>) -> bool {
         self.each_segment(path, |want, name| {
+            if want.eq_ignore_ascii_case(name) {
+                // Exactly as named, whatever the name ends with (a prefix `/v1.`).
+                return true;
+            }
             let name = name
                 .trim_start_matches(' ')
                 .trim_end_matches([' ', '.'])
@@ -825,5 +829,9 @@ mod tests {
         ] {
             assert!(!token.matches(&c(path).unwrap()), "{path}");
         }
+        // A prefix that ends with a dot still covers itself.
+        let dotted = Prefix::parse("/v1.").unwrap();
+        assert!(dotted.matches("/v1./x"));
+        assert!(!dotted.matches("/v1/x"));
     }
 }
