@@ -59,12 +59,13 @@ fn is_unreserved(b: u8) -> bool {
 /// Whether a UTF-8 lead byte, followed by `next`, starts an overlong form: a character written
 /// in more bytes than it needs (RFC 3629 §3). No valid text is written so; it exists to hide
 /// `/`, `\` or `.` from a filter, for a backend that decodes it anyway (the IIS and Tomcat
-/// traversals of `/%C0%AE%C0%AE/`). Only the lead and the first continuation byte decide it.
-fn overlong_lead(lead: u8, next: Option<u8>) -> bool {
+/// traversals of `/%C0%AE%C0%AE/`). Only the lead and the first continuation byte decide it;
+/// `next` is read only for the leads that need it.
+fn overlong_lead(lead: u8, next: impl FnOnce() -> Option<u8>) -> bool {
     match lead {
         0xC0 | 0xC1 => true,
-        0xE0 => matches!(next, Some(0x80..=0x9F)),
-        0xF0 => matches!(next, Some(0x80..=0x8F)),
+        0xE0 => matches!(next(), Some(0x80..=0x9F)),
+        0xF0 => matches!(next(), Some(0x80..=0x8F)),
         _ => false,
     }
 }
@@ -137,12 +138,12 @@ fn canonicalize_slowly(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 match v {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     0..=0x1f | 0x7f => return Err(PathError::Control),
-                    v if overlong_lead(v, escaped_byte(bytes, i + 3)) => {
-                        return Err(PathError::Overlong)
-                    }
                     v if is_unreserved(v) => {
                         decoded.push(v);
                         changed = true;
+                    }
+                    v if overlong_lead(v, || escaped_byte(bytes, i + 3)) => {
+                        return Err(PathError::Overlong)
                     }
                     v => {
                         let upper = format!("%{v:02X}");
