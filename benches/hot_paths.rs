@@ -1,7 +1,8 @@
 //! Micro-benchmarks of the request path's pure parts: backend selection (each algorithm and a
 //! sticky hit), the sticky cookie (verify, encode, and read and strip from a browser's cookies),
 //! path canonicalisation and policy, the header rewrite every request gets, and a rate limit's
-//! check (a client within its allowance, among 10,000 tracked).
+//! check (a client within its allowance, among 10,000 tracked), and a TLS session ticket sealed
+//! and opened.
 //! `cargo bench --bench hot_paths`.
 
 use std::hint::black_box;
@@ -235,12 +236,34 @@ fn rate_limit(c: &mut Criterion) {
     });
 }
 
+/// A TLS session ticket sealed and opened (one of each per resumed connection): with a key
+/// file shared by replicas (`ticket_keys`) and with rustls' own random key, the default.
+fn session_tickets(c: &mut Criterion) {
+    let file = std::env::temp_dir().join(format!("sg-bench-ticket-{}", std::process::id()));
+    std::fs::write(&file, (0..160u8).collect::<Vec<u8>>()).unwrap();
+    let from_file: Arc<dyn rustls::server::ProducesTickets> =
+        Arc::new(sessiongate::ticket_keys::TicketKeys::load(&file).unwrap());
+    std::fs::remove_file(&file).unwrap();
+    let random = rustls::crypto::aws_lc_rs::Ticketer::new().unwrap();
+    // About what rustls seals for a TLS 1.3 session without a client certificate.
+    let session = [0x5a; 128];
+    for (name, ticketer) in [("file_keys", from_file), ("rustls_random", random)] {
+        c.bench_function(&format!("tickets/{name}"), |b| {
+            b.iter(|| {
+                let ticket = ticketer.encrypt(black_box(&session)).unwrap();
+                ticketer.decrypt(&ticket).unwrap()
+            })
+        });
+    }
+}
+
 criterion_group!(
     benches,
     selection,
     sticky_cookie,
     path_policy,
     header_rewrite,
-    rate_limit
+    rate_limit,
+    session_tickets
 );
 criterion_main!(benches);

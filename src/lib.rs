@@ -47,6 +47,7 @@ pub mod select;
 pub mod service_manager;
 pub mod stale_series;
 pub mod sticky;
+pub mod ticket_keys;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;

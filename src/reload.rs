@@ -2,7 +2,7 @@
 //! directory and swapping the `..data` symlink, which a watch on the file itself would miss (its
 //! inode never changes). So the watcher reads what each path resolves to now, every interval,
 //! and reloads when the contents change: the config file and every file it names (certificates,
-//! keys, CA bundles, the sticky secret, the admin token). A reload that fails is logged and counted, and not
+//! keys, CA bundles, session ticket keys, the sticky secret, the admin token). A reload that fails is logged and counted, and not
 //! retried until the files change again.
 
 use std::path::PathBuf;
@@ -25,6 +25,9 @@ pub fn watched_files(config: &Config) -> Vec<PathBuf> {
         }
         if let Some(client) = l.tls.as_ref().and_then(|set| set.client_certs()) {
             files.push(client.ca_path.clone());
+        }
+        if let Some(keys) = l.tls.as_ref().and_then(|set| set.ticket_keys()) {
+            files.push(keys.path.clone());
         }
     }
     for site in &config.sites {

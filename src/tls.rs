@@ -16,6 +16,8 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 
+use crate::ticket_keys::{TicketKeys, TicketKeysInfo};
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read certificate file {path}: {source}")]
@@ -198,6 +200,8 @@ fn describe(der: &CertificateDer<'_>) -> Result<(Vec<String>, String, i64), Stri
 pub struct CertificateSet {
     certificates: Vec<LoadedCertificate>,
     client_certs: Option<ClientCerts>,
+    /// The file the session ticket keys came from; none: the process's own random key.
+    ticket_keys: Option<TicketKeysInfo>,
     server_config: Arc<ServerConfig>,
 }
 
@@ -368,9 +372,10 @@ fn escaped_pem(der: &[u8]) -> String {
     out
 }
 
-/// The session ticket key: random, rotated by rustls every 6 hours, and one for the life of the
-/// process. Every reload builds new server configs; with a key of their own, each reload would
-/// void every ticket issued before it and cost each returning client a full handshake.
+/// The session ticket key of a listener without `ticket_keys`: random, rotated by rustls every
+/// 6 hours, and one for the life of the process. Every reload builds new server configs; with a
+/// key of their own, each reload would void every ticket issued before it and cost each
+/// returning client a full handshake.
 fn ticketer() -> Result<Arc<dyn rustls::server::ProducesTickets>, rustls::Error> {
     static TICKETER: OnceLock<Arc<dyn rustls::server::ProducesTickets>> = OnceLock::new();
     if let Some(ticketer) = TICKETER.get() {
@@ -392,9 +397,12 @@ const TLS13_TICKETS_MAX: usize = 6;
 
 impl CertificateSet {
     /// The first certificate is the default, served when the client's SNI matches none.
+    /// Tickets are sealed with `ticket_keys` when given (shared by replicas), else with the
+    /// process's own key.
     pub fn new(
         certificates: Vec<LoadedCertificate>,
         client_certs: Option<ClientCerts>,
+        ticket_keys: Option<TicketKeys>,
     ) -> Result<CertificateSet, TlsError> {
         let resolver = Arc::new(SniResolver::new(&certificates));
         let builder = ServerConfig::builder_with_provider(provider())
@@ -408,12 +416,17 @@ impl CertificateSet {
         // The suite order above, not the client's, decides (all of them are strong).
         config.ignore_client_order = true;
         // Stateless tickets make resumption work across connections without a shared cache.
-        config.ticketer = ticketer()?;
+        let ticket_keys_info = ticket_keys.as_ref().map(TicketKeys::info);
+        config.ticketer = match ticket_keys {
+            Some(keys) => Arc::new(keys),
+            None => ticketer()?,
+        };
         config.send_tls13_tickets = TLS13_TICKETS;
         config.max_tls13_tickets = TLS13_TICKETS_MAX;
         Ok(CertificateSet {
             certificates,
             client_certs,
+            ticket_keys: ticket_keys_info,
             server_config: Arc::new(config),
         })
     }
@@ -424,6 +437,10 @@ impl CertificateSet {
 
     pub fn client_certs(&self) -> Option<&ClientCerts> {
         self.client_certs.as_ref()
+    }
+
+    pub fn ticket_keys(&self) -> Option<&TicketKeysInfo> {
+        self.ticket_keys.as_ref()
     }
 
     pub fn server_config(&self) -> Arc<ServerConfig> {

@@ -254,6 +254,96 @@ async fn returning_clients_resume_their_tls_session() {
     );
 }
 
+/// Replicas given the same `ticket_keys` file resume each other's sessions; a key file
+/// rotated and reloaded changes which tickets open. Each listener here stands for a replica:
+/// without the file they would all share this process's own key, so the listeners with other
+/// keys, which must not resume, show that the file's keys seal and open.
+#[tokio::test]
+async fn replicas_sharing_ticket_keys_resume_each_others_sessions() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let keys = temp_dir("ticket-keys");
+    let key = |seed: u8| -> Vec<u8> { (0..80u8).map(|i| i.wrapping_mul(seed) ^ seed).collect() };
+    for (file, seeds) in [
+        ("a", &[3][..]),
+        ("c", &[5]),
+        ("ba", &[7, 3]),
+        ("ab", &[3, 7]),
+        ("reloaded", &[3]),
+    ] {
+        let bytes: Vec<u8> = seeds.iter().flat_map(|&s| key(s)).collect();
+        std::fs::write(keys.join(file), bytes).unwrap();
+    }
+    let listeners: String = ["a", "a2", "c", "ba", "ab", "reloaded"]
+        .iter()
+        .map(|name| {
+            format!(
+                "[[listener]]\nname = \"{name}\"\nlisten = \"127.0.0.1:0\"\n[listener.tls]\n\
+                 cert = \"default.crt\"\nkey = \"default.key\"\nticket_keys = \"{}\"\n",
+                keys.join(if *name == "a2" { "a" } else { name }).display()
+            )
+        })
+        .collect();
+    let nodes = start_nodes(1).await;
+    let proxy = Harness::start_with(&listeners, &static_backends(&[nodes[0].addr]), "").await;
+    let addr = |name: &str| proxy.server.listener_addr(name).unwrap();
+
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        // A fresh client (its own session cache) for each pair: the first connection's ticket
+        // is offered to the second listener.
+        let second_connection = |from: &'static str, to: &'static str| {
+            let config = proxy
+                .pki
+                .client_config_using((*sessiongate::tls::provider()).clone(), version);
+            let (first, second) = (addr(from), addr(to));
+            async move {
+                let (handshake, status) = tls_get(first, "default.test", config.clone()).await;
+                assert_eq!((handshake.kind, status), (Some(Full), 200));
+                let (handshake, status) = tls_get(second, "default.test", config).await;
+                assert_eq!(status, 200);
+                handshake.kind
+            }
+        };
+        for (from, to, kind) in [
+            // The same file: resumed.
+            ("a", "a2", Resumed),
+            // Another key: a full handshake, though both run in one process.
+            ("a", "c", Full),
+            // Rotation, first step: the next key added behind; the old one still seals.
+            ("ab", "a", Resumed),
+            // Second step: the next key moved to the front. It opens what the old one sealed,
+            // and what it seals does not open where only the old key is.
+            ("a", "ba", Resumed),
+            ("ba", "a", Full),
+            ("ba", "ab", Resumed),
+        ] {
+            assert_eq!(
+                second_connection(from, to).await,
+                Some(kind),
+                "{from} -> {to}, {version:?}"
+            );
+        }
+    }
+
+    // The file rewritten without the key the client's ticket was sealed with, and reloaded:
+    // the ticket no longer opens, and the new key's does.
+    let config = proxy.pki.client_config(&[b"http/1.1"]);
+    let mut kinds = Vec::new();
+    for rewritten in [false, true] {
+        if rewritten {
+            std::fs::write(keys.join("reloaded"), key(5)).unwrap();
+            proxy.server.reload().await.unwrap();
+        }
+        for _ in 0..2 {
+            let (handshake, _) = tls_get(addr("reloaded"), "default.test", config.clone()).await;
+            kinds.push(handshake.kind);
+        }
+    }
+    assert_eq!(
+        kinds,
+        [Some(Full), Some(Resumed), Some(Full), Some(Resumed)]
+    );
+}
+
 /// A client's TLS session cache (rustls' own) that counts the TLS 1.3 tickets it is given.
 #[derive(Debug)]
 struct CountingTickets {

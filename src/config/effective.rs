@@ -148,6 +148,7 @@ pub(super) fn render(c: &Config) -> String {
                             .client_cert_header
                             .as_ref()
                             .map(|(_, f)| f.name().to_string()),
+                        ticket_keys: set.ticket_keys().map(|k| k.path.display().to_string()),
                     }
                 }),
                 redirect_to_https: Some(l.redirect.is_some()),
@@ -258,6 +259,15 @@ pub(super) fn render(c: &Config) -> String {
                     cert.cert_path.display(),
                     cert.names.join(", "),
                     cert.not_after
+                ));
+            }
+            if let Some(keys) = set.ticket_keys() {
+                out.push_str(&format!(
+                    "# listener {}: session tickets sealed with key {}..., the first of {} in {}\n",
+                    l.name,
+                    keys.sealing,
+                    keys.keys,
+                    keys.path.display()
                 ));
             }
         }

@@ -332,6 +332,9 @@ pub struct RawServerTls {
     pub client_cert_header: Option<String>,
     /// `nginx` (percent-encoded PEM, the default) or `rfc9440` (`Client-Cert: :<base64 DER>:`).
     pub client_cert_format: Option<String>,
+    /// Session ticket keys shared by replicas (80 bytes each, the first seals); absent: a
+    /// random key of the process's own.
+    pub ticket_keys: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -4,6 +4,7 @@
 use super::raw;
 use super::resolve_path;
 use super::validate::Checker;
+use crate::ticket_keys::TicketKeys;
 use crate::tls::{self, CertificateSet};
 
 pub(super) fn server_tls(
@@ -30,10 +31,15 @@ pub(super) fn server_tls(
         pair(c, &format!("{key}.sni[{j}]"), &p.cert, &p.key);
     }
     let client_certs = client_certs(c, key, t);
+    let ticket_keys = t.ticket_keys.as_ref().and_then(|path| {
+        TicketKeys::load(&resolve_path(c.base, path))
+            .map_err(|e| c.issue(format!("{key}.ticket_keys"), e.to_string()))
+            .ok()
+    });
     if pairs.is_empty() {
         return None;
     }
-    match CertificateSet::new(pairs, client_certs) {
+    match CertificateSet::new(pairs, client_certs, ticket_keys) {
         Ok(set) => Some(set),
         Err(e) => {
             c.issue(key, e.to_string());

@@ -677,3 +677,55 @@ fn client_certificate_settings_are_checked() {
         assert_eq!(keys(&err), [key], "{tls}");
     }
 }
+
+#[test]
+fn ticket_key_files_are_read_and_checked() {
+    let dir = std::env::temp_dir().join(format!("sg-ticket-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let certs = Path::new(env!("CARGO_MANIFEST_DIR")).join("certs");
+    let load = |file: &str| {
+        Config::from_toml(
+            &format!(
+                "[[listener]]\nlisten = \"127.0.0.1:8443\"\n[listener.tls]\n\
+                 cert = \"{certs}/tls.crt\"\nkey = \"{certs}/tls.key\"\n\
+                 ticket_keys = \"{file}\"\n\
+                 [[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n",
+                certs = certs.display()
+            ),
+            "test.toml",
+            &dir,
+        )
+    };
+    // Two keys, relative to the config's directory; shown in the running config, watched.
+    std::fs::write(dir.join("two.keys"), (0..160u8).collect::<Vec<u8>>()).unwrap();
+    let c = load("two.keys").unwrap();
+    let path = dir.join("two.keys");
+    let info = c.listeners[0].tls.as_ref().unwrap().ticket_keys().unwrap();
+    assert_eq!((&info.path, info.keys), (&path, 2));
+    let shown = c.to_effective_toml();
+    assert!(
+        shown.contains(&format!("ticket_keys = \"{}\"", path.display())),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("sealed with key 00010203..., the first of 2 in"),
+        "{shown}"
+    );
+    assert!(crate::reload::watched_files(&c).contains(&path));
+
+    // nginx's older 48-byte key, and a file that is not there: the key and the file named.
+    std::fs::write(dir.join("short.keys"), [7u8; 48]).unwrap();
+    for (file, says) in [
+        ("short.keys", "holds 48 bytes"),
+        ("missing.keys", "cannot read ticket key file"),
+    ] {
+        let err = load(file).unwrap_err();
+        assert_eq!(keys(&err), ["listener[0].tls.ticket_keys"], "{file}");
+        let shown = err.to_string();
+        assert!(
+            shown.contains(says) && shown.contains(&dir.join(file).display().to_string()),
+            "{shown}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
