@@ -50,6 +50,8 @@ pub struct ListenerContext {
     pub client_ca: Option<ClientCerts>,
     /// Per-client rate limits, in order; the first covering a path applies.
     pub rate_limits: Vec<Arc<RateLimiter>>,
+    /// Paths only some client networks may reach.
+    pub restrictions: Vec<crate::restrict::Restriction>,
     /// The protocols a client may switch to (`headers::allowed_upgrade`).
     pub upgrades: Vec<String>,
     pub metrics: ListenerMetrics,
@@ -106,6 +108,7 @@ impl ListenerContext {
             request_id: config.request_id.clone(),
             proxy_protocol: config.proxy_protocol.clone(),
             rate_limits,
+            restrictions: config.restrictions.clone(),
             upgrades: config.upgrades.clone(),
             client_cert_header: config.client_cert_header.clone(),
             client_cert_chain_header: config
@@ -144,6 +147,7 @@ impl ListenerContext {
             client_cert_chain_header,
             client_ca,
             rate_limits,
+            restrictions,
             upgrades,
             // Named after the listener: the same for the same name.
             metrics: _,
@@ -167,6 +171,7 @@ impl ListenerContext {
             // withdrawn, say) must not outlive that decision.
             && *client_ca == next.client_ca
             && *upgrades == next.upgrades
+            && *restrictions == next.restrictions
             // An unchanged rule is carried over as the same limiter (`new`).
             && rate_limits.len() == next.rate_limits.len()
             && rate_limits

@@ -28,6 +28,8 @@ pub enum ProxyError {
     BodyTooLarge(u64),
     #[error("path denied by policy")]
     Denied(StatusCode),
+    #[error("path restricted to other client networks")]
+    Restricted(StatusCode),
     #[error("method {0} is not proxied")]
     MethodNotAllowed(http::Method),
     #[error("no backend available in site {0}")]
@@ -56,7 +58,7 @@ impl ProxyError {
             | ProxyError::BadTarget => StatusCode::BAD_REQUEST,
             ProxyError::UriTooLong(_) => StatusCode::URI_TOO_LONG,
             ProxyError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::Denied(status) => *status,
+            ProxyError::Denied(status) | ProxyError::Restricted(status) => *status,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ProxyError::NoBackend(_) | ProxyError::NoSite | ProxyError::Shed(_) => {
@@ -120,7 +122,7 @@ impl ProxyError {
             ProxyError::BadTarget => "the request target must be a path or an absolute URI",
             ProxyError::UriTooLong(_) => "request target too long",
             ProxyError::BodyTooLarge(_) => "request body too large",
-            ProxyError::Denied(_) => "",
+            ProxyError::Denied(_) | ProxyError::Restricted(_) => "",
             ProxyError::MethodNotAllowed(_) => "method not allowed",
             ProxyError::NoBackend(_) | ProxyError::NoSite => "no backend available",
             ProxyError::Shed(_) => "overloaded, retry later",

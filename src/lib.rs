@@ -43,6 +43,7 @@ pub mod reload;
 pub mod reply;
 pub mod request_counters;
 pub mod request_id;
+pub mod restrict;
 pub mod select;
 pub mod service_manager;
 pub mod stale_series;

@@ -30,6 +30,7 @@ use crate::paths;
 use crate::rate_limit;
 use crate::reply::{Fields, Reply};
 use crate::request_id;
+use crate::restrict;
 use crate::select::{NoPick, Outcome, Selection};
 use crate::sticky::{SessionKey, Sticky};
 use crate::upstream::{UpstreamError, UpstreamResponse};
@@ -178,9 +179,12 @@ impl Proxy {
             return Ok(Reply::local(resp));
         }
         let host = host.ok_or(ProxyError::MissingHost)?;
-        if !listener.rate_limits.is_empty() {
+        if !listener.restrictions.is_empty() || !listener.rate_limits.is_empty() {
             let client =
                 headers::client_address(&parts.headers, conn.peer.ip(), |ip| listener.trusts(ip));
+            // Refused first: a client kept out of a path spends none of its allowance there.
+            restrict::check(&listener.restrictions, target.path(), client)
+                .map_err(ProxyError::Restricted)?;
             rate_limit::check(&listener.rate_limits, target.path(), client)
                 .map_err(ProxyError::RateLimited)?;
         }

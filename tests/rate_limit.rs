@@ -5,11 +5,8 @@
 
 mod common;
 
-use std::net::SocketAddr;
-
 use common::*;
 use sessiongate::demo::DemoNode;
-use tokio::net::{TcpSocket, TcpStream};
 
 fn listeners(plain_extra: &str, rule: &str) -> String {
     format!(
@@ -28,30 +25,6 @@ async fn start(plain_extra: &str, rule: &str, extra: &str) -> (Vec<DemoNode>, Ha
     let backends = static_backends(&[nodes[0].addr]);
     let proxy = Harness::start_with(&listeners(plain_extra, rule), &backends, extra).await;
     (nodes, proxy)
-}
-
-/// `GET path` over HTTP/1.1 from `from` (a loopback address), with extra header lines:
-/// the status and the Retry-After value.
-async fn get_from(
-    proxy: SocketAddr,
-    from: &str,
-    path: &str,
-    headers: &str,
-) -> (u16, Option<String>) {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
-    let mut tcp: TcpStream = socket.connect(proxy).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{headers}\r\n");
-    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
-        .await
-        .unwrap();
-    let (head, _) = read_response(&mut tcp).await;
-    let status = head[9..12].parse().unwrap();
-    let retry_after = head
-        .lines()
-        .find_map(|l| l.strip_prefix("retry-after: "))
-        .map(str::to_string);
-    (status, retry_after)
 }
 
 fn retry_after_secs(value: Option<String>) -> u64 {

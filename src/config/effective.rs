@@ -170,6 +170,16 @@ pub(super) fn render(c: &Config) -> String {
                     .proxy_protocol
                     .as_ref()
                     .map(|nets| nets.iter().map(|n| n.to_string()).collect()),
+                restrict: (!l.restrictions.is_empty()).then(|| {
+                    l.restrictions
+                        .iter()
+                        .map(|r| RawRestrict {
+                            paths: Some(r.paths_text.clone()),
+                            allow_from: Some(r.allow_from.iter().map(|n| n.to_string()).collect()),
+                            status: Some(r.status.as_u16()),
+                        })
+                        .collect()
+                }),
                 rate_limit: (!l.rate_limits.is_empty()).then(|| {
                     l.rate_limits
                         .iter()

@@ -8,6 +8,7 @@ mod effective;
 mod failover;
 mod rate_limit;
 pub mod raw;
+mod restrict;
 mod server_tls;
 mod validate;
 
@@ -160,6 +161,9 @@ pub struct ListenerConfig {
     pub client_cert_header: Option<(http::HeaderName, crate::tls::ClientCertFormat)>,
     /// Per-client request rate limits; the first rule covering a path applies.
     pub rate_limits: Vec<crate::rate_limit::RateLimitConfig>,
+    /// Paths only some client networks may reach; every rule covering a path must admit
+    /// the client.
+    pub restrictions: Vec<crate::restrict::Restriction>,
     /// The protocols a client may switch to with `Upgrade`, lowercase; a request naming any
     /// other is forwarded without its `Upgrade` (`headers::allowed_upgrade`).
     pub upgrades: Vec<String>,

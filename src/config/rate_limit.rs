@@ -1,8 +1,8 @@
 //! Validation of a listener's `[[listener.rate_limit]]` rules (`rate_limit.rs`).
 
 use super::raw;
-use super::validate::Checker;
-use crate::paths::{self, Prefix};
+use super::validate::{rule_paths, Checker};
+use crate::paths::Prefix;
 use crate::rate_limit::{Rate, RateLimitConfig};
 
 /// `key` is the listener's (`listener[0]`); `relative` its `relative_path`, under which every
@@ -26,20 +26,7 @@ fn rule(
     r: &raw::RawRateLimit,
     relative: Option<&Prefix>,
 ) -> Option<RateLimitConfig> {
-    let paths_text = r.paths.clone().unwrap_or_else(|| vec!["/".to_string()]);
-    if paths_text.is_empty() {
-        c.issue(
-            format!("{key}.paths"),
-            "is empty: the rule would cover nothing (leave it out to cover every path)",
-        );
-    }
-    let mut prefixes = Vec::new();
-    for (j, p) in paths_text.iter().enumerate() {
-        match Prefix::parse(p) {
-            Ok(prefix) => prefixes.push(prefix),
-            Err(e) => c.issue(format!("{key}.paths[{j}]"), format!("`{p}`: {e}")),
-        }
-    }
+    let (paths, paths_text) = rule_paths(c, key, r.paths.as_deref(), relative);
     let rate = match r.rate.as_deref() {
         Some(text) => Rate::parse(text)
             .map_err(|e| c.issue(format!("{key}.rate"), e.to_string()))
@@ -61,7 +48,7 @@ fn rule(
         c.issue(format!("{key}.max_clients"), "must be at least 1");
     }
     Some(RateLimitConfig {
-        paths: paths::with_relative(prefixes, relative),
+        paths,
         paths_text,
         rate: rate?,
         burst,

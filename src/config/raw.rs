@@ -64,6 +64,7 @@ pub const DEFAULT_FAILBACK_HOLD: &str = "5m";
 /// Keycloak serves these on the public port in many deployments; they must stay internal.
 pub const DEFAULT_DENY_PATHS: [&str; 2] = ["/metrics", "/health"];
 pub const DEFAULT_DENY_STATUS: u16 = 404;
+pub const DEFAULT_RESTRICT_STATUS: u16 = 403;
 /// nginx's and HAProxy's order of magnitude; OIDC authorization URLs stay well below.
 pub const DEFAULT_MAX_URI_LENGTH: usize = 8192;
 /// Keycloak's cookies (KEYCLOAK_IDENTITY, AUTH_SESSION_ID, ...) can take several KiB together.
@@ -231,8 +232,20 @@ pub struct RawListener {
     pub proxy_protocol_from: Option<Vec<String>>,
     /// Per-client request rate limits (`[[listener.rate_limit]]`).
     pub rate_limit: Option<Vec<RawRateLimit>>,
+    /// Paths only some client networks may reach (`[[listener.restrict]]`).
+    pub restrict: Option<Vec<RawRestrict>>,
     /// The protocols an HTTP/1.1 client may switch to (`Upgrade`); default `["websocket"]`.
     pub upgrades: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub struct RawRestrict {
+    /// Path prefixes the rule covers (default: every path).
+    pub paths: Option<Vec<String>>,
+    /// Addresses or CIDR networks whose clients may reach them.
+    pub allow_from: Option<Vec<String>>,
+    /// The answer to everyone else (default 403).
+    pub status: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize, Serialize)]

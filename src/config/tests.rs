@@ -729,3 +729,66 @@ fn ticket_key_files_are_read_and_checked() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn restrictions_are_checked_and_their_paths_repeated_under_the_relative_path() {
+    let c = check(
+        r#"
+[[listener]]
+listen = "127.0.0.1:8080"
+relative_path = "/auth"
+[[listener.restrict]]
+paths = ["/admin/"]
+allow_from = ["10.0.0.0/8", "192.0.2.7", "2001:db8::/32"]
+[[listener.restrict]]
+allow_from = ["10.0.0.0/8"]
+status = 404
+[[site]]
+backends = { static = ["127.0.0.1:9000"] }
+"#,
+    )
+    .unwrap();
+    let rules = &c.listeners[0].restrictions;
+    assert_eq!(rules.len(), 2);
+    assert!(rules[0].paths.iter().any(|p| p.as_str() == "/auth/admin/"));
+    assert_eq!(rules[0].allow_from[1].to_string(), "192.0.2.7/32");
+    assert_eq!(rules[0].status, http::StatusCode::FORBIDDEN);
+    assert_eq!(rules[1].paths_text, ["/"]);
+    assert_eq!(rules[1].status, http::StatusCode::NOT_FOUND);
+    let shown = c.to_effective_toml();
+    assert!(shown.contains("[[listener.restrict]]"), "{shown}");
+    assert!(
+        shown.contains("allow_from = [\n    \"10.0.0.0/8\","),
+        "{shown}"
+    );
+
+    let err = check(
+        r#"
+[[listener]]
+listen = "127.0.0.1:8080"
+[[listener.restrict]]
+paths = ["/admin/"]
+[[listener.restrict]]
+paths = ["/admin/"]
+allow_from = []
+[[listener.restrict]]
+paths = ["/a/%2f/b"]
+allow_from = ["10.0.0.0/33", "intranet"]
+status = 500
+[[site]]
+backends = { static = ["127.0.0.1:9000"] }
+"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        keys(&err),
+        [
+            "listener[0].restrict[0].allow_from",
+            "listener[0].restrict[1].allow_from",
+            "listener[0].restrict[2].paths[0]",
+            "listener[0].restrict[2].allow_from[0]",
+            "listener[0].restrict[2].allow_from[1]",
+            "listener[0].restrict[2].status",
+        ]
+    );
+}

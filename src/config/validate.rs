@@ -7,13 +7,13 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::raw::{self, RawConfig};
-use super::{balancing, failover, rate_limit, server_tls};
+use super::{balancing, failover, rate_limit, restrict, server_tls};
 use super::{
     resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, HttpsRedirect,
     IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, ReloadConfig, SiteConfig, Timeouts,
     UpstreamPool,
 };
-use crate::paths::{PathPolicy, Prefix};
+use crate::paths::{self, PathPolicy, Prefix};
 use crate::tls::UpstreamTls;
 
 /// The longest duration any setting takes.
@@ -429,16 +429,12 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
                 None
             }
         });
-    let deny_status = match l.deny_status.unwrap_or(raw::DEFAULT_DENY_STATUS) {
-        s @ 400..=499 => http::StatusCode::from_u16(s).expect("4xx is a status"),
-        other => {
-            c.issue(
-                format!("{key}.deny_status"),
-                format!("{other} is not a 4xx status"),
-            );
-            http::StatusCode::NOT_FOUND
-        }
-    };
+    let deny_status = client_error_status(
+        c,
+        &format!("{key}.deny_status"),
+        l.deny_status,
+        raw::DEFAULT_DENY_STATUS,
+    );
     let trusted_proxies = networks(
         c,
         &format!("{key}.trusted_proxies"),
@@ -501,6 +497,12 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         l.rate_limit.as_deref().unwrap_or_default(),
         relative.as_ref(),
     );
+    let restrictions = restrict::restrictions(
+        c,
+        &key,
+        l.restrict.as_deref().unwrap_or_default(),
+        relative.as_ref(),
+    );
     let upgrades = upgrades(c, &format!("{key}.upgrades"), l.upgrades.as_deref());
     ListenerConfig {
         name,
@@ -509,6 +511,7 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         redirect,
         paths: PathPolicy::new(deny, allow, relative),
         rate_limits,
+        restrictions,
         client_cert_header,
         deny_paths: l.deny_paths.clone().unwrap_or(default_deny),
         allow_paths: l.allow_paths.clone(),
@@ -554,7 +557,52 @@ fn upgrades(c: &mut Checker<'_>, key: &str, list: Option<&[String]>) -> Vec<Stri
 }
 
 /// Addresses or CIDR networks, each problem reported with its index.
-fn networks(c: &mut Checker<'_>, key: &str, list: Option<&[String]>) -> Vec<ipnet::IpNet> {
+/// A rule's `paths` (every path when unset), parsed, and repeated under `relative` (the
+/// listener's `relative_path`); with the text as written, for `check-config`.
+pub(super) fn rule_paths(
+    c: &mut Checker<'_>,
+    key: &str,
+    paths: Option<&[String]>,
+    relative: Option<&Prefix>,
+) -> (Vec<Prefix>, Vec<String>) {
+    let text = paths.map_or_else(|| vec!["/".to_string()], <[String]>::to_vec);
+    if text.is_empty() {
+        c.issue(
+            format!("{key}.paths"),
+            "is empty: the rule would cover nothing (leave it out to cover every path)",
+        );
+    }
+    let mut prefixes = Vec::new();
+    for (j, p) in text.iter().enumerate() {
+        match Prefix::parse(p) {
+            Ok(prefix) => prefixes.push(prefix),
+            Err(e) => c.issue(format!("{key}.paths[{j}]"), format!("`{p}`: {e}")),
+        }
+    }
+    (paths::with_relative(prefixes, relative), text)
+}
+
+/// A status the proxy answers a refused request with: a 4xx.
+pub(super) fn client_error_status(
+    c: &mut Checker<'_>,
+    key: &str,
+    value: Option<u16>,
+    default: u16,
+) -> http::StatusCode {
+    match value.unwrap_or(default) {
+        s @ 400..=499 => http::StatusCode::from_u16(s).expect("4xx is a status"),
+        other => {
+            c.issue(key, format!("{other} is not a 4xx status"));
+            http::StatusCode::from_u16(default).expect("the default is a status")
+        }
+    }
+}
+
+pub(super) fn networks(
+    c: &mut Checker<'_>,
+    key: &str,
+    list: Option<&[String]>,
+) -> Vec<ipnet::IpNet> {
     list.unwrap_or_default()
         .iter()
         .enumerate()

@@ -653,6 +653,30 @@ impl RawBackend {
     }
 }
 
+/// `GET path` over HTTP/1.1 from `from` (a loopback address), with extra header lines:
+/// the status and the Retry-After value.
+pub async fn get_from(
+    proxy: SocketAddr,
+    from: &str,
+    path: &str,
+    headers: &str,
+) -> (u16, Option<String>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    let mut tcp: TcpStream = socket.connect(proxy).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: app.test\r\n{headers}\r\n");
+    tokio::io::AsyncWriteExt::write_all(&mut tcp, request.as_bytes())
+        .await
+        .unwrap();
+    let (head, _) = read_response(&mut tcp).await;
+    let status = head[9..12].parse().unwrap();
+    let retry_after = head
+        .lines()
+        .find_map(|l| l.strip_prefix("retry-after: "))
+        .map(str::to_string);
+    (status, retry_after)
+}
+
 /// Reads one response whose body has a Content-Length; returns its head and body.
 pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> (String, String) {
     try_read_response(stream)
