@@ -84,6 +84,17 @@ impl ProxyError {
         }
     }
 
+    /// Why the listener's rules refused the request before any backend, as
+    /// `sessiongate_requests_refused_total` labels it; `None` for every other failure.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            ProxyError::Denied(_) => Some("denied_path"),
+            ProxyError::Restricted(_) => Some("client_network"),
+            ProxyError::BadPath(_) => Some("ambiguous_path"),
+            _ => None,
+        }
+    }
+
     /// Is this the client's doing (logged quietly) or the proxy's and backends' (logged loudly)?
     pub fn is_client_error(&self) -> bool {
         self.status().is_client_error()

@@ -27,6 +27,7 @@ pub struct Metrics {
     pub tls_handshakes: IntCounterVec,
     pub rate_limited: IntCounterVec,
     pub rate_limit_untracked: IntCounterVec,
+    pub requests_refused: IntCounterVec,
     pub upstream_errors: IntCounterVec,
     pub backends: IntGaugeVec,
     pub backends_changed: IntGaugeVec,
@@ -67,6 +68,7 @@ pub struct ListenerMetrics {
     requests: IntCounterVec,
     connection_errors: IntCounterVec,
     tls_handshakes: IntCounterVec,
+    requests_refused: IntCounterVec,
 }
 
 impl ListenerMetrics {
@@ -84,6 +86,14 @@ impl ListenerMetrics {
     pub fn connection_error(&self, kind: &str) {
         self.connection_errors
             .with_label_values(&[self.name.as_str(), kind])
+            .inc();
+    }
+
+    /// A request the listener's rules refused before any backend: `reason` is
+    /// `ProxyError::refusal`'s. Not on a served request's path.
+    pub fn request_refused(&self, reason: &str) {
+        self.requests_refused
+            .with_label_values(&[self.name.as_str(), reason])
             .inc();
     }
 
@@ -189,6 +199,12 @@ impl Metrics {
             "sessiongate_rate_limit_untracked_total",
             "Requests let through unlimited because a rate limit's client table was full of busy clients (raise max_clients), by listener.",
             &["listener"],
+        );
+        let requests_refused = counter(
+            &registry,
+            "sessiongate_requests_refused_total",
+            "Requests the listener's rules refused before any backend, by listener and reason (denied_path: deny_paths or allow_paths; client_network: a restrict rule; ambiguous_path: a path backends could read apart, 400). Rate limits count in sessiongate_rate_limited_total.",
+            &["listener", "reason"],
         );
         let upstream_errors = counter(
             &registry,
@@ -352,6 +368,7 @@ impl Metrics {
             tls_handshakes,
             rate_limited,
             rate_limit_untracked,
+            requests_refused,
             upstream_errors,
             backends,
             backends_changed,
@@ -407,6 +424,7 @@ impl Metrics {
             requests: self.requests.clone(),
             connection_errors: self.connection_errors.clone(),
             tls_handshakes: self.tls_handshakes.clone(),
+            requests_refused: self.requests_refused.clone(),
         }
     }
 
@@ -428,7 +446,7 @@ impl Metrics {
 
     /// Every labelled metric (those with a `site` or `backend` label are swept of the series
     /// of what is gone, see `stale_series`). A new `*Vec` field belongs here too.
-    pub fn labelled(&self) -> [&dyn SeriesVec; 29] {
+    pub fn labelled(&self) -> [&dyn SeriesVec; 30] {
         [
             &self.requests,
             &self.request_duration,
@@ -438,6 +456,7 @@ impl Metrics {
             &self.tls_handshakes,
             &self.rate_limited,
             &self.rate_limit_untracked,
+            &self.requests_refused,
             &self.upstream_errors,
             &self.backends,
             &self.backends_changed,

@@ -111,6 +111,9 @@ impl Proxy {
         let mut reply = match self.route(parts, body, conn, upgrade, &mut record).await {
             Ok(reply) => reply,
             Err(err) => {
+                if let Some(reason) = err.refusal() {
+                    conn.listener.metrics.request_refused(reason);
+                }
                 // Shedding is logged once per episode by the queue, not once per request.
                 let (peer, id) = (record.peer(), record.request_id());
                 if err.is_client_error() || matches!(err, ProxyError::Shed(_)) {

@@ -2,7 +2,7 @@
 //! rule's status and no node sees the request, however the path is written, over HTTP/1.1 and
 //! HTTP/2; behind a trusted proxy the client it forwarded is the one checked, and what an
 //! untrusted peer claims counts for nothing. Clients are told apart by the loopback address
-//! they connect from (127.0.0.1, 127.0.0.2, ...).
+//! they connect from (127.0.0.1, 127.0.0.2, ...). Refusals are counted by reason.
 
 mod common;
 
@@ -67,6 +67,24 @@ async fn clients_outside_the_networks_are_refused_and_no_node_sees_them() {
         assert_eq!(got, status, "{path}: {body}");
     }
     assert!(!reached(&node, "/admin/h2"));
+
+    // Counted by listener and reason, with the requests other rules refuse.
+    assert_eq!(get_from(plain, "127.0.0.1", "/metrics", "").await.0, 404);
+    assert_eq!(
+        get_from(plain, "127.0.0.1", "/..;/metrics", "").await.0,
+        400
+    );
+    let metrics = proxy.metrics().await;
+    let refused = |listener: &str, reason: &str| {
+        let series = format!(
+            "sessiongate_requests_refused_total{{listener=\"{listener}\",reason=\"{reason}\"}}"
+        );
+        metric(&metrics, &series)
+    };
+    assert_eq!(refused("plain", "client_network"), Some(7.0), "{metrics}");
+    assert_eq!(refused("tls", "client_network"), Some(1.0));
+    assert_eq!(refused("plain", "denied_path"), Some(1.0));
+    assert_eq!(refused("plain", "ambiguous_path"), Some(1.0));
 }
 
 #[tokio::test]
