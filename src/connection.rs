@@ -500,5 +500,11 @@ mod tests {
         assert!(!changed_listener("deny_paths = [\"/admin\"]"));
         assert!(!changed_listener("trusted_proxies = [\"10.0.0.0/8\"]"));
         assert!(!changed_listener("request_id_header = \"x-id\""));
+        let restrict =
+            "[[listener.restrict]]\npaths = [\"/admin/\"]\nallow_from = [\"10.0.0.0/8\"]\n";
+        assert!(!changed_listener(restrict));
+        let old = context(&with_limit(restrict), None);
+        let new = context(&with_limit(restrict), Some(&old));
+        assert!(old.serves_connections_like(&new), "the same restriction");
     }
 }
