@@ -149,17 +149,19 @@ impl TicketKeys {
 
     fn seal(&self, session: &[u8], now: u64) -> Option<Vec<u8>> {
         let key = &self.keys[0];
-        let mut sealed = Vec::with_capacity(ISSUED_LEN + session.len() + TAG_LEN);
-        sealed.extend_from_slice(&now.to_be_bytes());
-        sealed.extend_from_slice(session);
-        let nonce = key
-            .aead
-            .seal_in_place_append_tag(Aad::from(&key.name), &mut sealed)
-            .ok()?;
-        let mut ticket = Vec::with_capacity(NAME_LEN + NONCE_LEN + sealed.len());
+        // Sealed in place behind the name and the nonce's room: one allocation a ticket.
+        let head = NAME_LEN + NONCE_LEN;
+        let mut ticket = Vec::with_capacity(head + ISSUED_LEN + session.len() + TAG_LEN);
         ticket.extend_from_slice(&key.name);
-        ticket.extend_from_slice(nonce.as_ref());
-        ticket.extend_from_slice(&sealed);
+        ticket.extend_from_slice(&[0; NONCE_LEN]);
+        ticket.extend_from_slice(&now.to_be_bytes());
+        ticket.extend_from_slice(session);
+        let (nonce, tag) = key
+            .aead
+            .seal_in_place_separate_tag(Aad::from(&key.name), &mut ticket[head..])
+            .ok()?;
+        ticket[NAME_LEN..head].copy_from_slice(nonce.as_ref());
+        ticket.extend_from_slice(tag.as_ref());
         Some(ticket)
     }
 
@@ -171,16 +173,18 @@ impl TicketKeys {
         let (nonce, sealed) = rest.split_at(NONCE_LEN);
         let key = self.keys.iter().find(|k| k.name == name)?;
         let nonce = Nonce::try_assume_unique_for_key(nonce).ok()?;
-        let mut sealed = sealed.to_vec();
+        let mut plain = sealed.to_vec();
         let opened = key
             .aead
-            .open_in_place(nonce, Aad::from(&key.name), &mut sealed)
-            .ok()?;
-        let (issued, session) = opened.split_at(ISSUED_LEN);
-        let issued = u64::from_be_bytes(issued.try_into().ok()?);
+            .open_in_place(nonce, Aad::from(&key.name), &mut plain)
+            .ok()?
+            .len();
+        plain.truncate(opened);
+        let issued = u64::from_be_bytes(plain[..ISSUED_LEN].try_into().ok()?);
         let fresh = issued <= now + CLOCK_SKEW_SECS
             && now.saturating_sub(issued) <= u64::from(LIFETIME_SECS);
-        fresh.then(|| session.to_vec())
+        plain.drain(..ISSUED_LEN);
+        fresh.then_some(plain)
     }
 }
 

@@ -556,7 +556,6 @@ fn upgrades(c: &mut Checker<'_>, key: &str, list: Option<&[String]>) -> Vec<Stri
         .collect()
 }
 
-/// Addresses or CIDR networks, each problem reported with its index.
 /// A rule's `paths` (every path when unset), parsed, and repeated under `relative` (the
 /// listener's `relative_path`); with the text as written, for `check-config`.
 pub(super) fn rule_paths(
@@ -598,6 +597,7 @@ pub(super) fn client_error_status(
     }
 }
 
+/// Addresses or CIDR networks, each problem reported with its index.
 pub(super) fn networks(
     c: &mut Checker<'_>,
     key: &str,
