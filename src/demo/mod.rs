@@ -112,6 +112,12 @@ paths = ["/realms/demo/protocol/openid-connect/token"]
 rate = "5/s"
 burst = 10
 
+# Keycloak's admin console, for the operators' network only (here 127.0.0.2); everyone
+# else gets 403, and no node sees the request.
+[[listener.restrict]]
+paths = ["/admin/"]
+allow_from = ["127.0.0.2"]
+
 [[listener]]
 name = "http"
 listen = "{http}"
@@ -389,6 +395,9 @@ impl Demo {
              \x20 curl -s -X POST 'http://{admin}/sites/dc1/backends/<id>/drain'   (and /release)\n\n\
              Rate limit on the token endpoint (10 at once, then 5/s per client): ten 200s, then 429s:\n\
              \x20 for i in $(seq 14); do curl -sk -o /dev/null -w '%{{http_code}} ' -X POST https://localhost:{https_port}/realms/demo/protocol/openid-connect/token; done\n\n\
+             The admin console answers the operators' network only (127.0.0.2 here): 403, then 200:\n\
+             \x20 curl -sk -o /dev/null -w '%{{http_code}}\\n' https://localhost:{https_port}/admin/\n\
+             \x20 curl -sk -o /dev/null -w '%{{http_code}}\\n' --interface 127.0.0.2 https://localhost:{https_port}/admin/\n\n\
              Ctrl-C drains and stops.\n",
             dns = self.dns.addr,
             dns_ip = self.dns.addr.ip(),
