@@ -190,13 +190,8 @@ impl ListenerContext {
 
     /// Is this peer a proxy whose forwarded headers may be extended?
     pub fn trusts(&self, peer: std::net::IpAddr) -> bool {
-        let peer = match peer {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map(std::net::IpAddr::V4)
-                .unwrap_or(peer),
-            v4 => v4,
-        };
+        // A dual-stack listener sees IPv4 peers as `::ffff:a.b.c.d`.
+        let peer = peer.to_canonical();
         self.trusted_proxies.iter().any(|net| net.contains(&peer))
     }
 

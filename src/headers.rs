@@ -400,11 +400,7 @@ fn chain(prior: Option<String>, ours: String) -> HeaderValue {
 
 /// An IPv4-mapped IPv6 peer (dual-stack listener) is reported as the IPv4 it is.
 fn ip_text(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-    .to_string()
+    ip.to_canonical().to_string()
 }
 
 #[cfg(test)]
