@@ -67,6 +67,15 @@ impl ProxyBody {
         self.request = Some(Box::new(request));
     }
 
+    /// Makes this the answer to a HEAD request: its head still says what the body would be,
+    /// and none follows (RFC 9110 §9.3.2). A backend's answer to HEAD has none already; the
+    /// proxy's own text is dropped. (HTTP/1.1's encoder knows the method and sends no body.)
+    pub fn drop_local_content(&mut self) {
+        if let Inner::Local(bytes) = &mut self.inner {
+            *bytes = None;
+        }
+    }
+
     /// The next bytes, `None` at the end (the HTTP/1.1 server's way of reading it).
     pub fn poll_data(
         &mut self,

@@ -86,7 +86,12 @@ impl Proxy {
         if body.is_unfinished() {
             reply.body.hold(body);
         }
-        reply.into_response()
+        // After the length is set from the text: HTTP/2 ends the stream with the head.
+        let mut response = reply.into_response();
+        if parts.method == Method::HEAD {
+            response.body_mut().drop_local_content();
+        }
+        response
     }
 
     /// One request, whatever protocol brought it, whose head arrived at `start`. `upgrade`

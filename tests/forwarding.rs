@@ -1044,6 +1044,57 @@ async fn http2_answers_carry_a_date_and_local_ones_their_length() {
     dated(&headers);
 }
 
+/// A HEAD request's answer is a head alone (RFC 9110 §9.3.2), the proxy's own answers too: over
+/// HTTP/2 a DATA frame after it is a protocol error that costs the client the stream.
+#[tokio::test]
+async fn head_requests_over_http2_get_heads_alone_from_backends_and_the_proxy() {
+    let backend = RawBackend::start(|head| {
+        if head.starts_with("HEAD ") {
+            RawReply::keep("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
+        } else {
+            RawReply::keep("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        }
+    })
+    .await;
+    let proxy = Harness::start(&[backend.addr], "").await;
+    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    // The backend's answer, the proxy's denial and its refusal of an ambiguous path; the
+    // connection serves on after each.
+    for (method, path, want) in [
+        ("HEAD", "/", 200),
+        ("HEAD", "/metrics", 404),
+        ("HEAD", "/%c0%afmetrics", 400),
+        ("GET", "/metrics", 404),
+        ("GET", "/", 200),
+    ] {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(format!("https://default.test{path}"))
+            .body(empty())
+            .unwrap();
+        let resp = send.send_request(req).await.unwrap();
+        let (parts, body) = resp.into_parts();
+        let body = http_body_util::BodyExt::collect(body)
+            .await
+            .map(|b| b.to_bytes());
+        let body = body.unwrap_or_else(|e| panic!("{method} {path}: the stream failed: {e}"));
+        assert_eq!(parts.status, want, "{method} {path}");
+        let length: usize = parts.headers["content-length"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(
+            length > 0,
+            "{method} {path}: the length the body would have"
+        );
+        match method {
+            "HEAD" => assert!(body.is_empty(), "{method} {path}: {body:?}"),
+            _ => assert_eq!(body.len(), length, "{method} {path}"),
+        }
+    }
+}
+
 /// An HTTP/2 upload the client resets part way is never passed on as if it were whole: sent
 /// on chunked (it declared no length), its last chunk never follows the part that came, and
 /// the backend's connection is closed.
