@@ -1044,10 +1044,12 @@ async fn http2_answers_carry_a_date_and_local_ones_their_length() {
     dated(&headers);
 }
 
-/// A HEAD request's answer is a head alone (RFC 9110 §9.3.2), the proxy's own answers too: over
-/// HTTP/2 a DATA frame after it is a protocol error that costs the client the stream.
+/// A HEAD request's answer is a head alone (RFC 9110 §9.3.2), the proxy's own answers too,
+/// with the length a GET's body would have: over HTTP/2 a DATA frame after it is a protocol
+/// error that costs the client the stream, over HTTP/1.1 bytes the client reads as the next
+/// answer.
 #[tokio::test]
-async fn head_requests_over_http2_get_heads_alone_from_backends_and_the_proxy() {
+async fn head_requests_get_heads_alone_from_backends_and_the_proxy() {
     let backend = RawBackend::start(|head| {
         if head.starts_with("HEAD ") {
             RawReply::keep("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n")
@@ -1057,8 +1059,9 @@ async fn head_requests_over_http2_get_heads_alone_from_backends_and_the_proxy() 
     })
     .await;
     let proxy = Harness::start(&[backend.addr], "").await;
-    let mut send = h2(proxy.tls("default.test", &[b"h2"]).await).await;
-    // The backend's answer, the proxy's denial and its refusal of an ambiguous path; the
+    let mut over_h1 = h1(proxy.tls("default.test", &[b"http/1.1"]).await).await;
+    let mut over_h2 = h2(proxy.tls("default.test", &[b"h2"]).await).await;
+    // The backend's answer, the proxy's denial and its refusal of an ambiguous path; each
     // connection serves on after each.
     for (method, path, want) in [
         ("HEAD", "/", 200),
@@ -1067,30 +1070,29 @@ async fn head_requests_over_http2_get_heads_alone_from_backends_and_the_proxy() 
         ("GET", "/metrics", 404),
         ("GET", "/", 200),
     ] {
-        let req = http::Request::builder()
-            .method(method)
-            .uri(format!("https://default.test{path}"))
-            .body(empty())
-            .unwrap();
-        let resp = send.send_request(req).await.unwrap();
-        let (parts, body) = resp.into_parts();
-        let body = http_body_util::BodyExt::collect(body)
-            .await
-            .map(|b| b.to_bytes());
-        let body = body.unwrap_or_else(|e| panic!("{method} {path}: the stream failed: {e}"));
-        assert_eq!(parts.status, want, "{method} {path}");
-        let length: usize = parts.headers["content-length"]
-            .to_str()
-            .unwrap()
-            .parse()
-            .unwrap();
-        assert!(
-            length > 0,
-            "{method} {path}: the length the body would have"
-        );
-        match method {
-            "HEAD" => assert!(body.is_empty(), "{method} {path}: {body:?}"),
-            _ => assert_eq!(body.len(), length, "{method} {path}"),
+        let req = || {
+            http::Request::builder()
+                .method(method)
+                .uri(format!("https://default.test{path}"))
+                .body(empty())
+                .unwrap()
+        };
+        let h1_answer = send_h1(&mut over_h1, req()).await;
+        let h2_answer = over_h2.send_request(req()).await.unwrap();
+        for (protocol, resp) in [("HTTP/1.1", h1_answer), ("HTTP/2", h2_answer)] {
+            let what = format!("{protocol} {method} {path}");
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::BodyExt::collect(body).await;
+            let body = body.unwrap_or_else(|e| panic!("{what}: the answer failed: {e}"));
+            let body = body.to_bytes();
+            assert_eq!(parts.status, want, "{what}");
+            let length = parts.headers.get("content-length");
+            let length: usize = length.expect(&what).to_str().unwrap().parse().unwrap();
+            assert!(length > 0, "{what}: the length the body would have");
+            match method {
+                "HEAD" => assert!(body.is_empty(), "{what}: {body:?}"),
+                _ => assert_eq!(body.len(), length, "{what}"),
+            }
         }
     }
 }

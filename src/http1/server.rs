@@ -379,7 +379,14 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
         let framing = if bodiless {
-            Framing::Described
+            match (&fields, body.remaining()) {
+                // The proxy's own answer to HEAD says the length its text would have, as over
+                // HTTP/2; a backend's says its own among its fields.
+                (Fields::Local(_), Some(n)) if n > 0 && method == Method::HEAD => {
+                    Framing::Length(n)
+                }
+                _ => Framing::Described,
+            }
         } else {
             match body.remaining() {
                 Some(n) => Framing::Length(n),
