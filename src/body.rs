@@ -23,10 +23,16 @@ pub struct ProxyBody {
     record: Option<RequestRecord>,
     sent: u64,
     ended: bool,
-    /// An HTTP/2 request body the backend answered before reading: kept open until the
-    /// response is over (`Proxy::handle_h2`).
-    request: Option<Box<dyn Send + Sync>>,
+    /// An HTTP/2 request body the answer came before (`Proxy::handle_h2`): kept open while
+    /// the answer goes out, then read and dropped (`h2_server::Respond`).
+    request: Option<Box<dyn ClientBody + Sync>>,
 }
+
+/// A request body its answer came before is read and dropped for at most this long and this
+/// much, so that closing it does not cost the client the answer: HTTP/1.1's lingering close,
+/// and the rest of an HTTP/2 stream's body (`h2_server::Respond`).
+pub const LINGER: Duration = Duration::from_secs(2);
+pub const LINGER_BYTES: u64 = 1 << 20;
 
 enum Inner {
     Upstream(UpstreamBody),
@@ -63,8 +69,13 @@ impl ProxyBody {
         self.record = Some(record);
     }
 
-    pub fn hold(&mut self, request: impl Send + Sync + 'static) {
+    pub fn hold(&mut self, request: impl ClientBody + Sync + 'static) {
         self.request = Some(Box::new(request));
+    }
+
+    /// The request body `hold` was given, for whoever sends the answer to keep from here on.
+    pub fn take_held(&mut self) -> Option<Box<dyn ClientBody + Sync>> {
+        self.request.take()
     }
 
     /// Makes this the answer to a HEAD request: its head still says what the body would be,

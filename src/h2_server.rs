@@ -20,7 +20,7 @@ use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, Response};
 use http_body::{Body, Frame};
 
-use crate::body::{BodyError, BodyLength, ProxyBody, RawBody};
+use crate::body::{BodyError, BodyLength, ClientBody, ProxyBody, RawBody, LINGER, LINGER_BYTES};
 use crate::config::Limits;
 use crate::h2_stall::{Progress, Watched};
 
@@ -120,15 +120,18 @@ enum StreamError {
 
 pin_project_lite::pin_project! {
     /// One stream: `answer` (the handler's future), raced against the client's reset, then its
-    /// response sent, the body watched for stalls (`h2_stall`). Written out rather than an
-    /// `async fn`: the handler's future is kilobytes, and an `async fn` moves a future it is
-    /// given once into its state and again where it awaits it (two copies a request).
+    /// response sent, the body watched for stalls (`h2_stall`), then what is left of the
+    /// request's body read and dropped (`Unread`). Written out rather than an `async fn`: the
+    /// handler's future is kilobytes, and an `async fn` moves a future it is given once into
+    /// its state and again where it awaits it (two copies a request).
     pub struct Respond<F> {
         #[pin]
         answer: F,
         reply: SendResponse<Bytes>,
         progress: Option<Arc<Progress>>,
         body: Option<Sending>,
+        unread: Option<Unread>,
+        sent: bool,
     }
 }
 
@@ -142,6 +145,8 @@ impl<F: Future<Output = Response<ProxyBody>>> Respond<F> {
             reply,
             progress: Some(progress),
             body: None,
+            unread: None,
+            sent: false,
         }
     }
 }
@@ -150,30 +155,83 @@ impl<F: Future<Output = Response<ProxyBody>>> Future for Respond<F> {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let this = self.project();
-        let result = match this.body {
-            Some((body, stream)) => poll_body(Pin::new(body), stream, cx, false),
-            None => match poll_answer(this.answer, this.reply, cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-                Poll::Ready(Ok(response)) => {
-                    let progress = this.progress.take().unwrap_or_default();
-                    match send_head(response, progress, this.reply) {
-                        Ok(Some(sending)) => {
-                            let (body, stream) = this.body.insert(sending);
-                            poll_body(Pin::new(body), stream, cx, true)
+        let mut this = self.project();
+        if !*this.sent {
+            let result = match this.body {
+                Some((body, stream)) => ready!(poll_body(Pin::new(body), stream, cx, false)),
+                None => match ready!(poll_answer(this.answer.as_mut(), this.reply, cx)) {
+                    Err(e) => Err(e),
+                    Ok(mut response) => {
+                        // Kept here from now on: it outlives the response's body.
+                        *this.unread = response.body_mut().take_held().map(Unread::new);
+                        let progress = this.progress.take().unwrap_or_default();
+                        match send_head(response, progress, this.reply) {
+                            Ok(Some(sending)) => {
+                                let (body, stream) = this.body.insert(sending);
+                                ready!(poll_body(Pin::new(body), stream, cx, true))
+                            }
+                            Ok(None) => Ok(()),
+                            Err(e) => Err(e),
                         }
-                        Ok(None) => Poll::Ready(Ok(())),
-                        Err(e) => Poll::Ready(Err(e)),
                     }
-                }
-            },
-        };
-        result.map(|result| {
+                },
+            };
+            *this.sent = true;
             if let Err(e) = result {
                 tracing::debug!(error = %e, "an HTTP/2 stream ended early");
+                return Poll::Ready(());
             }
-        })
+        }
+        match this.unread {
+            Some(unread) => unread.poll_drop(cx),
+            None => Poll::Ready(()),
+        }
+    }
+}
+
+/// A request body its answer came before: a refused upload, the proxy's own answer to a
+/// denied path, a backend's 401. Kept open while the answer goes out, since a reset would
+/// lose the answer, then read and dropped for at most `LINGER` and `LINGER_BYTES`, so that
+/// the stream ends with the client's last DATA frame rather than with the RST_STREAM
+/// (NO_ERROR) that RFC 9113 §8.1 allows. libcurl before 8 (Debian 12's curl) takes that reset
+/// for an error and loses the answer, even to a request of a few bytes whose DATA frame came
+/// just after its head; nginx reads such bodies too. A body that declared more is reset at
+/// once: reading it all would cost more than it saves.
+struct Unread {
+    body: Box<dyn ClientBody + Sync>,
+    dropped: u64,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Unread {
+    fn new(body: Box<dyn ClientBody + Sync>) -> Unread {
+        Unread {
+            body,
+            dropped: 0,
+            deadline: None,
+        }
+    }
+
+    /// `Ready` when the body is over, failed, went past the bounds, or never would fit them.
+    fn poll_drop(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if matches!(self.body.length(), BodyLength::Known(n) if n > LINGER_BYTES) {
+            return Poll::Ready(());
+        }
+        let deadline = self
+            .deadline
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(LINGER)));
+        loop {
+            match self.body.poll_chunk(cx) {
+                Poll::Ready(Some(Ok(data))) => {
+                    self.dropped += data.len() as u64;
+                    if self.dropped > LINGER_BYTES {
+                        return Poll::Ready(());
+                    }
+                }
+                Poll::Ready(Some(Err(_)) | None) => return Poll::Ready(()),
+                Poll::Pending => return deadline.as_mut().poll(cx),
+            }
+        }
     }
 }
 

@@ -911,16 +911,6 @@ async fn an_http2_client_that_reads_nothing_is_cut_off() {
     assert_eq!(get_plain(proxy.plain_addr(), "/").await.0, 200);
 }
 
-/// A raw HTTP/2 connection to the proxy's TLS listener, past the client preface and an empty
-/// SETTINGS frame.
-async fn raw_h2(proxy: &Harness) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut tls = proxy.tls("default.test", &[b"h2"]).await;
-    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .unwrap();
-    tls
-}
-
 /// Writes `frame` over and over, about 64 KiB a write, reading nothing, until a write makes
 /// no progress for a second (the proxy has stopped reading: `Ok`) or fails (it closed the
 /// connection: `Err`); either way with the bytes written. Panics past 32 MiB taken, and

@@ -1097,6 +1097,66 @@ async fn head_requests_get_heads_alone_from_backends_and_the_proxy() {
     }
 }
 
+/// An answer that comes before its request's body (here the proxy's own, to a denied path):
+/// the rest of the body is read and dropped, so that the stream ends with the client's
+/// END_STREAM rather than a reset, which libcurl before 8 takes for an error, losing the
+/// answer. A body that declared more than the proxy reads is reset at once, with NO_ERROR
+/// (RFC 9113 §8.1: the client keeps the answer).
+#[tokio::test]
+async fn an_http2_body_its_answer_came_before_is_read_and_dropped_unless_large() {
+    let node = &start_nodes(1).await[0];
+    let proxy = Harness::start(&[node.addr], "").await;
+    for (declared, sent, reset) in [(40_000, 40_000, false), (2_000_000, 20_000, true)] {
+        let mut tls = raw_h2(&proxy).await;
+        // HPACK: :method POST, :scheme https (indexed), :path, :authority and content-length
+        // (literal values of indexed names).
+        let length = declared.to_string();
+        let mut block = vec![0x83, 0x87, 0x44, 8];
+        block.extend_from_slice(b"/metrics");
+        block.extend_from_slice(&[0x41, 12]);
+        block.extend_from_slice(b"default.test");
+        block.extend_from_slice(&[0x5c, length.len() as u8]);
+        block.extend_from_slice(length.as_bytes());
+        tls.write_all(&h2_frame(0x1, 0x4, 1, &block)).await.unwrap();
+        // The answer, whole, before a byte of the body.
+        let mut resets = Vec::new();
+        loop {
+            match read_h2_frame(&mut tls).await {
+                (0x4, 0, 0, _) => tls.write_all(&h2_frame(0x4, 0x1, 0, &[])).await.unwrap(),
+                // :status 404 is the static table's 13th entry.
+                (0x1, _, 1, block) => assert_eq!(block[0], 0x80 | 13, "{block:?}"),
+                (0x0, flags, 1, _) if flags & 0x1 != 0 => break,
+                (0x3, _, 1, reason) => resets.push(reason),
+                _ => {}
+            }
+        }
+        // The body, in frames of 16 KiB, the last one ending the stream; then a PING, whose
+        // ACK comes after the proxy has read them all.
+        let mut frames = Vec::new();
+        let mut left = sent;
+        while left > 0 {
+            let n = left.min(16_384);
+            left -= n;
+            let end = u8::from(left == 0 && sent == declared);
+            frames.extend(h2_frame(0x0, end, 1, &vec![b'x'; n]));
+        }
+        frames.extend(h2_frame(0x6, 0, 0, b"pingpong"));
+        tls.write_all(&frames).await.unwrap();
+        loop {
+            match read_h2_frame(&mut tls).await {
+                (0x6, 0x1, 0, _) => break,
+                (0x3, _, 1, reason) => resets.push(reason),
+                _ => {}
+            }
+        }
+        if reset {
+            assert_eq!(resets.first(), Some(&vec![0; 4]), "NO_ERROR first");
+        } else {
+            assert!(resets.is_empty(), "reset: {resets:?}");
+        }
+    }
+}
+
 /// An HTTP/2 upload the client resets part way is never passed on as if it were whole: sent
 /// on chunked (it declared no length), its last chunk never follows the part that came, and
 /// the backend's connection is closed.

@@ -19,7 +19,6 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, StatusCode, Version};
@@ -32,7 +31,9 @@ use super::decode::{Decoder, ReadError};
 use super::encode::{self, Framing};
 use super::head::{self, HeadError, HeadLimits, RequestBody, RequestHead};
 use super::{Inbound, Outgoing, PARK_AFTER};
-use crate::body::{BodyError, BodyLength, ClientBody, Limited, ProxyBody, RawBody};
+use crate::body::{
+    BodyError, BodyLength, ClientBody, Limited, ProxyBody, RawBody, LINGER, LINGER_BYTES,
+};
 use crate::connection::ConnContext;
 use crate::current_proxy::{ConnProxy, CurrentProxy};
 use crate::error::local_response;
@@ -41,9 +42,6 @@ use crate::reply::{Fields, Reply};
 
 /// The HTTP/2 connection preface: a client speaking HTTP/2 with prior knowledge.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-/// A lingering close reads and drops at most this long and this much.
-const LINGER: Duration = Duration::from_secs(2);
-const LINGER_BYTES: usize = 1 << 20;
 /// A request body the answer came before is read and dropped, keeping the connection, when at
 /// most this much of it is left (as nginx discards one); a larger rest closes the connection.
 /// A chunked rest, whose size is not known ahead, is dropped until this much has come.
@@ -622,7 +620,7 @@ async fn linger<I: AsyncRead + AsyncWrite + Unpin>(client: &mut Client<I>) {
             match poll_fn(|cx| client.poll_fill(cx)).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => {
-                    dropped += n;
+                    dropped += n as u64;
                     client.inbound.bytes.clear();
                 }
             }

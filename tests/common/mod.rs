@@ -874,3 +874,38 @@ impl<I: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for StopsReading<I>
         std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
+
+/// A raw HTTP/2 connection to the proxy's TLS listener, past the client preface and an empty
+/// SETTINGS frame.
+pub async fn raw_h2(proxy: &Harness) -> TlsStream<TcpStream> {
+    let mut tls = proxy.tls("default.test", &[b"h2"]).await;
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    tls
+}
+
+/// An HTTP/2 frame's bytes: its head (length, type, flags, stream) and `payload`.
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let length = (payload.len() as u32).to_be_bytes();
+    let mut frame = vec![length[1], length[2], length[3], kind, flags];
+    frame.extend_from_slice(&stream.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+/// The next frame off a raw HTTP/2 connection: type, flags, stream and payload.
+pub async fn read_h2_frame(tls: &mut TlsStream<TcpStream>) -> (u8, u8, u32, Vec<u8>) {
+    let mut head = [0u8; 9];
+    tokio::time::timeout(PATIENCE, tls.read_exact(&mut head))
+        .await
+        .expect("a frame in time")
+        .expect("a frame");
+    let length = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    let mut payload = vec![0; length];
+    tls.read_exact(&mut payload)
+        .await
+        .expect("a frame's payload");
+    (head[3], head[4], stream, payload)
+}
