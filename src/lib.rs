@@ -21,6 +21,7 @@ pub mod current_proxy;
 pub mod demo;
 pub mod discovery;
 pub mod error;
+pub mod error_pages;
 pub mod failover;
 pub mod gathered_writes;
 pub mod generation;

@@ -23,6 +23,7 @@ use crate::config::{Algorithm, Balance, Config, HashKey, HttpsRedirect};
 use crate::connection::{ConnContext, ListenerContext};
 use crate::cookies;
 use crate::error::{local_response, ProxyError};
+use crate::error_pages::ErrorPages;
 use crate::failover::Failover;
 use crate::headers::{self, Added, ForwardedFor};
 use crate::metrics::Metrics;
@@ -44,6 +45,7 @@ pub struct Proxy {
     /// The proxy's own /lb-check path, answered here rather than forwarded.
     lb_check: Option<String>,
     access_log: bool,
+    error_pages: ErrorPages,
 }
 
 impl Proxy {
@@ -61,6 +63,7 @@ impl Proxy {
             retries: config.upstream.retries,
             metrics,
             access_log: config.log.access_log,
+            error_pages: config.error_pages.clone(),
         }
     }
 
@@ -126,7 +129,7 @@ impl Proxy {
                 } else {
                     tracing::warn!(%peer, request_id = id, error = %err, "request failed");
                 }
-                Reply::local(err.into_response())
+                Reply::local(self.error_response(err))
             }
         };
         if let Some(hsts) = &conn.listener.hsts {
@@ -140,6 +143,20 @@ impl Proxy {
         record.status = reply.status;
         reply.body.set_record(record);
         reply
+    }
+
+    /// The answer to a request that failed here, on the operator's page for its status if
+    /// there is one.
+    fn error_response(&self, err: ProxyError) -> Response<ProxyBody> {
+        let mut resp = err.into_response();
+        self.error_pages.dress(&mut resp);
+        resp
+    }
+
+    /// The operator's pages, for answers made before a request reaches `handle` (a refused
+    /// HTTP/1.1 head).
+    pub fn error_pages(&self) -> &ErrorPages {
+        &self.error_pages
     }
 
     async fn route(
@@ -165,7 +182,7 @@ impl Proxy {
         };
         if let Some(redirect) = listener.redirect {
             let host = host.ok_or(ProxyError::MissingHost)?;
-            return Ok(Reply::local(https_redirect(&host, &parts.uri, redirect)));
+            return Ok(Reply::local(https_redirect(&host, &parts.uri, redirect)?));
         }
         // The exact path the policy checked is the one forwarded.
         let target = checked_target(&parts.uri, listener)?;
@@ -550,7 +567,11 @@ fn hash_key(
     }
 }
 
-fn https_redirect(host: &Authority, uri: &Uri, redirect: HttpsRedirect) -> Response<ProxyBody> {
+fn https_redirect(
+    host: &Authority,
+    uri: &Uri,
+    redirect: HttpsRedirect,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let pq = uri.path_and_query().map_or("/", PathAndQuery::as_str);
     let location = match redirect.port {
         443 => format!("https://{}{pq}", host.host()),
@@ -561,8 +582,8 @@ fn https_redirect(host: &Authority, uri: &Uri, redirect: HttpsRedirect) -> Respo
             // 308, not 301: a POST to the login form must stay a POST.
             let mut resp = local_response(StatusCode::PERMANENT_REDIRECT, "");
             resp.headers_mut().insert(header::LOCATION, value);
-            resp
+            Ok(resp)
         }
-        Err(_) => ProxyError::BadHost.into_response(),
+        Err(_) => Err(ProxyError::BadHost),
     }
 }

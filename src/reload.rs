@@ -2,7 +2,7 @@
 //! directory and swapping the `..data` symlink, which a watch on the file itself would miss (its
 //! inode never changes). So the watcher reads what each path resolves to now, every interval,
 //! and reloads when the contents change: the config file and every file it names (certificates,
-//! keys, CA bundles, session ticket keys, the sticky secret, the admin token). A reload that fails is logged and counted, and not
+//! keys, CA bundles, session ticket keys, error pages, the sticky secret, the admin token). A reload that fails is logged and counted, and not
 //! retried until the files change again.
 
 use std::path::PathBuf;
@@ -18,6 +18,7 @@ use crate::Inner;
 pub fn watched_files(config: &Config) -> Vec<PathBuf> {
     let mut files = vec![PathBuf::from(&config.source)];
     files.extend(config.admin.token_file.clone());
+    files.extend(config.error_pages.iter().map(|page| page.path.clone()));
     for l in &config.listeners {
         for cert in l.tls.iter().flat_map(|set| set.certificates()) {
             files.push(cert.cert_path.clone());

@@ -1070,16 +1070,8 @@ async fn head_requests_get_heads_alone_from_backends_and_the_proxy() {
         ("GET", "/metrics", 404),
         ("GET", "/", 200),
     ] {
-        let req = || {
-            http::Request::builder()
-                .method(method)
-                .uri(format!("https://default.test{path}"))
-                .body(empty())
-                .unwrap()
-        };
-        let h1_answer = send_h1(&mut over_h1, req()).await;
-        let h2_answer = over_h2.send_request(req()).await.unwrap();
-        for (protocol, resp) in [("HTTP/1.1", h1_answer), ("HTTP/2", h2_answer)] {
+        let uri = format!("https://default.test{path}");
+        for (protocol, resp) in over_both(&mut over_h1, &mut over_h2, method, &uri).await {
             let what = format!("{protocol} {method} {path}");
             let (parts, body) = resp.into_parts();
             let body = http_body_util::BodyExt::collect(body).await;

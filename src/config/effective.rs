@@ -30,6 +30,18 @@ pub(super) fn render(c: &Config) -> String {
             watch: Some(c.reload.watch_interval.is_some()),
             watch_interval: c.reload.watch_interval.and_then(dur),
         },
+        // No pages: no table, rather than an empty one.
+        error_pages: (c.error_pages.iter().next().is_some()).then(|| {
+            c.error_pages
+                .iter()
+                .map(|page| {
+                    (
+                        page.status.as_u16().to_string(),
+                        page.path.display().to_string(),
+                    )
+                })
+                .collect()
+        }),
         failover: RawFailover {
             failback: Some(
                 if c.failover.auto_failback.is_some() {

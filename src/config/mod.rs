@@ -5,6 +5,7 @@
 
 mod balancing;
 mod effective;
+mod error_pages;
 mod failover;
 mod rate_limit;
 pub mod raw;
@@ -34,6 +35,8 @@ pub struct Config {
     pub balance: Balance,
     pub failover: FailoverConfig,
     pub reload: ReloadConfig,
+    /// The operator's pages for the proxy's own error answers.
+    pub error_pages: crate::error_pages::ErrorPages,
     pub listeners: Vec<ListenerConfig>,
     pub sites: Vec<SiteConfig>,
 }

@@ -115,6 +115,8 @@ pub struct RawConfig {
     pub failover: RawFailover,
     #[serde(default)]
     pub reload: RawReload,
+    /// Status → the page the proxy's own answers of that status carry (`error_pages.rs`).
+    pub error_pages: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default, rename = "listener")]
     pub listeners: Vec<RawListener>,
     #[serde(default, rename = "site")]

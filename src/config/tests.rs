@@ -792,3 +792,62 @@ backends = { static = ["127.0.0.1:9000"] }
         ]
     );
 }
+
+#[test]
+fn error_pages_are_read_relative_to_the_config_and_checked() {
+    let dir = std::env::temp_dir().join(format!("sg-error-pages-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("busy.html"), "<h1>busy</h1>").unwrap();
+    std::fs::write(dir.join("page.php"), "x").unwrap();
+    let load = |table: &str| {
+        Config::from_toml(
+            &format!("{MINIMAL}[error_pages]\n{table}\n"),
+            "test.toml",
+            &dir,
+        )
+    };
+    let c = load("503 = \"busy.html\"\n504 = \"busy.html\"").unwrap();
+    let path = dir.join("busy.html");
+    let pages: Vec<_> = c.error_pages.iter().map(|p| p.status.as_u16()).collect();
+    assert_eq!(pages, [503, 504]);
+    assert!(crate::reload::watched_files(&c).contains(&path));
+    let shown = c.to_effective_toml();
+    assert!(
+        shown.contains(&format!("503 = \"{}\"", path.display())),
+        "{shown}"
+    );
+    assert!(!check(MINIMAL)
+        .unwrap()
+        .to_effective_toml()
+        .contains("error_pages"));
+
+    for (table, key, says) in [
+        (
+            "five = \"busy.html\"",
+            "error_pages.five",
+            "`five` is not a status code",
+        ),
+        (
+            "302 = \"busy.html\"",
+            "error_pages.302",
+            "pages are for 400 to 599",
+        ),
+        ("503 = \"missing.html\"", "error_pages.503", "missing.html"),
+        (
+            "503 = \"page.php\"",
+            "error_pages.503",
+            ".html, .htm, .json, .txt",
+        ),
+        (
+            "503 = \"busy.html\"\n\"0503\" = \"busy.html\"",
+            // Keys are taken in order: "0503" comes first.
+            "error_pages.503",
+            "a second page for 503",
+        ),
+    ] {
+        let err = load(table).unwrap_err();
+        assert_eq!(keys(&err), [key], "{table}");
+        assert!(err.to_string().contains(says), "{err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}

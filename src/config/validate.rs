@@ -327,6 +327,8 @@ pub(super) fn validate(
         }),
     };
 
+    let error_pages = super::error_pages::error_pages(&mut c, raw.error_pages.as_ref());
+
     if c.issues.is_empty() {
         Ok(Config {
             source: source.to_string(),
@@ -339,6 +341,7 @@ pub(super) fn validate(
             balance,
             failover,
             reload,
+            error_pages,
             listeners,
             sites,
         })

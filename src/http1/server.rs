@@ -265,7 +265,8 @@ impl<I: AsyncRead + AsyncWrite + Unpin + Send> Connection<'_, I> {
             Refused::Timeout => (StatusCode::REQUEST_TIMEOUT, "request_header_timeout"),
         };
         self.conn.listener.metrics.connection_error(kind);
-        let resp = local_response(status, "");
+        let mut resp = local_response(status, "");
+        self.proxy.get().error_pages().dress(&mut resp);
         let (parts, mut body) = resp.into_parts();
         let len = body.remaining().unwrap_or(0);
         let out = &mut self.out;

@@ -909,3 +909,23 @@ pub async fn read_h2_frame(tls: &mut TlsStream<TcpStream>) -> (u8, u8, u32, Vec<
         .expect("a frame's payload");
     (head[3], head[4], stream, payload)
 }
+
+/// The same request, bodiless, over an HTTP/1.1 connection and an HTTP/2 one: each answer with
+/// its protocol's name.
+pub async fn over_both(
+    over_h1: &mut H1,
+    over_h2: &mut H2,
+    method: &str,
+    uri: &str,
+) -> [(&'static str, http::Response<hyper::body::Incoming>); 2] {
+    let req = || {
+        http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .body(empty())
+            .unwrap()
+    };
+    let h1_answer = send_h1(over_h1, req()).await;
+    let h2_answer = over_h2.send_request(req()).await.unwrap();
+    [("HTTP/1.1", h1_answer), ("HTTP/2", h2_answer)]
+}
