@@ -130,7 +130,8 @@ pin_project_lite::pin_project! {
         reply: SendResponse<Bytes>,
         progress: Option<Arc<Progress>>,
         body: Option<Sending>,
-        unread: Option<Unread>,
+        // Boxed: it is rare, and a stream that has none then pays only a null check to drop it.
+        unread: Option<Box<Unread>>,
         sent: bool,
     }
 }
@@ -204,12 +205,12 @@ struct Unread {
 }
 
 impl Unread {
-    fn new(body: Box<dyn ClientBody + Sync>) -> Unread {
-        Unread {
+    fn new(body: Box<dyn ClientBody + Sync>) -> Box<Unread> {
+        Box::new(Unread {
             body,
             dropped: 0,
             deadline: None,
-        }
+        })
     }
 
     /// `Ready` when the body is over, failed, went past the bounds, or never would fit them.

@@ -89,12 +89,7 @@ impl Proxy {
         if body.is_unfinished() {
             reply.body.hold(body);
         }
-        // After the length is set from the text: HTTP/2 ends the stream with the head.
-        let mut response = reply.into_response();
-        if parts.method == Method::HEAD {
-            response.body_mut().drop_local_content();
-        }
-        response
+        reply.into_response(parts.method == Method::HEAD)
     }
 
     /// One request, whatever protocol brought it, whose head arrived at `start`. `upgrade`
@@ -146,7 +141,9 @@ impl Proxy {
     }
 
     /// The answer to a request that failed here, on the operator's page for its status if
-    /// there is one.
+    /// there is one. Out of line: every request's state machine carries its `handle`'s code.
+    #[cold]
+    #[inline(never)]
     fn error_response(&self, err: ProxyError) -> Response<ProxyBody> {
         let mut resp = err.into_response();
         self.error_pages.dress(&mut resp);

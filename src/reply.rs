@@ -35,8 +35,9 @@ impl Reply {
 
     /// The answer as an HTTP/2 stream sends it. What HTTP/1.1's encoder adds to every head is
     /// added here too: a `Date` when the backend sent none (RFC 9110 §6.6.1, an origin with a
-    /// clock), and a local answer's `Content-Length`.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// clock), and a local answer's `Content-Length`. The answer to a HEAD request (`head`)
+    /// keeps that length and sends no body: the stream ends with the head.
+    pub fn into_response(self, head: bool) -> Response<ProxyBody> {
         let has_date = self.fields.contains(&header::DATE);
         let mut fields = match self.fields {
             Fields::Backend(raw) => raw.into_map(),
@@ -60,6 +61,9 @@ impl Reply {
         let mut resp = Response::new(self.body);
         *resp.status_mut() = self.status;
         *resp.headers_mut() = fields;
+        if head {
+            resp.body_mut().drop_local_content();
+        }
         resp
     }
 }
