@@ -500,9 +500,10 @@ async fn a_name_with_one_address_is_called_out_as_a_likely_clusterip_service() {
     // What a ClusterIP service answers: one virtual IP, whatever the number of pods.
     dns.set_ips(name, &["127.0.0.1".parse().unwrap()], 30);
     let dir = temp_dir("clusterip");
+    let path = dir.to_path_buf();
     let proc_ = tokio::task::spawn_blocking(move || {
         Process::start(
-            &dir,
+            &path,
             &format!("name = \"kc\"\nbackends = {{ dns = \"{name}\", port = 8080 }}"),
             &format!("[dns]\nnameservers = [\"{}\"]\n", dns.addr),
         )
@@ -539,8 +540,9 @@ fn command_line_errors_exit_64_and_help_exits_0() {
 async fn a_single_threaded_runtime_serves_and_drains() {
     let (_node, site) = one_node().await;
     let dir = temp_dir("threads1");
+    let path = dir.to_path_buf();
     let proc_ = tokio::task::spawn_blocking(move || {
-        Process::start_with(&dir, &site, "", &["--threads", "1"])
+        Process::start_with(&path, &site, "", &["--threads", "1"])
     })
     .await
     .unwrap();
@@ -630,7 +632,7 @@ async fn the_process_series_are_the_kernels_view_of_the_proxy() {
             .as_secs_f64()
     };
     let started = unix_now();
-    let (proc_, admin) = start_with_admin(dir, site).await;
+    let (proc_, admin) = start_with_admin(dir.to_path_buf(), site).await;
     let listening = unix_now();
     let pid = proc_.child.id();
     assert_eq!(get_plain(proc_.plain, "/").await.0, 200);
@@ -729,7 +731,7 @@ async fn an_operators_who_and_why_are_logged_decoded() {
     let (node, site) = one_node().await;
     let dir = temp_dir("operator");
     let site = format!("name = \"main\"\n{site}");
-    let (proc_, admin) = start_with_admin(dir, site).await;
+    let (proc_, admin) = start_with_admin(dir.to_path_buf(), site).await;
     let drain = format!(
         "POST /sites/main/backends/{}/drain?who=alice%40ops&why=kernel+patch%2C%20then%0Areboot \
          HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
@@ -811,7 +813,8 @@ async fn a_sigterm_during_a_reload_still_drains_and_exits() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = temp_dir("sighup-term");
     let (site, extra) = site_on_silent_dns(&silent);
-    let proc_ = tokio::task::spawn_blocking(move || Process::start(&dir, site, &extra))
+    let path = dir.to_path_buf();
+    let proc_ = tokio::task::spawn_blocking(move || Process::start(&path, site, &extra))
         .await
         .unwrap();
     let pid = proc_.child.id().to_string();
@@ -831,8 +834,9 @@ async fn a_sighup_while_starting_is_a_reload_not_the_end() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let dir = temp_dir("sighup-start");
     let (site, extra) = site_on_silent_dns(&silent);
+    let path = dir.to_path_buf();
     let proc_ = tokio::task::spawn_blocking(move || {
-        let proc_ = Process::spawn(&dir, site, &extra, &[]);
+        let proc_ = Process::spawn(&path, site, &extra, &[]);
         proc_.wait_for_log(|v| v["message"] == "starting");
         kill("-HUP", &proc_.child.id().to_string());
         proc_.wait_listening_then_reloaded();
@@ -856,8 +860,9 @@ fn catches(pid: u32, signal: u32) -> bool {
 }
 
 /// A process started on a config file that is a named pipe nobody writes to yet: its read
-/// hangs, as a read from a stuck network volume would. The handlers are set before it.
-fn start_reading_a_pipe(tag: &str) -> (Process, std::path::PathBuf) {
+/// hangs, as a read from a stuck network volume would. The handlers are set before it. The
+/// pipe's directory goes when the last value returned is dropped.
+fn start_reading_a_pipe(tag: &str) -> (Process, std::path::PathBuf, TempDir) {
     let dir = temp_dir(tag);
     let pipe = dir.join("pipe.toml");
     assert!(Command::new("mkfifo")
@@ -873,16 +878,16 @@ fn start_reading_a_pipe(tag: &str) -> (Process, std::path::PathBuf) {
         assert!(std::time::Instant::now() < deadline, "no handlers set");
         std::thread::sleep(std::time::Duration::from_millis(10));
     }
-    (proc_, pipe)
+    (proc_, pipe, dir)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sighup_while_the_config_is_read_is_a_reload_and_a_sigterm_stops_the_read() {
-    let (proc_, pipe) = tokio::task::spawn_blocking(|| {
-        let (proc_, pipe) = start_reading_a_pipe("sighup-read");
+    let (proc_, pipe, _dir) = tokio::task::spawn_blocking(|| {
+        let (proc_, pipe, dir) = start_reading_a_pipe("sighup-read");
         let pid = proc_.child.id().to_string();
         kill("-HUP", &pid);
-        (proc_, pipe)
+        (proc_, pipe, dir)
     })
     .await
     .unwrap();
@@ -909,7 +914,7 @@ async fn a_sighup_while_the_config_is_read_is_a_reload_and_a_sigterm_stops_the_r
     assert_eq!(proc_.terminate().await, Some(0));
 
     // SIGTERM while the read hangs: the process ends, without waiting for the read.
-    let proc_ = tokio::task::spawn_blocking(|| start_reading_a_pipe("sigterm-read").0)
+    let (proc_, _, _dir) = tokio::task::spawn_blocking(|| start_reading_a_pipe("sigterm-read"))
         .await
         .unwrap();
     assert_eq!(proc_.terminate().await, Some(0));
@@ -1017,8 +1022,9 @@ async fn systemd_hears_ready_reloading_and_stopping_and_its_watchdog_is_fed() {
     );
     std::fs::write(&file, &good).unwrap();
     let started = file.clone();
+    let socket_dir = dir.to_path_buf();
     let (proc_, systemd, ready) = tokio::task::spawn_blocking(move || {
-        let mut systemd = Systemd::listen(&dir);
+        let mut systemd = Systemd::listen(&socket_dir);
         let socket = systemd.path.to_str().unwrap().to_string();
         // Pings every 250 ms.
         let env = [

@@ -146,13 +146,13 @@ async fn h2_answered_by_node_1(
 /// A proxy on `write_config`'s two listeners in front of `node` (node-1), with an idle
 /// kept-alive HTTP/1.1 connection and an HTTP/2 one over TLS open, each answered once.
 struct Open {
-    dir: std::path::PathBuf,
     pki: Pki,
     server: Server,
     tcp: TcpStream,
     /// Held: a client that drops its last handle closes the connection itself.
     h2: H2,
     h2_driver: tokio::task::JoinHandle<Result<(), hyper::Error>>,
+    dir: TempDir,
 }
 
 async fn open(tag: &str, node: std::net::SocketAddr, extra: &str) -> Open {

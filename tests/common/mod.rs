@@ -29,8 +29,9 @@ pub fn localhost() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 
-/// A fresh directory for one test's files.
-pub fn temp_dir(tag: &str) -> PathBuf {
+/// A fresh directory for one test's files, removed when the value is dropped (a test run
+/// leaves nothing behind in the temporary directory; thousands of runs would add up).
+pub fn temp_dir(tag: &str) -> TempDir {
     static N: AtomicUsize = AtomicUsize::new(0);
     let dir = std::env::temp_dir().join(format!(
         "sessiongate-test-{}-{tag}-{}",
@@ -38,7 +39,30 @@ pub fn temp_dir(tag: &str) -> PathBuf {
         N.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// A test's directory (`temp_dir`), removed with everything in it when dropped.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = PathBuf;
+
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// A client's certificate and key, for listeners that ask for one.
@@ -215,7 +239,8 @@ listen = "127.0.0.1:0"
 pub struct Harness {
     pub server: Server,
     pub pki: Pki,
-    pub dir: PathBuf,
+    /// Last, so that the directory goes after the proxy that reads it.
+    pub dir: TempDir,
 }
 
 /// A site's `backends` value listing `addrs`.
