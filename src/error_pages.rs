@@ -105,6 +105,10 @@ impl ErrorPages {
         ErrorPages { pages }
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &ErrorPage> {
         self.pages.iter()
     }
@@ -127,15 +131,31 @@ mod tests {
     use super::*;
     use http_body::Body;
 
-    fn dir() -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("sg-pages-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A directory for one test's pages, removed when the test is done.
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(tag: &str) -> Dir {
+            let dir = std::env::temp_dir().join(format!("sg-pages-{}-{tag}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            Dir(dir)
+        }
+
+        fn join(&self, name: &str) -> PathBuf {
+            self.0.join(name)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 
     #[test]
     fn a_page_replaces_the_text_of_its_status_only_and_keeps_the_other_fields() {
-        let path = dir().join("busy.html");
+        let dir = Dir::new("dress");
+        let path = dir.join("busy.html");
         std::fs::write(&path, "<h1>back soon</h1>").unwrap();
         let page = ErrorPage::load(StatusCode::SERVICE_UNAVAILABLE, &path).unwrap();
         let pages = ErrorPages::new(vec![page]);
@@ -157,7 +177,7 @@ mod tests {
 
     #[test]
     fn pages_that_cannot_be_served_are_refused_with_their_reason() {
-        let dir = dir();
+        let dir = Dir::new("refused");
         let status = StatusCode::SERVICE_UNAVAILABLE;
         let missing = ErrorPage::load(status, &dir.join("missing.html")).unwrap_err();
         assert!(

@@ -164,7 +164,7 @@ impl<F: Future<Output = Response<ProxyBody>>> Future for Respond<F> {
                     Err(e) => Err(e),
                     Ok(mut response) => {
                         // Kept here from now on: it outlives the response's body.
-                        *this.unread = response.body_mut().take_held().map(Unread::new);
+                        *this.unread = response.body_mut().take_held().and_then(Unread::new);
                         let progress = this.progress.take().unwrap_or_default();
                         match send_head(response, progress, this.reply) {
                             Ok(Some(sending)) => {
@@ -205,19 +205,21 @@ struct Unread {
 }
 
 impl Unread {
-    fn new(body: Box<dyn ClientBody + Sync>) -> Box<Unread> {
-        Box::new(Unread {
+    /// `None` for a body that declared more than would be read: dropped (reset) at once.
+    fn new(body: Box<dyn ClientBody + Sync>) -> Option<Box<Unread>> {
+        if matches!(body.length(), BodyLength::Known(n) if n > LINGER_BYTES) {
+            return None;
+        }
+        Some(Box::new(Unread {
             body,
             dropped: 0,
             deadline: None,
-        })
+        }))
     }
 
-    /// `Ready` when the body is over, failed, went past the bounds, or never would fit them.
+    /// `Ready` when the body is over, failed, or went past the bounds.
     fn poll_drop(&mut self, cx: &mut Context<'_>) -> Poll<()> {
-        if matches!(self.body.length(), BodyLength::Known(n) if n > LINGER_BYTES) {
-            return Poll::Ready(());
-        }
+        // Set once the answer is out: the bounds count from there.
         let deadline = self
             .deadline
             .get_or_insert_with(|| Box::pin(tokio::time::sleep(LINGER)));

@@ -31,7 +31,7 @@ pub(super) fn render(c: &Config) -> String {
             watch_interval: c.reload.watch_interval.and_then(dur),
         },
         // No pages: no table, rather than an empty one.
-        error_pages: (c.error_pages.iter().next().is_some()).then(|| {
+        error_pages: (!c.error_pages.is_empty()).then(|| {
             c.error_pages
                 .iter()
                 .map(|page| {
