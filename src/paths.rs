@@ -14,7 +14,9 @@
 //!   `/%20/metrics`, which Spring's `trimTokens` reads as `/metrics`) are refused: backends
 //!   disagree on what they mean;
 //! - an overlong UTF-8 form (`%C0%AF` for `/`, `%C0%AE` for `.`), which RFC 3629 forbids
-//!   decoding but old backends decoded anyway, is refused too;
+//!   decoding but old backends decoded anyway, is refused too, and so is an escape behind an
+//!   encoded `%` (`%252e`, `%256detrics`), which a backend that decodes twice reads and
+//!   others do not;
 //! - repeated slashes are merged, `.` and `..` segments resolved (never above the root).
 //!
 //! Matching is on whole segments, case-insensitively, each segment fully percent-decoded and
@@ -41,6 +43,8 @@ pub enum PathError {
     DisguisedSegment,
     #[error("overlong UTF-8 form in path")]
     Overlong,
+    #[error("escape hidden behind an encoded % in path")]
+    DoubleEncoded,
 }
 
 fn hex(b: u8) -> Option<u8> {
@@ -127,6 +131,7 @@ fn canonicalize_slowly(raw: &str) -> Result<Cow<'_, str>, PathError> {
     // Decode unreserved escapes, normalise the others, refuse the ambiguous.
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut changed = false;
+    let mut hides_escape = false;
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
@@ -146,6 +151,7 @@ fn canonicalize_slowly(raw: &str) -> Result<Cow<'_, str>, PathError> {
                         return Err(PathError::Overlong)
                     }
                     v => {
+                        hides_escape |= v == b'%';
                         let upper = format!("%{v:02X}");
                         changed |= upper.as_bytes() != &bytes[i..i + 3];
                         decoded.extend_from_slice(upper.as_bytes());
@@ -160,6 +166,11 @@ fn canonicalize_slowly(raw: &str) -> Result<Cow<'_, str>, PathError> {
                 i += 1;
             }
         }
+    }
+    // `%25` before two hex digits, once the rest is decoded (`%252F`, and `%25%32%46` too):
+    // an escape a backend that decodes twice reads and others do not.
+    if hides_escape && hidden_escape(&decoded) {
+        return Err(PathError::DoubleEncoded);
     }
     // Segments: merge empty ones, resolve dot segments.
     let ends_with_slash = decoded.ends_with(b"/");
@@ -200,6 +211,13 @@ fn canonicalize_slowly(raw: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(
         String::from_utf8(canonical).expect("ASCII path"),
     ))
+}
+
+/// Whether an encoded `%` in a decoded path is followed by two hex digits.
+fn hidden_escape(decoded: &[u8]) -> bool {
+    decoded
+        .windows(5)
+        .any(|w| w[..3] == *b"%25" && hex(w[3]).is_some() && hex(w[4]).is_some())
 }
 
 /// A path prefix, stored as lower-case decoded segment names.
@@ -281,7 +299,10 @@ impl Prefix {
 
 /// Every valid percent-escape decoded; anything else kept as it is.
 fn decode_all(text: &str) -> Vec<u8> {
-    let raw = text.as_bytes();
+    decode_bytes(text.as_bytes())
+}
+
+fn decode_bytes(raw: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(raw.len());
     let mut i = 0;
     while i < raw.len() {
@@ -433,14 +454,28 @@ impl PathPolicy {
     }
 }
 
-/// How the most lenient backend could read a path: every escape decoded, overlong UTF-8 forms
+/// Decoded again and again until no escape is left, as a backend that decodes more than once
+/// reads it (`%252e` as `.`). Each pass that decodes shortens the text, so this ends.
+fn decode_repeatedly(text: &str) -> Vec<u8> {
+    let mut bytes = decode_all(text);
+    loop {
+        let again = decode_bytes(&bytes);
+        if again.len() == bytes.len() {
+            return bytes;
+        }
+        bytes = again;
+    }
+}
+
+/// How the most lenient backend could read a path: every escape decoded (and what that leaves
+/// decoded again, as a backend that decodes twice would), overlong UTF-8 forms
 /// read as the ASCII they hide, `\` taken as a separator, parameters dropped, dot segments
 /// resolved, spaces around a name, its trailing dots and a suffix after its first dot
 /// dropped, case folded.
 /// Vert.x/Quarkus (Keycloak) decode less and compare case-sensitively and exactly, so a path
 /// that stays clear of the policy under this reading stays clear under theirs.
 pub fn lenient_segments(path: &str) -> Vec<String> {
-    let decoded = read_overlong(&decode_all(path));
+    let decoded = read_overlong(&decode_repeatedly(path));
     let text = fold_case(&String::from_utf8_lossy(&decoded));
     let mut out: Vec<String> = Vec::new();
     for segment in text.split(['/', '\\']) {
@@ -575,6 +610,10 @@ mod tests {
             ("/caf%C3%A9", "/caf%C3%A9"),
             ("/metrics;jsessionid=x", "/metrics;jsessionid=x"),
             ("/%7Euser", "/~user"),
+            // A `%` itself, with no escape behind it.
+            ("/100%25", "/100%25"),
+            ("/100%25off", "/100%25off"),
+            ("/a%25%2Eb", "/a%25.b"),
         ] {
             assert_eq!(c(raw).as_deref(), Ok(canonical), "{raw}");
         }
@@ -619,6 +658,12 @@ mod tests {
             ("/%c0", PathError::Overlong),
             ("/%e0%80%ae", PathError::Overlong),
             ("/%f0%80%80%af", PathError::Overlong),
+            ("/%256detrics", PathError::DoubleEncoded),
+            ("/a/%252e%252e/metrics", PathError::DoubleEncoded),
+            ("/a%252Fmetrics", PathError::DoubleEncoded),
+            // The hidden escape's digits escaped themselves.
+            ("/a%25%32%46metrics", PathError::DoubleEncoded),
+            ("/%2525%32%65", PathError::DoubleEncoded),
         ] {
             assert_eq!(c(raw), Err(err), "{raw}");
         }
@@ -687,7 +732,7 @@ mod tests {
     /// exercised forwarded paths, not just refused ones.
     #[test]
     fn no_forwarded_path_reads_as_a_denied_one() {
-        const TOKENS: [&str; 28] = [
+        const TOKENS: [&str; 31] = [
             "/",
             "//",
             ".",
@@ -716,6 +761,10 @@ mod tests {
             "%c0%af",
             "%20",
             "%c5%bf",
+            // After `%25`, an escape hidden from a single decoding: `%252e`, `%256detrics`.
+            "2e",
+            "2f",
+            "6detrics",
         ];
         let deny_only = policy(&["/metrics", "/health"], None, Some("/auth"));
         let with_allow = policy(

@@ -104,6 +104,10 @@ fn cases() -> Vec<Case> {
         get("overlong slash", "/%c0%afmetrics", 400),
         get("overlong parent", "/realms/%C0%AE%C0%AE/metrics", 400),
         get("overlong in three bytes", "/realms/%e0%80%ae%e0%80%ae/health", 400),
+        get("double-encoded letter", "/%256detrics", 400),
+        get("double-encoded parent", "/realms/%252e%252e/metrics", 400),
+        get("double-encoded slash", "/realms%252fmetrics", 400),
+        get("a percent sign itself", "/realms/100%25", 200),
         raw_case("raw backslash", "GET /a\\metrics HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n", 400),
         // Request forms and Host.
         raw_case(
@@ -394,6 +398,7 @@ async fn http2_gets_the_same_rules() {
         ("/realms%2Fx", 400),
         ("/%00", 400),
         ("/realms/%c0%ae%c0%ae/metrics", 400),
+        ("/%256detrics", 400),
         ("/Metrics.json", 404),
         ("/realms/x", 200),
     ] {
