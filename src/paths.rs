@@ -20,8 +20,9 @@
 //! - repeated slashes are merged, `.` and `..` segments resolved (never above the root).
 //!
 //! Matching is on whole segments, case-insensitively, each segment fully percent-decoded and
-//! cut at its first `;` (path parameters), so `/Metrics;jsessionid=1/x` is under `/metrics`
-//! but `/metricsfoo` is not. A protective rule (deny, rate limit) also covers a name with
+//! cut at its first `;` (path parameters), or at a decoded `#` or `?`, which a backend that
+//! decodes before it splits takes for a fragment or a query. So `/Metrics;jsessionid=1/x` and
+//! `/metrics%23x` are under `/metrics` but `/metricsfoo` is not. A protective rule (deny, rate limit) also covers a name with
 //! spaces around it or a suffix after a dot (`/metrics%20`, `/metrics.json`), which some
 //! backends read as the name itself; the allow list does not.
 
@@ -352,16 +353,23 @@ fn read_overlong(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
-/// How a segment is compared: fully decoded, cut at `;`, case folded.
+/// Where a decoded name ends for the policy: at a path parameter (`;`), or at what a backend
+/// that decodes before it splits would take for a query or a fragment (`%3F`, `%23`).
+fn ends_name(b: u8) -> bool {
+    matches!(b, b';' | b'#' | b'?')
+}
+
+/// How a segment is compared: fully decoded, cut where `ends_name` says, case folded.
 /// Borrowed for a plain ASCII segment without escapes (the common case: no allocation on the
 /// request path); such a name is compared with ASCII case folding. Anything else is decoded and
 /// folded with `fold_case`.
 fn segment_name(segment: &str) -> Cow<'_, str> {
     if segment.is_ascii() && !segment.contains('%') {
-        return Cow::Borrowed(segment.split(';').next().unwrap_or_default());
+        let name = segment.split(|c: char| ends_name(c as u8)).next();
+        return Cow::Borrowed(name.unwrap_or_default());
     }
     let bytes = decode_all(segment);
-    let name = bytes.split(|b| *b == b';').next().unwrap_or_default();
+    let name = bytes.split(|b| ends_name(*b)).next().unwrap_or_default();
     Cow::Owned(fold_case(&String::from_utf8_lossy(name)))
 }
 
@@ -468,10 +476,10 @@ fn decode_repeatedly(text: &str) -> Vec<u8> {
 }
 
 /// How the most lenient backend could read a path: every escape decoded (and what that leaves
-/// decoded again, as a backend that decodes twice would), overlong UTF-8 forms
-/// read as the ASCII they hide, `\` taken as a separator, parameters dropped, dot segments
-/// resolved, spaces around a name, its trailing dots and a suffix after its first dot
-/// dropped, case folded.
+/// decoded again, as a backend that decodes twice would), overlong UTF-8 forms read as the
+/// ASCII they hide, `\` taken as a separator, parameters and whatever follows a decoded `#`
+/// or `?` dropped, dot segments resolved, spaces around a name, its trailing dots and a
+/// suffix after its first dot dropped, case folded.
 /// Vert.x/Quarkus (Keycloak) decode less and compare case-sensitively and exactly, so a path
 /// that stays clear of the policy under this reading stays clear under theirs.
 pub fn lenient_segments(path: &str) -> Vec<String> {
@@ -480,7 +488,7 @@ pub fn lenient_segments(path: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for segment in text.split(['/', '\\']) {
         match segment
-            .split(';')
+            .split(|c: char| c.is_ascii() && ends_name(c as u8))
             .next()
             .unwrap_or_default()
             .trim_matches(' ')
@@ -649,6 +657,8 @@ mod tests {
             ("/a/.%20/b", PathError::DisguisedSegment),
             ("/a/%20..%20/metrics", PathError::DisguisedSegment),
             ("/a/%20;x/metrics", PathError::DisguisedSegment),
+            ("/%23/metrics", PathError::DisguisedSegment),
+            ("/a/..%3Fx/metrics", PathError::DisguisedSegment),
             // Raw spaces never come in a request target, but the fuzzer sends them.
             ("/ /metrics", PathError::DisguisedSegment),
             ("/a/ . /metrics", PathError::DisguisedSegment),
@@ -693,6 +703,8 @@ mod tests {
             "/Health/ready",
             "/metrics;a=b",
             "/metrics%3Bx",
+            "/metrics%23x",
+            "/Metrics%3F",
             "/auth/metrics",
             "/AUTH/health/live",
             "/auth/metrics;x/y",
@@ -722,6 +734,7 @@ mod tests {
             "/metri%20cs",
             "/x.metrics",
             "/metrics%20.json",
+            "/x%23metrics",
         ] {
             assert!(!pol.denies(&c(allowed).unwrap()), "{allowed}");
         }
@@ -732,7 +745,7 @@ mod tests {
     /// exercised forwarded paths, not just refused ones.
     #[test]
     fn no_forwarded_path_reads_as_a_denied_one() {
-        const TOKENS: [&str; 31] = [
+        const TOKENS: [&str; 33] = [
             "/",
             "//",
             ".",
@@ -765,6 +778,8 @@ mod tests {
             "2e",
             "2f",
             "6detrics",
+            "%23",
+            "%3f",
         ];
         let deny_only = policy(&["/metrics", "/health"], None, Some("/auth"));
         let with_allow = policy(
