@@ -800,9 +800,10 @@ async fn requests_without_host_or_with_connect_are_refused_and_others_still_serv
 
 /// A Host or authority with userinfo is refused (RFC 9110 §4.2.4): passed on, `good@evil`
 /// reads as `good` to an allow list that checks the start, and as `evil` to a browser
-/// following a link a backend built from it.
+/// following a link a backend built from it. So is one whose port is not digits (RFC 9112
+/// §3.2).
 #[tokio::test]
-async fn hosts_with_userinfo_are_refused() {
+async fn hosts_with_userinfo_or_a_port_not_of_digits_are_refused() {
     let nodes = start_nodes(1).await;
     let proxy = Harness::start(&[nodes[0].addr], "").await;
     for request in [
@@ -812,6 +813,10 @@ async fn hosts_with_userinfo_are_refused() {
         b"GET http://app.test@evil.test/echo HTTP/1.1\r\nHost: app.test@evil.test\r\n\
           Connection: close\r\n\r\n",
         b"GET http://app.test@evil.test/echo HTTP/1.1\r\nConnection: close\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: app.test:abc\r\nConnection: close\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: app.test:80x\r\nConnection: close\r\n\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: [::1]:http\r\nConnection: close\r\n\r\n",
+        b"GET http://app.test:8o/echo HTTP/1.1\r\nConnection: close\r\n\r\n",
     ] {
         let response = raw(proxy.plain_addr(), request).await;
         assert!(
@@ -820,17 +825,17 @@ async fn hosts_with_userinfo_are_refused() {
             String::from_utf8_lossy(request)
         );
     }
-    let req = http::Request::get("http://app.test@evil.test/echo")
-        .body(empty())
-        .unwrap();
-    assert_eq!(h2_echo(req).await.0, 400);
-    let response = raw(
-        proxy.plain_addr(),
-        b"GET /echo HTTP/1.1\r\nHost: app.test:8080\r\nConnection: close\r\n\r\n",
-    )
-    .await;
-    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
-    assert_eq!(echoed_header(&response, "host"), vec!["app.test:8080"]);
+    for uri in ["http://app.test@evil.test/echo", "http://app.test:abc/echo"] {
+        let req = http::Request::get(uri).body(empty()).unwrap();
+        assert_eq!(h2_echo(req).await.0, 400, "{uri}");
+    }
+    // Ports of digits, an empty one (RFC 3986 allows it) and IPv6 literals are served.
+    for host in ["app.test:8080", "app.test:", "[::1]", "[::1]:8080"] {
+        let request = format!("GET /echo HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        let response = raw(proxy.plain_addr(), request.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 200"), "{host}: {response}");
+        assert_eq!(echoed_header(&response, "host"), vec![host]);
+    }
 }
 
 /// A request target is a path or an absolute URI (RFC 9112 §3.2). `GET host:80` (the authority
