@@ -242,9 +242,8 @@ async fn run_demo(options: DemoOptions) -> ExitCode {
             },
         }
     }
-    let code = drain(demo.server, &mut signals).await;
-    let _ = std::fs::remove_dir_all(&demo.dir);
-    code
+    // Its files go when `demo` is dropped, after the drain.
+    drain(demo.server, &mut signals).await
 }
 
 /// The configuration, read on a thread of its own so that SIGTERM or SIGINT still end a read

@@ -1136,15 +1136,21 @@ fn a_demo_that_cannot_start_says_what_to_try() {
     let any = "127.0.0.1:0";
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let taken = taken.local_addr().unwrap().to_string();
-    let out = sessiongate()
+    let child = sessiongate()
         .args(["demo", "--https", &taken, "--http", any, "--admin", any])
         .args(["--nodes", "1"])
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    let files = std::env::temp_dir().join(format!("sessiongate-demo-{}", child.id()));
+    let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(&format!("cannot listen on {taken}")), "{err}");
     assert!(err.contains("ports in use?"), "{err}");
+    // It had written its certificate and config before the port was found taken.
+    assert!(!files.exists(), "the demo left {} behind", files.display());
 
     // A file where the directory should be: no directory can be made under it.
     let dir = temp_dir("demo-tmp");

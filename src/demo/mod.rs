@@ -11,7 +11,7 @@ pub mod dns;
 pub mod node;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 pub use node::DemoNode;
 
@@ -77,8 +77,37 @@ pub struct Demo {
     /// The second site's nodes.
     pub dc2: Vec<DemoNode>,
     pub dns: DnsServer,
-    pub dir: PathBuf,
+    /// Its certificate, key and config, removed when the demo is dropped.
+    pub dir: DemoDir,
     pub options: DemoOptions,
+}
+
+/// The demo's files: a directory of its own (`sessiongate-demo-<pid>`, and `-<n>` after it
+/// for a second demo in one process, as tests start), removed on drop.
+pub struct DemoDir(PathBuf);
+
+impl DemoDir {
+    fn create() -> Result<DemoDir, DemoError> {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let mut name = format!("sessiongate-demo-{}", std::process::id());
+        match STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed) {
+            0 => {}
+            n => name.push_str(&format!("-{n}")),
+        }
+        let dir = std::env::temp_dir().join(name);
+        std::fs::create_dir_all(&dir).map_err(|e| DemoError::Files(dir.clone(), e))?;
+        Ok(DemoDir(dir))
+    }
+
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for DemoDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// The headless service the demo's DNS server publishes for the first site.
@@ -190,11 +219,28 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
     }
     publish(&dns, SERVICE_DC2, &dc2);
 
-    let dir = std::env::temp_dir().join(format!("sessiongate-demo-{}", std::process::id()));
+    // Dropped with the demo, or here when it cannot start (a port in use).
+    let dir = DemoDir::create()?;
+    let server = serve_from(&dir.0, &options, dns.addr).await?;
+    Ok(Demo {
+        server,
+        nodes,
+        dc2,
+        dns,
+        dir,
+        options,
+    })
+}
+
+/// Writes the demo's certificate and config into `dir`, and starts the proxy on them.
+async fn serve_from(
+    dir: &Path,
+    options: &DemoOptions,
+    dns: SocketAddr,
+) -> Result<Server, DemoError> {
     let write = |name: &str, contents: &str| {
-        std::fs::write(dir.join(name), contents).map_err(|e| DemoError::Files(dir.clone(), e))
+        std::fs::write(dir.join(name), contents).map_err(|e| DemoError::Files(dir.to_owned(), e))
     };
-    std::fs::create_dir_all(&dir).map_err(|e| DemoError::Files(dir.clone(), e))?;
     let key = rcgen::KeyPair::generate()?;
     let cert =
         rcgen::CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()])?
@@ -208,19 +254,10 @@ pub async fn start(options: DemoOptions) -> Result<Demo, DemoError> {
         .replace("{https_port}", &options.https.port().to_string())
         .replace("{service_dc2}", SERVICE_DC2)
         .replace("{service}", SERVICE)
-        .replace("{dns}", &dns.addr.to_string());
+        .replace("{dns}", &dns.to_string());
     write("demo.toml", &text)?;
-
     let config = Config::load(&dir.join("demo.toml"))?;
-    let server = Server::start(config).await?;
-    Ok(Demo {
-        server,
-        nodes,
-        dc2,
-        dns,
-        dir,
-        options,
-    })
+    Ok(Server::start(config).await?)
 }
 
 /// Pods are named like a StatefulSet's: keycloak-0, keycloak-1, ...
@@ -427,7 +464,34 @@ fn reachable(addr: std::net::SocketAddr) -> std::net::SocketAddr {
 
 #[cfg(test)]
 mod tests {
-    use super::reachable;
+    use super::{reachable, start, DemoOptions};
+    use std::net::SocketAddr;
+
+    /// Tests run several demos in one process: each gets files of its own (two once shared
+    /// one directory, and a demo could load the other's config and its DNS server), and
+    /// takes them with it when dropped.
+    #[tokio::test]
+    async fn demos_in_one_process_keep_their_files_apart_and_remove_them() {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        let options = DemoOptions {
+            https: any,
+            http: any,
+            admin: any,
+            nodes: 1,
+        };
+        let a = start(options.clone()).await.unwrap();
+        let b = start(options).await.unwrap();
+        let (config_a, config_b) = (a.dir.join("demo.toml"), b.dir.join("demo.toml"));
+        assert_ne!(config_a, config_b);
+        let dns = |config: &std::path::Path| std::fs::read_to_string(config).unwrap();
+        assert!(dns(&config_a).contains(&a.dns.addr.to_string()));
+        assert!(dns(&config_b).contains(&b.dns.addr.to_string()));
+        drop(a);
+        assert!(!config_a.exists());
+        assert!(config_b.exists());
+        drop(b);
+        assert!(!config_b.exists());
+    }
 
     #[test]
     fn an_address_bound_to_all_is_shown_on_loopback() {
