@@ -196,6 +196,7 @@ fn header_rewrite(c: &mut Criterion) {
                     hop: &hop,
                     host: &host,
                     trusted: false,
+                    resolved: None,
                 },
             );
             headers

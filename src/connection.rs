@@ -38,6 +38,8 @@ pub struct ListenerContext {
     pub paths: PathPolicy,
     pub deny_status: http::StatusCode,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// What X-Forwarded-For and Forwarded say behind a trusted proxy.
+    pub forwarded_for: crate::config::ForwardedMode,
     pub hsts: Option<http::HeaderValue>,
     pub request_id: Option<http::HeaderName>,
     /// Networks allowed to send a PROXY protocol header, on listeners that expect one.
@@ -104,6 +106,7 @@ impl ListenerContext {
             paths: config.paths.clone(),
             deny_status: config.deny_status,
             trusted_proxies: config.trusted_proxies.clone(),
+            forwarded_for: config.forwarded_for,
             hsts: config.hsts.clone(),
             request_id: config.request_id.clone(),
             proxy_protocol: config.proxy_protocol.clone(),
@@ -140,6 +143,7 @@ impl ListenerContext {
             paths,
             deny_status,
             trusted_proxies,
+            forwarded_for,
             hsts,
             request_id,
             proxy_protocol,
@@ -162,6 +166,7 @@ impl ListenerContext {
             && *paths == next.paths
             && *deny_status == next.deny_status
             && *trusted_proxies == next.trusted_proxies
+            && *forwarded_for == next.forwarded_for
             && *hsts == next.hsts
             && *request_id == next.request_id
             && *proxy_protocol == next.proxy_protocol
@@ -494,6 +499,7 @@ mod tests {
         assert!(!changed_listener("deny_status = 403"));
         assert!(!changed_listener("deny_paths = [\"/admin\"]"));
         assert!(!changed_listener("trusted_proxies = [\"10.0.0.0/8\"]"));
+        assert!(!changed_listener("forwarded_for = \"client\""));
         assert!(!changed_listener("request_id_header = \"x-id\""));
         let restrict =
             "[[listener.restrict]]\npaths = [\"/admin/\"]\nallow_from = [\"10.0.0.0/8\"]\n";

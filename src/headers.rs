@@ -160,17 +160,24 @@ pub struct Hop {
     last: std::sync::Mutex<Option<(HeaderValue, HeaderValue)>>,
 }
 
+/// A client address as X-Forwarded-For lists it, and as a Forwarded `for=` names it (RFC 7239
+/// §6: an IPv6 address bracketed and quoted).
+fn client_texts(client: IpAddr) -> (HeaderValue, String) {
+    let ip = ip_text(client);
+    let node = if ip.contains(':') {
+        format!("\"[{ip}]\"")
+    } else {
+        ip.clone()
+    };
+    let listed = HeaderValue::try_from(ip).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    (listed, node)
+}
+
 impl Hop {
     pub fn new(client_ip: IpAddr, proto: &'static str, port: u16) -> Hop {
-        let ip = ip_text(client_ip);
-        let node = if ip.contains(':') {
-            format!("\"[{ip}]\"")
-        } else {
-            ip.clone()
-        };
+        let (client, node) = client_texts(client_ip);
         Hop {
-            client: HeaderValue::try_from(ip)
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            client,
             element_prefix: format!("for={node};proto={proto};host="),
             proto,
             port: HeaderValue::from(port),
@@ -197,23 +204,27 @@ impl Hop {
     /// `for=192.0.2.1;proto=https;host=auth.example.com`, quoting as RFC 7239 §4 requires:
     /// IPv6 addresses are bracketed and quoted, and a host that is not a token is quoted.
     pub fn forwarded_element(&self, host: &HeaderValue) -> String {
-        let host = String::from_utf8_lossy(host.as_bytes());
-        let mut element = String::with_capacity(self.element_prefix.len() + host.len() + 2);
-        element.push_str(&self.element_prefix);
-        if !host.is_empty() && host.bytes().all(is_tchar) {
-            element.push_str(&host);
-        } else {
-            element.push('"');
-            for c in host.chars() {
-                if c == '\\' || c == '"' {
-                    element.push('\\');
-                }
-                element.push(c);
-            }
-            element.push('"');
-        }
-        element
+        with_host(self.element_prefix.clone(), host)
     }
+}
+
+/// `prefix` (an element up to `host=`) and the host, quoted unless it is a token.
+fn with_host(mut element: String, host: &HeaderValue) -> String {
+    let host = String::from_utf8_lossy(host.as_bytes());
+    element.reserve(host.len() + 2);
+    if !host.is_empty() && host.bytes().all(is_tchar) {
+        element.push_str(&host);
+    } else {
+        element.push('"');
+        for c in host.chars() {
+            if c == '\\' || c == '"' {
+                element.push('\\');
+            }
+            element.push(c);
+        }
+        element.push('"');
+    }
+    element
 }
 
 /// The client's address as far as the proxy can tell: the peer, or, when the peer is a trusted
@@ -255,6 +266,9 @@ pub struct ForwardedFor<'a> {
     pub host: &'a HeaderValue,
     /// The peer is a trusted proxy: extend its chain instead of replacing it.
     pub trusted: bool,
+    /// Behind a trusted proxy with `forwarded_for = "client"`: the client resolved from its
+    /// chain, named alone instead of the chain.
+    pub resolved: Option<IpAddr>,
 }
 
 /// Headers an operator may not give another job, such as carrying request IDs: hop-by-hop
@@ -328,7 +342,7 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) {
 pub fn forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) -> Forwarded {
     // Kept from a trusted peer: the chain so far (the exact names, not underscore spellings).
     let (mut prior_forwarded, mut prior_xff) = (None, None);
-    if f.trusted {
+    if f.trusted && f.resolved.is_none() {
         prior_forwarded = joined(headers, &header::FORWARDED);
         prior_xff = joined(headers, &X_FORWARDED_FOR);
     }
@@ -351,16 +365,28 @@ pub fn forwarded(headers: &mut HeaderMap, f: &ForwardedFor<'_>) -> Forwarded {
     }
 
     let hop = f.hop;
-    let forwarded = match prior_forwarded {
-        Some(prior) => chain(Some(prior), hop.forwarded_element(f.host)),
-        None => hop.forwarded_value(f.host),
-    };
-    let client = match prior_xff {
-        Some(prior) => chain(
-            Some(prior),
-            hop.client.to_str().unwrap_or("unknown").to_owned(),
+    let (forwarded, client) = match f.resolved {
+        // One element, for the client, with what the first hop said of scheme and host.
+        Some(resolved) => {
+            let (listed, node) = client_texts(resolved);
+            let scheme = proto.as_ref().and_then(|p| p.to_str().ok());
+            let prefix = format!("for={node};proto={};host=", scheme.unwrap_or(hop.proto));
+            let element = with_host(prefix, host.as_ref().unwrap_or(f.host));
+            (chain(None, element), listed)
+        }
+        None => (
+            match prior_forwarded {
+                Some(prior) => chain(Some(prior), hop.forwarded_element(f.host)),
+                None => hop.forwarded_value(f.host),
+            },
+            match prior_xff {
+                Some(prior) => chain(
+                    Some(prior),
+                    hop.client.to_str().unwrap_or("unknown").to_owned(),
+                ),
+                None => hop.client.clone(),
+            },
         ),
-        None => hop.client.clone(),
     };
     [
         (header::FORWARDED, forwarded),
@@ -475,6 +501,7 @@ mod tests {
                 hop: &Hop::new("::ffff:10.1.2.3".parse().unwrap(), "http", 8443),
                 host: &host,
                 trusted: false,
+                resolved: None,
             },
         );
         let mut names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
@@ -532,6 +559,42 @@ mod tests {
         assert_eq!(client("10.0.0.1", &["10.0.0.3, 10.0.0.2"]), "10.0.0.3");
     }
 
+    /// `forwarded_for = "client"`: behind a balancer that appends to what the client sent,
+    /// the backend is told only the client the proxy resolved, never the client's own word
+    /// first in the list, with the first hop's scheme and host.
+    #[test]
+    fn a_trusted_proxy_chain_can_be_replaced_by_the_client_it_names() {
+        for (resolved, xff, node) in [
+            ("203.0.113.9", "203.0.113.9", "203.0.113.9"),
+            ("2001:db8::9", "2001:db8::9", "\"[2001:db8::9]\""),
+        ] {
+            let mut h = map(&[
+                ("x-forwarded-for", "6.6.6.6, 7.7.7.7"),
+                ("forwarded", "for=6.6.6.6, for=7.7.7.7"),
+                ("x-forwarded-proto", "https"),
+                ("x-forwarded-host", "sso.example.test"),
+            ]);
+            let host = HeaderValue::from_static("internal.example.test");
+            set_forwarded(
+                &mut h,
+                &ForwardedFor {
+                    hop: &Hop::new("10.0.0.5".parse().unwrap(), "http", 8080),
+                    host: &host,
+                    trusted: true,
+                    resolved: Some(resolved.parse().unwrap()),
+                },
+            );
+            assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+            assert_eq!(h["x-forwarded-for"], xff);
+            assert_eq!(
+                h["forwarded"],
+                format!("for={node};proto=https;host=sso.example.test").as_str()
+            );
+            assert_eq!(h["x-forwarded-proto"], "https");
+            assert_eq!(h["x-forwarded-host"], "sso.example.test");
+        }
+    }
+
     #[test]
     fn a_trusted_proxy_chain_is_extended_with_rfc7239_quoting() {
         let mut h = map(SPOOFED);
@@ -542,6 +605,7 @@ mod tests {
                 hop: &Hop::new("2001:db8::7".parse().unwrap(), "https", 8443),
                 host: &host,
                 trusted: true,
+                resolved: None,
             },
         );
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 7.7.7.7, 2001:db8::7");

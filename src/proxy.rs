@@ -19,7 +19,7 @@ use crate::admission::Shed;
 use crate::backends::{Backend, InFlight, SharedSnapshot, Site};
 use crate::balance;
 use crate::body::{BodyLength, ClientBody, Limited, ProxyBody};
-use crate::config::{Algorithm, Balance, Config, HashKey, HttpsRedirect};
+use crate::config::{Algorithm, Balance, Config, ForwardedMode, HashKey, HttpsRedirect};
 use crate::connection::{ConnContext, ListenerContext};
 use crate::cookies;
 use crate::error::{local_response, ProxyError};
@@ -252,12 +252,17 @@ impl Proxy {
                 (value, false)
             }
         };
+        let trusted = listener.trusts(conn.peer.ip());
+        let resolved = (trusted && listener.forwarded_for == ForwardedMode::Client).then(|| {
+            headers::client_address(&parts.headers, conn.peer.ip(), |ip| listener.trusts(ip))
+        });
         let forwarded = headers::forwarded(
             &mut parts.headers,
             &ForwardedFor {
                 hop: &conn.hop,
                 host: &host_value,
-                trusted: listener.trusts(conn.peer.ip()),
+                trusted,
+                resolved,
             },
         );
         let added = Added {

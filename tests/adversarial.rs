@@ -526,6 +526,64 @@ async fn per_address_counts_survive_a_reload() {
         .starts_with("HTTP/1.1 200"));
 }
 
+/// `forwarded_for = "client"`: a balancer that appends to what the client sent (AWS ALB's
+/// default) leaves the client's own word first in the list, which is the address Keycloak's
+/// Quarkus reads. The backend is told only the client the proxy resolved, the address its
+/// rules use: the nearest in the chain that no trusted proxy stands for.
+#[tokio::test]
+async fn a_trusted_chain_can_reach_the_backend_as_the_client_alone() {
+    let node = sessiongate::demo::DemoNode::start("node-1", localhost())
+        .await
+        .unwrap();
+    let listeners = r#"
+[[listener]]
+name = "resolving"
+listen = "127.0.0.1:0"
+trusted_proxies = ["127.0.0.0/8", "10.0.0.0/8"]
+forwarded_for = "client"
+[[listener.restrict]]
+paths = ["/admin/"]
+allow_from = ["203.0.113.0/24"]
+"#;
+    let proxy = Harness::start_with(
+        listeners,
+        &format!("{{ static = [\"{}\"] }}", node.addr),
+        "",
+    )
+    .await;
+    let addr = proxy.server.listener_addr("resolving").unwrap();
+    let request = |path: &str, xff: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: kc.internal\r\nX-Forwarded-For: {xff}\r\n\
+             X-Forwarded-Proto: https\r\nX-Forwarded-Host: sso.example.test\r\n\
+             Forwarded: for=6.6.6.6, for=203.0.113.9\r\nConnection: close\r\n\r\n"
+        )
+    };
+    let response = raw(
+        addr,
+        request("/echo", "6.6.6.6, 203.0.113.9, 10.0.0.5").as_bytes(),
+    )
+    .await;
+    assert_eq!(
+        echoed_header(&response, "x-forwarded-for"),
+        vec!["203.0.113.9"]
+    );
+    assert_eq!(
+        echoed_header(&response, "forwarded"),
+        vec!["for=203.0.113.9;proto=https;host=sso.example.test"]
+    );
+    assert_eq!(echoed_header(&response, "x-forwarded-proto"), vec!["https"]);
+    assert_eq!(
+        echoed_header(&response, "x-forwarded-host"),
+        vec!["sso.example.test"]
+    );
+    // The address the restrict rule judged is the one the backend is told.
+    let admitted = raw(addr, request("/admin/x", "6.6.6.6, 203.0.113.9").as_bytes()).await;
+    assert!(admitted.starts_with("HTTP/1.1 200"), "{admitted}");
+    let refused = raw(addr, request("/admin/x", "203.0.113.9, 6.6.6.6").as_bytes()).await;
+    assert!(refused.starts_with("HTTP/1.1 403"), "{refused}");
+}
+
 #[tokio::test]
 async fn trusted_proxies_extend_the_chain_and_hsts_is_sent() {
     let node = sessiongate::demo::DemoNode::start("node-1", localhost())

@@ -170,6 +170,7 @@ pub(super) fn render(c: &Config) -> String {
                 relative_path: l.relative_path.clone(),
                 deny_status: Some(l.deny_status.as_u16()),
                 trusted_proxies: Some(l.trusted_proxies.iter().map(|n| n.to_string()).collect()),
+                forwarded_for: Some(l.forwarded_for.name().to_string()),
                 hsts: l
                     .hsts
                     .as_ref()

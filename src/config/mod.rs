@@ -153,6 +153,8 @@ pub struct ListenerConfig {
     pub relative_path: Option<String>,
     pub deny_status: http::StatusCode,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// What X-Forwarded-For and Forwarded say behind a trusted proxy.
+    pub forwarded_for: ForwardedMode,
     pub hsts: Option<http::HeaderValue>,
     /// The header that carries each request's ID (`request_id.rs`); none when unset.
     pub request_id: Option<http::HeaderName>,
@@ -170,6 +172,27 @@ pub struct ListenerConfig {
     /// The protocols a client may switch to with `Upgrade`, lowercase; a request naming any
     /// other is forwarded without its `Upgrade` (`headers::allowed_upgrade`).
     pub upgrades: Vec<String>,
+}
+
+/// What the backend is told of the client behind a trusted proxy (`forwarded_for`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedMode {
+    /// The trusted peer's X-Forwarded-For and Forwarded, extended with the peer: the whole
+    /// chain, as nginx's `$proxy_add_x_forwarded_for` and HAProxy's `option forwardfor`.
+    Chain,
+    /// Only the client the proxy resolved from the chain (`headers::client_address`), for
+    /// backends that read the first address of the list, which the client itself may have
+    /// written when a balancer appends to what it sent.
+    Client,
+}
+
+impl ForwardedMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            ForwardedMode::Chain => "chain",
+            ForwardedMode::Client => "client",
+        }
+    }
 }
 
 /// How a backend is chosen for a request.

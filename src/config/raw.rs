@@ -225,6 +225,9 @@ pub struct RawListener {
     pub deny_status: Option<u16>,
     /// Peers (CIDR) whose forwarded headers are extended rather than replaced.
     pub trusted_proxies: Option<Vec<String>>,
+    /// `chain` (extend a trusted peer's X-Forwarded-For and Forwarded) or `client` (name only
+    /// the client the proxy resolved from them).
+    pub forwarded_for: Option<String>,
     /// Strict-Transport-Security value added to responses on a TLS listener.
     pub hsts: Option<String>,
     /// A header carrying each request's ID to the backend and back (e.g. `X-Request-ID`).

@@ -460,6 +460,28 @@ fn proxy_protocol_needs_its_trusted_networks() {
 }
 
 #[test]
+fn forwarded_for_is_chain_or_client() {
+    let listener = |extra: &str| {
+        check(&format!(
+            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n{extra}\n[[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n"
+        ))
+    };
+    let chain = listener("").unwrap();
+    assert_eq!(chain.listeners[0].forwarded_for, ForwardedMode::Chain);
+    assert!(chain
+        .to_effective_toml()
+        .contains("forwarded_for = \"chain\""));
+    let client = listener("forwarded_for = \"client\"").unwrap();
+    assert_eq!(client.listeners[0].forwarded_for, ForwardedMode::Client);
+    assert!(client
+        .to_effective_toml()
+        .contains("forwarded_for = \"client\""));
+    let err = listener("forwarded_for = \"last\"").unwrap_err();
+    assert!(keys(&err).contains(&"listener[0].forwarded_for"), "{err}");
+    assert!(err.to_string().contains("chain, client"), "{err}");
+}
+
+#[test]
 fn a_request_id_header_must_be_a_name_of_its_own() {
     let listener = |extra: &str| {
         check(&format!(

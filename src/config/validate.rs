@@ -9,9 +9,9 @@ use std::time::Duration;
 use super::raw::{self, RawConfig};
 use super::{balancing, failover, rate_limit, restrict, server_tls};
 use super::{
-    resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, HttpsRedirect,
-    IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, ReloadConfig, SiteConfig, Timeouts,
-    UpstreamPool,
+    resolve_path, AdminConfig, BackendSource, Config, ConfigIssue, DnsConfig, ForwardedMode,
+    HttpsRedirect, IpFamily, Limits, ListenerConfig, LogConfig, LogFormat, ReloadConfig,
+    SiteConfig, Timeouts, UpstreamPool,
 };
 use crate::paths::{self, PathPolicy, Prefix};
 use crate::tls::UpstreamTls;
@@ -466,6 +466,17 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         }
         (false, None) => None,
     };
+    let forwarded_for = match l.forwarded_for.as_deref() {
+        None | Some("chain") => ForwardedMode::Chain,
+        Some("client") => ForwardedMode::Client,
+        Some(other) => {
+            c.issue(
+                format!("{key}.forwarded_for"),
+                format!("`{other}` is not one of: chain, client"),
+            );
+            ForwardedMode::Chain
+        }
+    };
     let hsts = l.hsts.as_deref().and_then(|v| {
         if l.tls.is_none() {
             c.issue(
@@ -521,6 +532,7 @@ fn listener(c: &mut Checker<'_>, i: usize, l: &raw::RawListener) -> ListenerConf
         relative_path: l.relative_path.clone(),
         deny_status,
         trusted_proxies,
+        forwarded_for,
         hsts,
         request_id,
         proxy_protocol,
