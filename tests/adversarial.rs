@@ -23,6 +23,16 @@ async fn proxy(node: &sessiongate::demo::DemoNode) -> Harness {
     Harness::start_site(&format!("{{ static = [\"{}\"] }}", node.addr), LIMITS).await
 }
 
+/// These listeners in front of `node`, with the default limits.
+async fn listeners_before(node: &sessiongate::demo::DemoNode, listeners: &str) -> Harness {
+    Harness::start_with(
+        listeners,
+        &format!("{{ static = [\"{}\"] }}", node.addr),
+        "",
+    )
+    .await
+}
+
 fn status_of(response: &str) -> u16 {
     response
         .split(' ')
@@ -545,12 +555,7 @@ forwarded_for = "client"
 paths = ["/admin/"]
 allow_from = ["203.0.113.0/24"]
 "#;
-    let proxy = Harness::start_with(
-        listeners,
-        &format!("{{ static = [\"{}\"] }}", node.addr),
-        "",
-    )
-    .await;
+    let proxy = listeners_before(&node, listeners).await;
     let addr = proxy.server.listener_addr("resolving").unwrap();
     let request = |path: &str, xff: &str| {
         format!(
@@ -600,12 +605,7 @@ listen = "127.0.0.1:0"
 hsts = "max-age=31536000; includeSubDomains"
 tls = { cert = "default.crt", key = "default.key" }
 "#;
-    let proxy = Harness::start_with(
-        listeners,
-        &format!("{{ static = [\"{}\"] }}", node.addr),
-        "",
-    )
-    .await;
+    let proxy = listeners_before(&node, listeners).await;
     let trusting = proxy.server.listener_addr("trusting").unwrap();
     let response = raw(
         trusting,

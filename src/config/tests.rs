@@ -6,6 +6,13 @@ fn check(text: &str) -> Result<Config, ConfigError> {
     Config::from_toml(text, "test.toml", Path::new("/nonexistent"))
 }
 
+/// A config of one plain listener with `extra` keys, in front of one static backend.
+fn listener(extra: &str) -> Result<Config, ConfigError> {
+    check(&format!(
+        "[[listener]]\nlisten = \"127.0.0.1:8080\"\n{extra}\n[[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n"
+    ))
+}
+
 const MINIMAL: &str = r#"
 [[listener]]
 listen = "127.0.0.1:8080"
@@ -431,11 +438,6 @@ fn several_sites_and_failover_settings_are_checked() {
 
 #[test]
 fn proxy_protocol_needs_its_trusted_networks() {
-    let listener = |extra: &str| {
-        check(&format!(
-            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n{extra}\n[[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n"
-        ))
-    };
     let c =
         listener("proxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.1\"]")
             .unwrap();
@@ -461,11 +463,6 @@ fn proxy_protocol_needs_its_trusted_networks() {
 
 #[test]
 fn forwarded_for_is_chain_or_client() {
-    let listener = |extra: &str| {
-        check(&format!(
-            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n{extra}\n[[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n"
-        ))
-    };
     let chain = listener("").unwrap();
     assert_eq!(chain.listeners[0].forwarded_for, ForwardedMode::Chain);
     assert!(chain
@@ -483,11 +480,6 @@ fn forwarded_for_is_chain_or_client() {
 
 #[test]
 fn a_request_id_header_must_be_a_name_of_its_own() {
-    let listener = |extra: &str| {
-        check(&format!(
-            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n{extra}\n[[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n"
-        ))
-    };
     let c = listener("request_id_header = \"X-Request-ID\"").unwrap();
     assert_eq!(
         c.listeners[0].request_id.as_ref().map(|h| h.as_str()),
@@ -516,11 +508,6 @@ fn a_request_id_header_must_be_a_name_of_its_own() {
 
 #[test]
 fn upgrades_are_websocket_unless_listed_and_never_h2c() {
-    let listener = |extra: &str| {
-        check(&format!(
-            "[[listener]]\nlisten = \"127.0.0.1:8080\"\n{extra}\n[[site]]\nbackends = {{ static = [\"127.0.0.1:9000\"] }}\n"
-        ))
-    };
     assert_eq!(listener("").unwrap().listeners[0].upgrades, ["websocket"]);
     let c = listener("upgrades = [\"WebSocket\", \"x-stream\"]").unwrap();
     assert_eq!(c.listeners[0].upgrades, ["websocket", "x-stream"]);
