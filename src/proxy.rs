@@ -253,9 +253,16 @@ impl Proxy {
             }
         };
         let trusted = listener.trusts(conn.peer.ip());
-        let resolved = (trusted && listener.forwarded_for == ForwardedMode::Client).then(|| {
-            headers::client_address(&parts.headers, conn.peer.ip(), |ip| listener.trusts(ip))
-        });
+        // Only behind a trusted proxy, and only when asked for: the common request skips it.
+        let resolved = if trusted && listener.forwarded_for == ForwardedMode::Client {
+            Some(headers::client_address(
+                &parts.headers,
+                conn.peer.ip(),
+                |ip| listener.trusts(ip),
+            ))
+        } else {
+            None
+        };
         let forwarded = headers::forwarded(
             &mut parts.headers,
             &ForwardedFor {
