@@ -204,7 +204,10 @@ impl Hop {
     /// `for=192.0.2.1;proto=https;host=auth.example.com`, quoting as RFC 7239 §4 requires:
     /// IPv6 addresses are bracketed and quoted, and a host that is not a token is quoted.
     pub fn forwarded_element(&self, host: &HeaderValue) -> String {
-        with_host(self.element_prefix.clone(), host)
+        // Sized for the host too, so that `with_host` need not grow it.
+        let mut element = String::with_capacity(self.element_prefix.len() + host.len() + 2);
+        element.push_str(&self.element_prefix);
+        with_host(element, host)
     }
 }
 
