@@ -201,9 +201,21 @@ impl Proxy {
             return Ok(Reply::local(resp));
         }
         let host = host.ok_or(ProxyError::MissingHost)?;
-        if !listener.restrictions.is_empty() || !listener.rate_limits.is_empty() {
-            let client =
-                headers::client_address(&parts.headers, conn.peer.ip(), |ip| listener.trusts(ip));
+        // The client behind any trusted proxies, read once for all that goes by it: the
+        // restrict rules, the rate limits and `forwarded_for = "client"`.
+        let client = if !listener.restrictions.is_empty()
+            || !listener.rate_limits.is_empty()
+            || listener.forwarded_for == ForwardedMode::Client
+        {
+            Some(headers::client_address(
+                &parts.headers,
+                conn.peer.ip(),
+                |ip| listener.trusts(ip),
+            ))
+        } else {
+            None
+        };
+        if let Some(client) = client {
             // Refused first: a client kept out of a path spends none of its allowance there.
             restrict::check(&listener.restrictions, target.path(), client)
                 .map_err(ProxyError::Restricted)?;
@@ -253,15 +265,10 @@ impl Proxy {
             }
         };
         let trusted = listener.trusts(conn.peer.ip());
-        // Only behind a trusted proxy, and only when asked for: the common request skips it.
-        let resolved = if trusted && listener.forwarded_for == ForwardedMode::Client {
-            Some(headers::client_address(
-                &parts.headers,
-                conn.peer.ip(),
-                |ip| listener.trusts(ip),
-            ))
-        } else {
-            None
+        // Named alone only behind a trusted proxy (from anyone else the peer is the client).
+        let resolved = match listener.forwarded_for {
+            ForwardedMode::Client if trusted => client,
+            _ => None,
         };
         let forwarded = headers::forwarded(
             &mut parts.headers,
